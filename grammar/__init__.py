@@ -1,0 +1,38 @@
+"""interpgram.grammar: the spec (pydantic), YAML loading with positions, the compiler and the plan IR.
+
+Imports nothing from interpgram.backends: the pipeline runs one way, spec → plan → results → views.
+"""
+from ._errors import Diagnostic, SpecError, did_you_mean, nearest
+from ._load import LoadedSpec, load_spec, load_spec_text
+from ._presentations import PRESENTATIONS, PresentationKind, register_presentation
+from .compiler import ModelInfo, compile_spec
+from .plan import Plan, Target
+from .spec import SPEC_VERSION, Spec
+
+
+def json_schema() -> dict:
+    """The spec's JSON Schema (for editor autocompletion), with the registered presentations listed."""
+    schema = Spec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "interpgram spec"
+    names = list(PRESENTATIONS)
+
+    def patch(node):
+        if isinstance(node, dict):
+            if node.get("type") == "string" and "presentation" in str(node.get("title", "")).lower():
+                node["enum"] = names
+            for v in node.values():
+                patch(v)
+        elif isinstance(node, list):
+            for v in node:
+                patch(v)
+
+    patch(schema)
+    return schema
+
+
+__all__ = [
+    "Diagnostic", "LoadedSpec", "ModelInfo", "PRESENTATIONS", "Plan", "PresentationKind", "SPEC_VERSION",
+    "Spec", "SpecError", "Target", "compile_spec", "did_you_mean", "json_schema", "load_spec",
+    "load_spec_text", "nearest", "register_presentation",
+]

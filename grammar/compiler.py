@@ -1,0 +1,425 @@
+"""Spec → Plan: lower every element to ops and fuse them.
+
+Fusion rules:
+- every layer any element reads is captured by one forward pass over the inputs;
+- every distinct gradient target (a class logit, a layer position's norm, ...) is one backward
+  pass, taken with respect to every layer that needs it;
+- identical requests (same op, same parameters) are one node, so two elements asking for the
+  same tensor share it.
+
+The compiler needs to know the model's layers (with output shapes, in execution order) and class
+names: a :class:`ModelInfo`, which backends provide. It imports nothing from backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ._errors import Diagnostic, SpecError, did_you_mean
+from ._load import LoadedSpec
+from ._presentations import PRESENTATIONS
+from .plan import (
+    Capture,
+    Combine,
+    Factorize,
+    Gradient,
+    GroupAttribution,
+    PathGradient,
+    Plan,
+    Present,
+    Reduce,
+    Series,
+    Target,
+)
+from .spec import (
+    ActivationContent,
+    AttributionContent,
+    DatasetSubstrate,
+    NetworkSubstrate,
+    ParametersSubstrate,
+    TransformContent,
+    canonical_atom,
+    canonical_presentations,
+)
+
+CAPTURE_ID = "fwd"
+
+
+@dataclass
+class ModelInfo:
+    """What the compiler needs to know about a model (pure data)."""
+
+    name: str
+    layers: dict[str, tuple[int, ...]]  # module path -> per-sample output shape, execution order
+    classes: list[str]
+    input_shape: tuple[int, ...] = (3, 224, 224)
+
+    def order(self, layer: str) -> int:
+        if layer == "input":
+            return -1
+        if layer == "output":
+            return len(self.layers) + 1
+        return list(self.layers).index(layer)
+
+    def shape(self, layer: str) -> tuple[int, ...]:
+        if layer == "input":
+            return tuple(self.input_shape)
+        if layer == "output":
+            return (len(self.classes),)
+        return tuple(self.layers[layer])
+
+
+class _Invalid(Exception):
+    """Raised inside the compiler after a diagnostic was recorded for the current element."""
+
+
+@dataclass
+class _Content:
+    series: list[Series]
+    atom: str
+    layer: str
+    kind: str  # activation | attribution | transform
+    sentence: str
+    groups: Optional[str] = None
+
+
+@dataclass
+class _Builder:
+    loaded: LoadedSpec
+    info: ModelInfo
+    diags: list[Diagnostic] = field(default_factory=list)
+    ops: dict[str, Any] = field(default_factory=dict)
+    keys: dict[tuple, str] = field(default_factory=dict)
+    capture_layers: list[str] = field(default_factory=list)
+    grad_wrt: dict[Target, list[str]] = field(default_factory=dict)
+    grad_ids: dict[Target, str] = field(default_factory=dict)
+    element_targets: set = field(default_factory=set)
+    element_paths: int = 0
+
+    # ------------------------------------------------------------ helpers
+    def fail(self, path: tuple, msg: str, *, key: bool = False) -> None:
+        self.diags.append(self.loaded.error(path, msg, key=key))
+        raise _Invalid
+
+    def node(self, kind: str, key: tuple, make) -> str:
+        full = (kind,) + key
+        if full in self.keys:
+            return self.keys[full]
+        op_id = f"{kind}{sum(1 for k in self.keys if k[0] == kind)}"
+        self.keys[full] = op_id
+        self.ops[op_id] = make(op_id)
+        return op_id
+
+    def capture(self, layer: str) -> str:
+        if layer not in ("output",) and layer not in self.capture_layers:
+            self.capture_layers.append(layer)
+        if layer == "output" and "output" not in self.capture_layers:
+            self.capture_layers.append("output")
+        return CAPTURE_ID
+
+    def gradient(self, target: Target, layer: str) -> str:
+        self.element_targets.add(target)
+        self.capture(layer)
+        if target.kind == "norm":
+            self.capture(target.layer)
+        wrt = self.grad_wrt.setdefault(target, [])
+        if layer not in wrt:
+            wrt.append(layer)
+        if target not in self.grad_ids:
+            self.grad_ids[target] = f"grad{len(self.grad_ids)}"
+        return self.grad_ids[target]
+
+    # ------------------------------------------------------------ substrates
+    def check_layer(self, layer: str, path: tuple) -> None:
+        if layer in ("input", "output") or layer in self.info.layers:
+            return
+        choices = ["input", *self.info.layers, "output"]
+        self.fail(path + ("layer",), f"unknown layer {layer!r} in {self.info.name} {did_you_mean(layer, choices, listing='layers')}")
+
+    def class_index(self, c: Any, path: tuple) -> int:
+        classes = self.info.classes
+        if isinstance(c, bool):
+            self.fail(path, f"class {c!r} is neither a class name nor an index")
+        if isinstance(c, int):
+            if 0 <= c < len(classes):
+                return c
+            self.fail(path, f"class index {c} is out of range (the model has {len(classes)} classes: 0..{len(classes) - 1})")
+        if c in classes:
+            return classes.index(c)
+        self.fail(path, f"unknown class {c!r} {did_you_mean(c, classes, listing='classes')}")
+        raise AssertionError
+
+    def check_atom(self, atom, layer: str, path: tuple) -> None:
+        shape = self.info.shape(layer)
+        apath = path + ("atom",)
+        if atom.kind in ("spatial", "neuron") and atom.at is not None:
+            if len(shape) != 3:
+                self.fail(apath, f"layer {layer!r} has no spatial positions (shape {shape})")
+            c, h, w = shape
+            x, y = atom.at[0], atom.at[1]
+            if not (0 <= x < w and 0 <= y < h):
+                self.fail(apath, f"position x={x}, y={y} is outside {layer!r} ({w}×{h}: x in 0..{w - 1}, y in 0..{h - 1})")
+            if atom.kind == "neuron" and not 0 <= atom.at[2] < c:
+                self.fail(apath, f"channel {atom.at[2]} is outside {layer!r} ({c} channels: 0..{c - 1})")
+        if atom.channels is not None:
+            c = shape[0]
+            bad = [i for i in atom.channels if not 0 <= i < c]
+            if bad:
+                self.fail(apath, f"channel {bad[0]} is outside {layer!r} ({c} channels: 0..{c - 1})")
+        if atom.kind in ("spatial", "group") and len(shape) != 3 and layer != "output":
+            self.fail(apath, f"{atom.kind} atoms need a layer with positions; {layer!r} has shape {shape}")
+        if atom.kind == "group":
+            c, h, w = shape
+            if atom.k > min(c, h * w):
+                self.fail(apath, f"k={atom.k} groups is more than {layer!r} allows (min(channels {c}, positions {h * w}))")
+
+    def network(self, sub, path: tuple, what: str) -> NetworkSubstrate:
+        if isinstance(sub, DatasetSubstrate):
+            self.fail(path, f"{what}: a dataset substrate is collected for atlases, which no presentation here shows yet; "
+                            "use a network layer ({layer: conv3, atom: spatial})")
+        if isinstance(sub, ParametersSubstrate):
+            self.fail(path, f"{what}: a parameters substrate has no presentation yet; use a network layer")
+        self.check_layer(sub.layer, path)
+        return sub
+
+    # ------------------------------------------------------------ content
+    def content(self, c, path: tuple) -> _Content:
+        if isinstance(c, ActivationContent):
+            return self.activation(c, path + ("activation",))
+        if isinstance(c, AttributionContent):
+            return self.attribution(c, path + ("attribution",))
+        if isinstance(c, TransformContent):
+            return self.transform(c, path + ("transform",))
+        raise AssertionError(type(c))
+
+    def activation(self, c: ActivationContent, path: tuple) -> _Content:
+        sub = self.network(c.activation, path, "activation")
+        if sub.layer == "output" and sub.atom is None:
+            atom = canonical_atom("channel")
+        else:
+            atom = canonical_atom(sub.atom, "spatial")
+        self.check_atom(atom, sub.layer, path)
+        cap = self.capture(sub.layer)
+        sentence = f"Activation(Network {sub.layer} {atom.kind.capitalize()})"
+        if atom.kind == "group":
+            src = self.node("act", (sub.layer, "neuron", None, None),
+                            lambda i: Reduce(i, capture=cap, layer=sub.layer, atom="neuron"))
+            if atom.of == "attribution":
+                self.fail(path + ("atom",), "groups of attribution need an attribution content: "
+                                            "{attribution: {from: {layer: L, atom: {group: nmf, of: attribution}}, to: ...}}")
+            g = self.node("nmf", (src, atom.k, "activation", atom.sign, self.seed),
+                          lambda i: Factorize(i, source=src, k=atom.k, of="activation", sign=atom.sign, seed=self.seed))
+            return _Content([], "group", sub.layer, "activation", sentence, groups=g)
+        op = self.node("act", (sub.layer, atom.kind, atom.at, atom.channels),
+                       lambda i: Reduce(i, capture=cap, layer=sub.layer, atom=atom.kind, at=atom.at, channels=atom.channels))
+        return _Content([Series(f"{sub.layer} activation", op)], atom.kind, sub.layer, "activation", sentence)
+
+    def targets(self, to: NetworkSubstrate, frm_layer: str, path: tuple) -> list[tuple[str, Target]]:
+        if to.layer == "output":
+            if to.atom is not None and canonical_atom(to.atom).kind not in ("neuron", "channel"):
+                self.fail(path + ("to", "atom"), "the output layer's atoms are its class logits: use select: [class, ...]")
+            if to.select is None:
+                return [("predicted class", Target("logit", None))]
+            out = []
+            for i, c in enumerate(to.select):
+                idx = self.class_index(c, path + ("to", "select", i))
+                out.append((self.info.classes[idx], Target("logit", idx)))
+            return out
+        if to.layer == "input":
+            self.fail(path + ("to", "layer"), "attribution flows from earlier to later layers; 'input' cannot be a target")
+        if self.info.order(to.layer) <= self.info.order(frm_layer):
+            self.fail(path + ("to", "layer"),
+                      f"attribution goes from an earlier layer to a later one; {to.layer!r} does not come after {frm_layer!r}")
+        atom = canonical_atom(to.atom, "spatial")
+        self.check_atom(atom, to.layer, path + ("to",))
+        if atom.kind == "spatial":
+            label = f"{to.layer} at ({atom.at[0]}, {atom.at[1]})" if atom.at else f"{to.layer} strongest position"
+            return [(label, Target("norm", layer=to.layer, at=atom.at))]
+        self.fail(path + ("to", "atom"),
+                  f"layer-to-layer attribution targets a spatial position of {to.layer!r}: atom: spatial or {{spatial: [x, y]}}")
+        raise AssertionError
+
+    def attribution(self, c: AttributionContent, path: tuple) -> _Content:
+        a = c.attribution
+        frm = self.network(a.from_, path + ("from",), "from")
+        to = self.network(a.to, path + ("to",), "to")
+        if frm.layer == "output":
+            self.fail(path + ("from", "layer"), "attribution starts at the input or a hidden layer, not at 'output'")
+        atom = canonical_atom(frm.atom, "spatial")
+        self.check_atom(atom, frm.layer, path + ("from",))
+        targets = self.targets(to, frm.layer, path)
+        cap = self.capture(frm.layer)
+        to_name = "Output " + ", ".join(t[0] for t in targets) if to.layer == "output" else f"Network {to.layer}"
+        sentence = f"Attribution(Network {frm.layer} {atom.kind.capitalize()}, {to_name})"
+        if a.method == "integrated" and atom.kind == "group":
+            self.fail(path + ("method",), "method: integrated is not available for group atoms; use grad_x_act")
+        series: list[Series] = []
+        groups = None
+        if atom.kind == "group":
+            src_kind = atom.of
+            if src_kind == "activation":
+                src = self.node("act", (frm.layer, "neuron", None, None),
+                                lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="neuron"))
+            else:
+                if len(targets) != 1:
+                    self.fail(path + ("from", "atom"), "groups of attribution factorise one target's attribution: select one class")
+                g0 = self.gradient(targets[0][1], frm.layer)
+                src = self.node("attr", (frm.layer, "neuron", g0, None, None),
+                                lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="neuron", gradient=g0))
+            groups = self.node("nmf", (src, atom.k, src_kind, atom.sign, self.seed),
+                               lambda i: Factorize(i, source=src, k=atom.k, of=src_kind, sign=atom.sign, seed=self.seed))
+            for label, t in targets:
+                g = self.gradient(t, frm.layer)
+                full = self.node("attr", (frm.layer, "neuron", g, None, None),
+                                 lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="neuron", gradient=g))
+                ga = self.node("gattr", (groups, full), lambda i: GroupAttribution(i, groups=groups, attribution=full))
+                series.append(Series(label, ga))
+            return _Content(series, "group", frm.layer, "attribution", sentence, groups=groups)
+        for label, t in targets:
+            if a.method == "integrated":
+                self.element_targets.add(("path", t, frm.layer, a.steps))
+                if t.kind == "norm":
+                    self.capture(t.layer)
+                g = self.node("path", (t, frm.layer, a.steps),
+                              lambda i: PathGradient(i, capture=cap, target=t, layer=frm.layer, steps=a.steps))
+            else:
+                g = self.gradient(t, frm.layer)
+            op = self.node("attr", (frm.layer, atom.kind, g, atom.at, atom.channels),
+                           lambda i: Reduce(i, capture=cap, layer=frm.layer, atom=atom.kind, gradient=g,
+                                            at=atom.at, channels=atom.channels))
+            series.append(Series(label, op))
+        return _Content(series, atom.kind, frm.layer, "attribution", sentence)
+
+    def transform(self, c: TransformContent, path: tuple) -> _Content:
+        t = c.transform
+        if t.op == "compare":
+            a = self.content(t.a, path + ("a",))
+            b = self.content(t.b, path + ("b",))
+            if (a.atom, a.layer) != (b.atom, b.layer) or a.groups != b.groups:
+                self.fail(path, f"compare needs two contents of the same layer and atom; got {a.layer}·{a.atom} and {b.layer}·{b.atom}")
+            if len(a.series) != len(b.series):
+                self.fail(path, f"compare needs the same number of series on both sides ({len(a.series)} vs {len(b.series)})")
+            series = []
+            for sa, sb in zip(a.series, b.series):
+                op = self.node("cmp", ("compare", sa.op, sb.op), lambda i: Combine(i, op="compare", inputs=(sa.op, sb.op)))
+                series.append(Series(f"{sa.label} − {sb.label}", op))
+            return _Content(series, a.atom, a.layer, "transform", f"Transform(compare, {a.sentence}, {b.sentence})", a.groups)
+        of = self.content(t.of, path + ("of",))
+        if of.atom == "group":
+            self.fail(path + ("op",), f"transform {t.op} applies to neuron, spatial and channel contents, not groups")
+        series = []
+        by = None
+        if t.op == "filter":
+            byc = self.content(t.by, path + ("by",))
+            if (byc.atom, byc.layer) != (of.atom, of.layer) or len(byc.series) != 1:
+                self.fail(path + ("by",), "filter's `by` must be one series of the same layer and atom as `of`")
+            by = byc.series[0].op
+        if t.op == "select" and of.atom == "spatial":
+            self.fail(path + ("atoms",), "select keeps channels: use it on channel or neuron contents")
+        for s in of.series:
+            op = self.node("tf", (t.op, s.op, t.k, t.by if isinstance(t.by, str) else by,
+                                  tuple(t.atoms) if t.atoms else None, t.threshold),
+                           lambda i: Combine(i, op=t.op, inputs=(s.op,), k=t.k,
+                                             by=t.by if isinstance(t.by, str) else by,
+                                             atoms=tuple(t.atoms) if t.atoms else None, threshold=t.threshold))
+            series.append(Series(s.label, op))
+        return _Content(series, of.atom, of.layer, "transform", f"Transform({t.op}, {of.sentence})")
+
+    @property
+    def seed(self) -> int:
+        return self.loaded.spec.execution.seed
+
+
+def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
+    """Lower a validated spec to a fused plan for ``info``'s model. Raises :class:`SpecError`."""
+    spec = loaded.spec
+    b = _Builder(loaded, info)
+    presents: list[Present] = []
+    unfused_fwd = unfused_bwd = 0
+    for el_id, el in spec.elements.items():
+        epath = ("elements", el_id)
+        b.element_targets = set()
+        try:
+            content = b.content(el.content, epath + ("content",))
+        except _Invalid:
+            continue
+        n_targets = len(b.element_targets)
+        unfused_fwd += 1 + sum(1 for t in b.element_targets if isinstance(t, tuple))
+        unfused_bwd += n_targets
+        for i, (name, opts) in enumerate(canonical_presentations(el.presentation)):
+            ppath = epath + ("presentation",) + ((i,) if isinstance(el.presentation, list) else ())
+            kind = PRESENTATIONS[name]
+            try:
+                options = kind.options.model_validate(opts)
+            except Exception as err:  # pydantic ValidationError
+                for e in getattr(err, "errors", lambda: [])():
+                    key = e["loc"][0] if e["loc"] else name
+                    if e["type"] == "extra_forbidden":
+                        msg = f"{name} has no option {key!r} {did_you_mean(key, kind.options.model_fields, listing='options')}"
+                    else:
+                        msg = f"{name} option {key}: {e['msg'].lower()}"
+                    b.diags.append(loaded.error(ppath + (name, key) if isinstance(opts, dict) and key in opts else ppath, msg))
+                continue
+            if content.atom not in kind.atoms:
+                want = " or ".join(kind.atoms)
+                fits = [n for n, k in PRESENTATIONS.items() if content.atom in k.atoms]
+                hint = f"; for {content.atom} content use {' or '.join(fits)}" if fits else ""
+                b.diags.append(loaded.error(ppath, f"presentation {name!r} shows {want} atoms, but this content is "
+                                                   f"{content.layer}·{content.atom}{hint}"))
+                continue
+            pid = f"el:{el_id}" + (f":{i}" if i else "")
+            title = el.title or _title(el_id, name, content)
+            presents.append(Present(
+                pid, element=el_id, presentation=name, options=tuple(sorted(options.model_dump().items())),
+                atom=content.atom, layer=content.layer, content_kind=content.kind, series=tuple(content.series),
+                groups=content.groups, title=title,
+                grammar=("FeatureVis" if name.startswith("featurevis") else "InfoVis") + f"({content.sentence})",
+            ))
+
+    ids = set(spec.elements)
+    for i, link in enumerate(spec.links):
+        for end, key in ((link.from_, "from"), (link.to, "to")):
+            el = end.partition(".")[0]
+            if el not in ids:
+                b.diags.append(loaded.error(("links", i, key), f"link {key} {end!r}: no element {el!r} {did_you_mean(el, ids, listing='elements')}"))
+    layout = spec.layout or [[e] for e in spec.elements]
+    placed: dict[str, tuple] = {}
+    for r, row in enumerate(layout):
+        for c, el in enumerate(row):
+            if el not in ids:
+                b.diags.append(loaded.error(("layout", r, c), f"layout names {el!r}, which is not an element {did_you_mean(el, ids, listing='elements')}"))
+            elif el in placed:
+                b.diags.append(loaded.error(("layout", r, c), f"element {el!r} is placed twice in the layout"))
+            placed[el] = (r, c)
+    if spec.layout:
+        missing = [e for e in spec.elements if e not in placed]
+        if missing:
+            b.diags.append(loaded.error(("layout",), f"layout leaves out element(s) {', '.join(missing)}; add them to a row"))
+    if b.diags:
+        raise SpecError(b.diags)
+
+    plan = Plan(model=spec.model_spec.source, inputs=tuple(spec.inputs), title=spec.title or "",
+                source=loaded.file, seed=spec.execution.seed, device=spec.execution.device,
+                dtype=spec.execution.dtype, classes=list(info.classes),
+                links=[(l.from_, l.to) for l in spec.links], layout=[list(r) for r in layout])
+    needs_grad = bool(b.grad_ids) or any(isinstance(o, PathGradient) for o in b.ops.values())
+    ordered = sorted(b.capture_layers, key=info.order)
+    plan.ops[CAPTURE_ID] = Capture(CAPTURE_ID, inputs=tuple(spec.inputs), layers=tuple(ordered), needs_grad=needs_grad)
+    for t, gid in b.grad_ids.items():
+        wrt = tuple(sorted(b.grad_wrt[t], key=info.order))
+        plan.ops[gid] = Gradient(gid, capture=CAPTURE_ID, target=t, wrt=wrt)
+    plan.ops.update(b.ops)
+    for p in presents:
+        plan.ops[p.id] = p
+    plan.layer_shapes = {l: info.shape(l) for l in ordered}
+    for op in plan.ops.values():
+        if isinstance(op, PathGradient):
+            plan.layer_shapes.setdefault(op.layer, info.shape(op.layer))
+    plan.unfused = {"forward": unfused_fwd, "backward": unfused_bwd}
+    return plan
+
+
+def _title(el_id: str, presentation: str, c: _Content) -> str:
+    what = {"activation": "activation", "attribution": "attribution", "transform": "comparison"}[c.kind]
+    labels = ", ".join(s.label for s in c.series if c.kind != "activation")
+    return f"{el_id}: {c.layer} {c.atom} {what}" + (f" → {labels}" if labels else "")

@@ -1,0 +1,319 @@
+"""The plan: what tensors an interface needs, not how to compute them.
+
+Ops form a DAG keyed by ``id``. The compiler fuses: one :class:`Capture` (forward pass) per input
+batch records every layer any element reads; one :class:`Gradient` (backward pass) per distinct
+target serves every layer that needs it; identical requests are one node. Backends lower each op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    """A scalar per input whose gradient is taken.
+
+    - ``logit``: the logit of ``cls`` (a class index, or ``None`` for each input's top-1 prediction);
+    - ``norm``: the L2 norm of ``layer``'s activation vector at position ``at`` = (x, y), as the
+      article's layer-to-layer spatial attribution uses it.
+    """
+
+    kind: str  # "logit" | "norm"
+    cls: Optional[int] = None
+    layer: Optional[str] = None
+    at: Optional[tuple[int, int]] = None
+
+    def describe(self, classes: list[str] | None = None) -> str:
+        if self.kind == "logit":
+            if self.cls is None:
+                return "logit[predicted]"
+            name = classes[self.cls] if classes and self.cls < len(classes) else str(self.cls)
+            return f"logit[{name}]"
+        return f"‖{self.layer}[x={self.at[0]},y={self.at[1]}]‖"
+
+
+@dataclass(frozen=True)
+class Op:
+    id: str
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Capture(Op):
+    """One forward pass over ``inputs`` recording the outputs of ``layers``."""
+
+    inputs: tuple[str, ...] = ()
+    layers: tuple[str, ...] = ()
+    needs_grad: bool = False
+
+
+@dataclass(frozen=True)
+class Gradient(Op):
+    """One backward pass from ``target`` to every layer in ``wrt`` (no parameter gradients)."""
+
+    capture: str = ""
+    target: Target = Target("logit")
+    wrt: tuple[str, ...] = ()
+
+    @property
+    def deps(self):
+        return (self.capture,)
+
+
+@dataclass(frozen=True)
+class PathGradient(Op):
+    """Path-integrated gradient of ``target`` at ``layer``: the mean of ∇f(A·n/N) for n = 0…N−1
+    (the articles' integrated variant); ``steps`` extra forward+backward evaluations, batched."""
+
+    capture: str = ""
+    target: Target = Target("logit")
+    layer: str = ""
+    steps: int = 50
+
+    @property
+    def deps(self):
+        return (self.capture,)
+
+
+@dataclass(frozen=True)
+class Reduce(Op):
+    """Content of one atom kind from a captured activation, or from activation × gradient."""
+
+    capture: str = ""
+    layer: str = ""
+    atom: str = "spatial"  # neuron | spatial | channel | whole (groups go through Factorize)
+    gradient: Optional[str] = None  # None: activation content; else attribution = act × grad
+    at: Optional[tuple[int, ...]] = None
+    channels: Optional[tuple[int, ...]] = None
+
+    @property
+    def deps(self):
+        return (self.capture,) + ((self.gradient,) if self.gradient else ())
+
+
+@dataclass(frozen=True)
+class Factorize(Op):
+    """NMF of one layer's positions × channels into ``k`` groups (per input)."""
+
+    source: str = ""  # a Reduce op with atom=neuron (activation or attribution)
+    k: int = 6
+    of: str = "activation"
+    sign: Optional[str] = None
+    seed: int = 0
+
+    @property
+    def deps(self):
+        return (self.source,)
+
+
+@dataclass(frozen=True)
+class GroupAttribution(Op):
+    """Attribution of each NMF group to a target: Σ (spatial_i ⊗ channel_i) · attribution."""
+
+    groups: str = ""
+    attribution: str = ""  # a Reduce op with atom=neuron and a gradient
+
+    @property
+    def deps(self):
+        return (self.groups, self.attribution)
+
+
+@dataclass(frozen=True)
+class Combine(Op):
+    """A transform over content results: compare (a − b), top_k, select, filter."""
+
+    op: str = "compare"
+    inputs: tuple[str, ...] = ()
+    k: Optional[int] = None
+    by: Optional[str] = None
+    atoms: Optional[tuple[int, ...]] = None
+    threshold: float = 0.0
+
+    @property
+    def deps(self):
+        return self.inputs
+
+
+@dataclass(frozen=True)
+class Series:
+    """One labelled series of an element's content (e.g. the map for one class)."""
+
+    label: str
+    op: str  # id of the op holding the values
+
+
+@dataclass(frozen=True)
+class Present(Op):
+    """An element: content series shown through one presentation."""
+
+    element: str = ""
+    presentation: str = ""
+    options: tuple = ()  # sorted (key, value) pairs
+    atom: str = "spatial"
+    layer: str = ""
+    content_kind: str = "activation"  # activation | attribution | transform
+    series: tuple[Series, ...] = ()
+    groups: Optional[str] = None  # Factorize op for group presentations
+    title: str = ""
+    grammar: str = ""
+
+    @property
+    def deps(self):
+        return tuple(s.op for s in self.series) + ((self.groups,) if self.groups else ())
+
+    @property
+    def option_dict(self) -> dict:
+        return dict(self.options)
+
+
+AnyOp = Union[Capture, Gradient, PathGradient, Reduce, Factorize, GroupAttribution, Combine, Present]
+
+
+@dataclass
+class Plan:
+    model: str
+    inputs: tuple[str, ...]
+    ops: dict[str, AnyOp] = field(default_factory=dict)
+    layer_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    unfused: dict[str, int] = field(default_factory=dict)  # passes an element-at-a-time run would do
+    links: list[tuple[str, str]] = field(default_factory=list)
+    layout: list[list[str]] = field(default_factory=list)
+    title: str = ""
+    source: str = ""
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+
+    # ---------------------------------------------------------------- queries
+    def of_type(self, cls) -> list:
+        return [op for op in self.ops.values() if isinstance(op, cls)]
+
+    @property
+    def elements(self) -> list[Present]:
+        return self.of_type(Present)
+
+    def passes(self) -> dict[str, int]:
+        fwd = len(self.of_type(Capture))
+        bwd = len(self.of_type(Gradient))
+        for pg in self.of_type(PathGradient):
+            fwd += 1  # batched over the path points
+            bwd += 1
+        return {"forward": fwd, "backward": bwd}
+
+    def topological(self) -> list[AnyOp]:
+        order, seen = [], set()
+
+        def visit(i: str) -> None:
+            if i in seen:
+                return
+            seen.add(i)
+            for d in self.ops[i].deps:
+                visit(d)
+            order.append(self.ops[i])
+
+        for i in self.ops:
+            visit(i)
+        return order
+
+    def dependencies(self, op_id: str) -> set[str]:
+        out, stack = set(), [op_id]
+        while stack:
+            i = stack.pop()
+            if i in out:
+                continue
+            out.add(i)
+            stack.extend(self.ops[i].deps)
+        return out
+
+    # ---------------------------------------------------------------- memory
+    def _numel(self, layer: str) -> int:
+        n = 1
+        for s in self.layer_shapes.get(layer, ()):
+            n *= s
+        return n
+
+    def estimated_bytes(self, op: AnyOp) -> int:
+        b = len(self.inputs) * (2 if self.dtype != "float32" else 4)
+        if isinstance(op, Capture):
+            return b * sum(self._numel(l) for l in op.layers)
+        if isinstance(op, Gradient):
+            return b * sum(self._numel(l) for l in op.wrt)
+        if isinstance(op, PathGradient):
+            return b * op.steps * self._numel(op.layer) * 2
+        if isinstance(op, Reduce):
+            n = self._numel(op.layer)
+            shape = self.layer_shapes.get(op.layer, (1,))
+            if op.atom == "neuron":
+                return b * n
+            if op.atom == "spatial":
+                return b * (n // max(shape[0], 1))
+            if op.atom == "channel":
+                return b * shape[0]
+            return b
+        if isinstance(op, Factorize):
+            src = self.ops[op.source]
+            shape = self.layer_shapes.get(src.layer, (1, 1, 1))
+            hw = self._numel(src.layer) // max(shape[0], 1)
+            return b * op.k * (hw + shape[0])
+        return 0
+
+    # ---------------------------------------------------------------- EXPLAIN
+    def explain(self) -> str:
+        p = self.passes()
+        lines = [
+            f"plan for {self.source or '<spec>'}",
+            f"  model   {self.model}   inputs {len(self.inputs)}: {', '.join(self.inputs)}",
+            f"  device  {self.device}   dtype {self.dtype}",
+            f"  passes  {p['forward']} forward, {p['backward']} backward"
+            + (f"   (one element at a time: {self.unfused.get('forward', 0)} forward, "
+               f"{self.unfused.get('backward', 0)} backward)" if self.unfused else ""),
+            "",
+        ]
+        total = 0
+        width = 0
+        rows = []
+        for op in self.topological():
+            est = self.estimated_bytes(op)
+            total += est
+            rows.append((op, est))
+        for op, est in rows:
+            desc = self._describe(op)
+            width = max(width, len(desc))
+        for op, est in rows:
+            desc = self._describe(op)
+            mem = f"{est / MiB:8.2f} MiB" if est else ""
+            lines.append(f"  {desc:<{width}}  {mem}")
+        lines.append("")
+        lines.append(f"  estimated tensor memory: {total / MiB:.2f} MiB")
+        if self.links:
+            lines.append("  links: " + ", ".join(f"{a} → {b}" for a, b in self.links)
+                         + "  (interactive in the dashboard)")
+        return "\n".join(lines)
+
+    def _describe(self, op: AnyOp) -> str:
+        name = type(op).__name__
+        if isinstance(op, Capture):
+            return f"{op.id:<6} Capture      forward {', '.join(op.layers)}" + (" (+graph)" if op.needs_grad else "")
+        if isinstance(op, Gradient):
+            return f"{op.id:<6} Gradient     backward ∂{op.target.describe(self.classes)} → {', '.join(op.wrt)}"
+        if isinstance(op, PathGradient):
+            return f"{op.id:<6} PathGradient {op.steps} points ∂{op.target.describe(self.classes)} → {op.layer}"
+        if isinstance(op, Reduce):
+            what = f"{op.layer} × {op.gradient}" if op.gradient else op.layer
+            return f"{op.id:<6} {'Attribute' if op.gradient else 'Activation':<12} {what} by {op.atom}"
+        if isinstance(op, Factorize):
+            return f"{op.id:<6} Factorize    NMF k={op.k} of {op.source} ({op.of})"
+        if isinstance(op, GroupAttribution):
+            return f"{op.id:<6} GroupAttr    {op.groups} · {op.attribution}"
+        if isinstance(op, Combine):
+            return f"{op.id:<6} Transform    {op.op}({', '.join(op.inputs)})"
+        if isinstance(op, Present):
+            return f"{op.id:<6} Present      {op.element}: {op.presentation} of {', '.join(s.label for s in op.series)}"
+        return f"{op.id:<6} {name}"
