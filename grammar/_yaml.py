@@ -58,6 +58,9 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader: no Python object construction from tags, ever."""
 
 
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "timestamp")}
+
+
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -99,6 +102,10 @@ def load_located(text: str | bytes, file: str = "<spec>") -> Located:
 
     def build(n: yaml.Node, path: Path_) -> Any:
         located.values[path] = _mark(n)
+        if n.tag not in _PLAIN_TAGS:
+            line, col = _mark(n)
+            problems.append(Diagnostic(file, line, col, f"unsupported YAML value: the tag {n.tag!r} is not allowed in specs"))
+            return None
         if isinstance(n, yaml.MappingNode):
             out: dict = {}
             for k_node, v_node in n.value:

@@ -270,9 +270,10 @@ class _Builder:
                                lambda i: Factorize(i, source=src, k=atom.k, of=src_kind, sign=atom.sign, seed=self.seed))
             for label, t in targets:
                 g = self.gradient(t, frm.layer)
-                full = self.node("attr", (frm.layer, "neuron", g, None, None),
-                                 lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="neuron", gradient=g))
-                ga = self.node("gattr", (groups, full), lambda i: GroupAttribution(i, groups=groups, attribution=full))
+                # the article's group attribution: Σ (spatial_i ⊗ channel_i) · ∇A target
+                grad = self.node("dlayer", (frm.layer, g),
+                                 lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="gradient", gradient=g))
+                ga = self.node("gattr", (groups, grad), lambda i: GroupAttribution(i, groups=groups, gradient=grad))
                 series.append(Series(label, ga))
             return _Content(series, "group", frm.layer, "attribution", sentence, groups=groups)
         for label, t in targets:

@@ -32,6 +32,8 @@ class Target:
                 return "logit[predicted]"
             name = classes[self.cls] if classes and self.cls < len(classes) else str(self.cls)
             return f"logit[{name}]"
+        if self.at is None:
+            return f"‖{self.layer}[strongest position]‖"
         return f"‖{self.layer}[x={self.at[0]},y={self.at[1]}]‖"
 
 
@@ -87,7 +89,7 @@ class Reduce(Op):
 
     capture: str = ""
     layer: str = ""
-    atom: str = "spatial"  # neuron | spatial | channel | whole (groups go through Factorize)
+    atom: str = "spatial"  # neuron | spatial | channel | whole | gradient (the raw ∇, for groups)
     gradient: Optional[str] = None  # None: activation content; else attribution = act × grad
     at: Optional[tuple[int, ...]] = None
     channels: Optional[tuple[int, ...]] = None
@@ -114,14 +116,14 @@ class Factorize(Op):
 
 @dataclass(frozen=True)
 class GroupAttribution(Op):
-    """Attribution of each NMF group to a target: Σ (spatial_i ⊗ channel_i) · attribution."""
+    """Attribution of each NMF group to a target: Σ (spatial_i ⊗ channel_i) · ∇A target."""
 
     groups: str = ""
-    attribution: str = ""  # a Reduce op with atom=neuron and a gradient
+    gradient: str = ""  # a Reduce op with atom=gradient
 
     @property
     def deps(self):
-        return (self.groups, self.attribution)
+        return (self.groups, self.gradient)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,12 @@ class Present(Op):
     @property
     def option_dict(self) -> dict:
         return dict(self.options)
+
+
+def _size(n: int) -> str:
+    if n >= MiB:
+        return f"{n / MiB:8.1f} MiB"
+    return f"{n / 1024:8.1f} KiB"
 
 
 AnyOp = Union[Capture, Gradient, PathGradient, Reduce, Factorize, GroupAttribution, Combine, Present]
@@ -288,10 +296,10 @@ class Plan:
             width = max(width, len(desc))
         for op, est in rows:
             desc = self._describe(op)
-            mem = f"{est / MiB:8.2f} MiB" if est else ""
+            mem = _size(est) if est else ""
             lines.append(f"  {desc:<{width}}  {mem}")
         lines.append("")
-        lines.append(f"  estimated tensor memory: {total / MiB:.2f} MiB")
+        lines.append(f"  estimated tensor memory: {_size(total).strip()}")
         if self.links:
             lines.append("  links: " + ", ".join(f"{a} → {b}" for a, b in self.links)
                          + "  (interactive in the dashboard)")
@@ -299,21 +307,24 @@ class Plan:
 
     def _describe(self, op: AnyOp) -> str:
         name = type(op).__name__
+        w = max(len(i) for i in self.ops)
         if isinstance(op, Capture):
-            return f"{op.id:<6} Capture      forward {', '.join(op.layers)}" + (" (+graph)" if op.needs_grad else "")
+            return f"{op.id:<{w}} Capture      forward {', '.join(op.layers)}" + (" (+graph)" if op.needs_grad else "")
         if isinstance(op, Gradient):
-            return f"{op.id:<6} Gradient     backward ∂{op.target.describe(self.classes)} → {', '.join(op.wrt)}"
+            return f"{op.id:<{w}} Gradient     backward ∂{op.target.describe(self.classes)} → {', '.join(op.wrt)}"
         if isinstance(op, PathGradient):
-            return f"{op.id:<6} PathGradient {op.steps} points ∂{op.target.describe(self.classes)} → {op.layer}"
+            return f"{op.id:<{w}} PathGradient {op.steps} points ∂{op.target.describe(self.classes)} → {op.layer}"
         if isinstance(op, Reduce):
+            if op.atom == "gradient":
+                return f"{op.id:<{w}} Gradient of  {op.layer} from {op.gradient}"
             what = f"{op.layer} × {op.gradient}" if op.gradient else op.layer
-            return f"{op.id:<6} {'Attribute' if op.gradient else 'Activation':<12} {what} by {op.atom}"
+            return f"{op.id:<{w}} {'Attribute' if op.gradient else 'Activation':<12} {what} by {op.atom}"
         if isinstance(op, Factorize):
-            return f"{op.id:<6} Factorize    NMF k={op.k} of {op.source} ({op.of})"
+            return f"{op.id:<{w}} Factorize    NMF k={op.k} of {op.source} ({op.of})"
         if isinstance(op, GroupAttribution):
-            return f"{op.id:<6} GroupAttr    {op.groups} · {op.attribution}"
+            return f"{op.id:<{w}} GroupAttr    {op.groups} · {op.gradient}"
         if isinstance(op, Combine):
-            return f"{op.id:<6} Transform    {op.op}({', '.join(op.inputs)})"
+            return f"{op.id:<{w}} Transform    {op.op}({', '.join(op.inputs)})"
         if isinstance(op, Present):
-            return f"{op.id:<6} Present      {op.element}: {op.presentation} of {', '.join(s.label for s in op.series)}"
-        return f"{op.id:<6} {name}"
+            return f"{op.id:<{w}} Present      {op.element}: {op.presentation} of {', '.join(s.label for s in op.series)}"
+        return f"{op.id:<{w}} {name}"

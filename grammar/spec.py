@@ -413,8 +413,14 @@ class Spec(Node):
 
     interpgram: Literal[1] = Field(..., description="spec format version")
     title: Optional[str] = None
-    model: Union[str, ModelSpec]
-    input: Union[str, list[str]] = Field(..., description="builtin:shapes/7, an image path, or a list of them")
+    model: Annotated[
+        Union[Annotated[str, Tag("ref")], Annotated[ModelSpec, Tag("spec")]],
+        Discriminator(lambda v: "spec" if isinstance(v, (dict, ModelSpec)) else "ref"),
+    ] = Field(..., description="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN, or a mapping")
+    input: Annotated[
+        Union[Annotated[str, Tag("one")], Annotated[list[str], Tag("many")]],
+        Discriminator(lambda v: "many" if isinstance(v, list) else "one"),
+    ] = Field(..., description="builtin:shapes/7, an image path, or a list of them")
     elements: dict[str, Element]
     links: list[Link] = Field(default_factory=list)
     layout: Optional[list[list[str]]] = None

@@ -1,0 +1,177 @@
+"""The pipeline, one direction: spec → plan → results → views → report.
+
+Everything a user can get wrong (spec, model reference, inputs) surfaces as a positioned
+:class:`~interpgram.grammar.SpecError`; the CLI prints it without a traceback.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from interpgram.grammar import LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
+from interpgram.grammar._errors import Diagnostic
+
+from .data.inputs import InputError, Inputs, load_inputs
+from .models import LoadedModel, ModelSourceError, load_model
+from .torch.cache import ResultCache
+from .torch.execute import Results, execute
+
+
+@dataclass
+class Prepared:
+    loaded: LoadedSpec
+    model: LoadedModel
+    info: ModelInfo
+    plan: Plan
+
+
+def model_info(model: LoadedModel) -> ModelInfo:
+    return ModelInfo(model.name, model.layers(), model.classes, (3, *model.preprocess.size))
+
+
+def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
+    ms = loaded.spec.model_spec
+    try:
+        return load_model(ms.source, weights=ms.weights, factory=ms.factory, labels=ms.labels,
+                          allow_code=allow_code, base_dir=loaded.base_dir)
+    except ModelSourceError as e:
+        path = ("model",) if isinstance(loaded.spec.model, str) else ("model", "source")
+        raise SpecError([loaded.error(path, str(e))]) from None
+
+
+def prepare(spec_path: str | Path, *, allow_code: bool = False) -> Prepared:
+    """Load the spec and its model and compile the plan (what ``check`` and ``plan`` do)."""
+    loaded = load_spec(spec_path)
+    model = _model(loaded, allow_code)
+    info = model_info(model)
+    plan = compile_spec(loaded, info)
+    if plan.device == "auto":
+        from .torch.device import pick_device
+        plan.device = f"auto ({pick_device('auto')})"
+    return Prepared(loaded, model, info, plan)
+
+
+def load_spec_inputs(prep: Prepared) -> Inputs:
+    refs = prep.loaded.spec.inputs
+    try:
+        return load_inputs(refs, prep.model.preprocess.size, prep.loaded.base_dir)
+    except InputError as e:
+        msg = str(e)
+        idx = next((i for i, r in enumerate(refs) if r in msg), None)
+        path = ("input",) if isinstance(prep.loaded.spec.input, str) or idx is None else ("input", idx)
+        raise SpecError([prep.loaded.error(path, msg)]) from None
+
+
+def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None) -> ResultCache:
+    setting = prep.loaded.spec.execution.cache if override is None else override
+    if setting is False:
+        return ResultCache(None, enabled=False)
+    if setting is True:
+        return ResultCache(None)
+    p = Path(os.path.expanduser(str(setting)))
+    return ResultCache(p if p.is_absolute() else prep.loaded.base_dir / p)
+
+
+def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
+        progress: Optional[Callable[[str, int, int], None]] = None) -> tuple[Inputs, Results]:
+    inputs = load_spec_inputs(prep)
+    plan = prep.plan
+    if plan.device.startswith("auto"):
+        plan.device = "auto"
+    try:
+        results = execute(plan, prep.model, inputs, cache=cache or make_cache(prep),
+                          batch_size=prep.loaded.spec.execution.batch_size, progress=progress)
+    except RuntimeError as e:
+        if "execution.device" in str(e):
+            raise SpecError([prep.loaded.error(("execution", "device"), str(e))]) from None
+        raise
+    return inputs, results
+
+
+# ---------------------------------------------------------------------------- views
+def _hwc(img: torch.Tensor) -> np.ndarray:
+    return img.permute(1, 2, 0).contiguous().numpy().astype(np.float32)
+
+
+def build_views(plan: Plan, inputs: Inputs, results: Results):
+    """Results → one :class:`ElementView` per element and input image."""
+    from .view import ElementView
+
+    views: dict[str, list] = {}
+    n = inputs.images.shape[0]
+    for p in plan.elements:
+        opts = p.option_dict
+        vals = [results.values[s.op]["value"] for s in p.series]
+        layer_shape = plan.layer_shapes.get(p.layer, ())
+        for i in range(n):
+            vid = p.element if n == 1 else f"{p.element}-{i}"
+            if p.id.count(":") == 2:
+                vid += f"-{p.id.rsplit(':', 1)[1]}"
+            title = p.title + (f" · {inputs.names[i]}" if n > 1 else "")
+            image = _hwc(inputs.images[i])
+            if p.presentation == "heatmap":
+                data = {"image": image,
+                        "maps": [{"label": s.label, "values": v[i].numpy().astype(np.float32)} for s, v in zip(p.series, vals)],
+                        "signed": p.content_kind != "activation"}
+                if opts.get("clip_negative") is None:
+                    opts = {**opts, "clip_negative": len(p.series) == 2 and p.content_kind != "activation"}
+                views.setdefault(p.element, []).append(ElementView(vid, "heatmap", title, p.grammar, opts, data))
+            elif p.presentation == "bars":
+                for j, (s, v) in enumerate(zip(p.series, vals)):
+                    labels = (list(plan.classes) if p.layer == "output" else
+                              [f"{p.layer}:{c}" for c in range(v.shape[1])])
+                    data = {"labels": labels, "values": v[i].numpy().astype(np.float32), "target": s.label}
+                    sub = vid if len(p.series) == 1 else f"{vid}-{j}"
+                    views.setdefault(p.element, []).append(
+                        ElementView(sub, "bars", title + (f" ({s.label})" if len(p.series) > 1 else ""), p.grammar, opts, data))
+            elif p.presentation == "groups":
+                g = results.values[p.groups]
+                c = layer_shape[0] if layer_shape else g["channels"].shape[-1]
+                data = {"image": image, "spatial": g["spatial"][i].numpy(), "channels": g["channels"][i].numpy(),
+                        "channel_labels": [f"{p.layer}:{k}" for k in range(c)],
+                        "attribution": {s.label: v[i].numpy().astype(np.float32) for s, v in zip(p.series, vals)}}
+                views.setdefault(p.element, []).append(ElementView(vid, "groups", title, p.grammar, opts, data))
+            else:
+                raise ValueError(f"no view builder for presentation {p.presentation!r}")
+    return views
+
+
+def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
+           cache: Optional[str | Path | bool] = None, progress=None) -> tuple[Path, Prepared, Results]:
+    """Compute and write ``out_dir/index.html``. Returns (path, prepared, results)."""
+    from .view import write_report
+
+    t0 = time.perf_counter()
+    prep = prepare(spec_path, allow_code=allow_code)
+    rc = make_cache(prep, cache)
+    inputs, results = run(prep, cache=rc, progress=progress)
+    by_element = build_views(prep.plan, inputs, results)
+    views = [v for vs in by_element.values() for v in vs]
+    layout = [[v.id for el in row for v in by_element.get(el, [])] for row in prep.plan.layout]
+    st = results.stats
+    passes = prep.plan.passes()
+    meta = {
+        "spec": str(spec_path),
+        "model": prep.model.name,
+        "inputs": ", ".join(inputs.names),
+        "device": results.device,
+        "passes": f"{passes['forward']} forward, {passes['backward']} backward "
+                  f"(one element at a time: {prep.plan.unfused['forward']} forward, {prep.plan.unfused['backward']} backward)",
+        "computed": f"{st.forward_passes} forward, {st.backward_passes} backward; cache hits {st.cache_hits}, misses {st.cache_misses}",
+        "time": f"{time.perf_counter() - t0:.2f} s",
+    }
+    for note in prep.model.notes:
+        meta.setdefault("notes", note)
+    if prep.plan.links:
+        meta["links"] = ", ".join(f"{a} → {b}" for a, b in prep.plan.links) + " (interactive only in a live dashboard)"
+    truth = [t for t in inputs.truth if t]
+    if truth:
+        meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
+    path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta)
+    return path, prep, results

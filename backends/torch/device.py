@@ -1,0 +1,55 @@
+"""Device choice and out-of-memory handling."""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import torch
+
+T = TypeVar("T")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda when present, else mps, else cpu. An explicit device that is missing is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"execution.device is {name!r} but this machine has no CUDA device; use device: auto or cpu")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"execution.device is {name!r} but MPS is not available here; use device: auto or cpu")
+    return dev
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def run_batched(fn: Callable[[int, int], T], n: int, batch_size: int | None, *,
+                on_halve: Callable[[int], None] | None = None) -> list[T]:
+    """Call ``fn(start, stop)`` over ``range(n)`` in batches; an out-of-memory halves the batch and
+    retries the same slice (down to one item, then the error is raised)."""
+    size = max(1, min(batch_size or n, n))
+    out: list[T] = []
+    start = 0
+    while start < n:
+        stop = min(start + size, n)
+        try:
+            out.append(fn(start, stop))
+        except Exception as e:  # noqa: BLE001 - filtered by is_oom
+            if not is_oom(e) or size == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            size = max(1, size // 2)
+            if on_halve:
+                on_halve(size)
+            continue
+        start = stop
+    return out
