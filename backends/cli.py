@@ -54,12 +54,13 @@ def cmd_render(args) -> int:
 
     from .pipeline import render
 
-    bar = tqdm(total=None, desc="render", unit="pass", file=sys.stderr, disable=args.quiet,
-               bar_format="{desc}: {n_fmt} passes [{elapsed}] {postfix}")
+    bar = tqdm(total=1, desc="computing", unit="pass", file=sys.stderr, disable=args.quiet, leave=False)
 
-    def progress(stage: str, i: int, n: int) -> None:
-        bar.set_postfix_str(stage)
-        bar.update(1)
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_description(stage)
+        bar.refresh()
 
     cache = False if args.no_cache else (args.cache_dir if args.cache_dir else None)
     try:

@@ -164,7 +164,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
         "passes": f"{passes['forward']} forward, {passes['backward']} backward "
                   f"(one element at a time: {prep.plan.unfused['forward']} forward, {prep.plan.unfused['backward']} backward)",
         "computed": f"{st.forward_passes} forward, {st.backward_passes} backward; cache hits {st.cache_hits}, misses {st.cache_misses}",
-        "time": f"{time.perf_counter() - t0:.2f} s",
+        "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
     for note in prep.model.notes:
         meta.setdefault("notes", note)

@@ -202,10 +202,10 @@ class Executor:
             x01 = self.inputs.images[start:stop].to(self.device)
             x = self.model.preprocess(x01).to(self.dtype)
             t = time.perf_counter()
-            self.progress("forward", 0, total_steps)
             acts, logits = run_capture(module, x, [l for l in layers], grad=need_graph)
             self.stats.forward_passes += 1
             self.stats.add_time("forward", time.perf_counter() - t)
+            self.progress("forward pass", 1, total_steps)
             predicted = logits.detach().argmax(1)
             out: dict[str, torch.Tensor] = {}
             grad_vals: dict[str, dict[str, torch.Tensor]] = {}
@@ -219,7 +219,7 @@ class Executor:
                 grad_vals[g.id] = dict(zip(wrt, gs))
                 self.stats.backward_passes += 1
                 self.stats.add_time("backward", time.perf_counter() - t)
-                self.progress("backward", i + 1, total_steps)
+                self.progress(f"backward {i + 1}/{len(grads)}", i + 2, total_steps)
             for j, p in enumerate(paths):
                 t = time.perf_counter()
                 tg = p.target
@@ -231,7 +231,7 @@ class Executor:
                 self.stats.forward_passes += 1
                 self.stats.backward_passes += 1
                 self.stats.add_time("path gradients", time.perf_counter() - t)
-                self.progress("path", len(grads) + j + 1, total_steps)
+                self.progress(f"path-integrated {j + 1}/{len(paths)}", len(grads) + j + 2, total_steps)
             t = time.perf_counter()
             with torch.no_grad():
                 for r in reduces:
@@ -256,6 +256,7 @@ class Executor:
             spatial.append(res.spatial.float().cpu())
             channels.append(res.channels.float().cpu())
             errs.append(res.reconstruction_error)
+            self.progress(f"NMF k={op.k}", i + 1, src.shape[0])
         return {"spatial": torch.stack(spatial), "channels": torch.stack(channels),
                 "error": torch.tensor(errs, dtype=torch.float32)}
 

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ElementView:
+    """What a presentation draws: built by the pipeline from a plan's results."""
+
+    id: str  # unique within a report, e.g. "attr" or "attr-1" (element, input image)
+    presentation: str  # registry key: heatmap | bars | groups
+    title: str
+    grammar: str  # the grammar sentence, e.g. InfoVis(Attribution(Network conv3 Spatial, Output star))
+    options: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
