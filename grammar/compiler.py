@@ -359,7 +359,8 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
                         msg = f"{name} has no option {key!r} {did_you_mean(key, kind.options.model_fields, listing='options')}"
                     else:
                         msg = f"{name} option {key}: {e['msg'].lower()}"
-                    b.diags.append(loaded.error(ppath + (name, key) if isinstance(opts, dict) and key in opts else ppath, msg))
+                    b.diags.append(loaded.error(ppath + (name, key) if isinstance(opts, dict) and key in opts else ppath, msg,
+                                                key=e["type"] == "extra_forbidden"))
                 continue
             if content.atom not in kind.atoms:
                 want = " or ".join(kind.atoms)
