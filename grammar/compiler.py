@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ._errors import Diagnostic, SpecError, did_you_mean
+from ._errors import Diagnostic, SpecError, did_you_mean, nearest
 from ._load import LoadedSpec
 from ._presentations import PRESENTATIONS
 from .plan import (
@@ -133,8 +133,12 @@ class _Builder:
     def check_layer(self, layer: str, path: tuple) -> None:
         if layer in ("input", "output") or layer in self.info.layers:
             return
-        choices = ["input", *self.info.layers, "output"]
-        self.fail(path + ("layer",), f"unknown layer {layer!r} in {self.info.name} {did_you_mean(layer, choices, listing='layers')}")
+        top = [l for l in self.info.layers if "." not in l]
+        guess = nearest(layer, ["input", *self.info.layers, "output"])
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        shown = ", ".join(["input", *top, "output"])
+        more = " and their submodules, e.g. " + next(l for l in self.info.layers if "." in l) if len(top) < len(self.info.layers) else ""
+        self.fail(path + ("layer",), f"unknown layer {layer!r} in {self.info.name} (layers: {shown}{more}{hint})")
 
     def class_index(self, c: Any, path: tuple) -> int:
         classes = self.info.classes

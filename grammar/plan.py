@@ -258,7 +258,7 @@ class Plan:
         if isinstance(op, Reduce):
             n = self._numel(op.layer)
             shape = self.layer_shapes.get(op.layer, (1,))
-            if op.atom == "neuron":
+            if op.atom in ("neuron", "gradient"):
                 return b * n
             if op.atom == "spatial":
                 return b * (n // max(shape[0], 1))
