@@ -54,9 +54,12 @@ def cmd_render(args) -> int:
 
     from .pipeline import render
 
-    bar = tqdm(total=1, desc="computing", unit="pass", file=sys.stderr, disable=args.quiet, leave=False)
+    bars: list = []  # created on the first report of work, so a fully cached render shows none
 
     def progress(stage: str, done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=stage, unit="pass", file=sys.stderr, disable=args.quiet, leave=False))
+        bar = bars[0]
         bar.total = total
         bar.n = done
         bar.set_description(stage)
@@ -66,7 +69,8 @@ def cmd_render(args) -> int:
     try:
         path, prep, results = render(args.spec, args.out, allow_code=args.allow_code, cache=cache, progress=progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     st = results.stats
     print(f"wrote {path.resolve()}")
     print(f"  {len(prep.loaded.spec.elements)} elements · {st.forward_passes} forward / {st.backward_passes} backward "

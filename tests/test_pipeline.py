@@ -105,3 +105,37 @@ def test_attribution_lands_on_the_object(tmp_path):
     print(f"pointing game (conv3 cells): {rate:.2f} of {len(hits)} clean images (chance {base:.2f})")
     assert len(hits) >= 70
     assert rate >= 0.7 and rate >= 4 * base
+
+
+def test_transforms_top_k_select_filter(tmp_path):
+    base = "{attribution: {from: {layer: conv4, atom: channel}, to: {layer: output, select: [star]}}}"
+    prep = prepare(write_spec(tmp_path, f"""
+    all: {{content: {base}, presentation: bars}}
+    top: {{content: {{transform: {{op: top_k, k: 5, of: {base}}}}}, presentation: bars}}
+    big: {{content: {{transform: {{op: top_k, k: 5, by: abs, of: {base}}}}}, presentation: bars}}
+    sel: {{content: {{transform: {{op: select, atoms: [3, 7, 11], of: {base}}}}}, presentation: bars}}
+    pos: {{content: {{transform: {{op: filter, of: {base}, by: {base}, threshold: 0.0}}}}, presentation: bars}}
+    """))
+    _, res = run(prep, cache=ResultCache(None, enabled=False))
+    v = {p.element: res.values[p.series[0].op]["value"][0] for p in prep.plan.elements}
+    full = v["all"]
+    assert torch.equal(torch.nonzero(v["top"]).flatten().sort().values, full.topk(5).indices.sort().values)
+    assert torch.equal(torch.nonzero(v["big"]).flatten().sort().values, full.abs().topk(5).indices.sort().values)
+    assert torch.nonzero(v["sel"]).flatten().tolist() == [3, 7, 11] and torch.equal(v["sel"][[3, 7, 11]], full[[3, 7, 11]])
+    torch.testing.assert_close(v["pos"], full.clamp(min=0))
+
+
+def test_bfloat16_execution_is_close_to_float32(tmp_path):
+    el = "a: {content: {attribution: {from: {layer: conv3}, to: {layer: output, select: [star]}}}, presentation: heatmap}"
+    p32 = prepare(write_spec(tmp_path, el))
+    text = (tmp_path / "s.yaml").read_text() + "execution: {dtype: bfloat16}\n"
+    (tmp_path / "b.yaml").write_text(text)
+    p16 = prepare(tmp_path / "b.yaml")
+    off = ResultCache(None, enabled=False)
+    a = run(p32, cache=off)[1].values[p32.plan.elements[0].series[0].op]["value"]
+    b = run(p16, cache=off)[1].values[p16.plan.elements[0].series[0].op]["value"]
+    assert b.dtype == torch.float32
+    corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+    assert corr > 0.95, corr
+    again = run(p32, cache=off)[1].values[p32.plan.elements[0].series[0].op]["value"]
+    torch.testing.assert_close(again, a)  # the bfloat16 run left the float32 model untouched

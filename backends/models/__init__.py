@@ -53,6 +53,18 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     _layers: Optional[dict[str, tuple[int, ...]]] = None
 
+    def on(self, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        """The module on ``device`` in ``dtype``. float32 moves the module itself; other dtypes get
+        a converted copy, so one run in bfloat16 never changes the model another run sees."""
+        if dtype == torch.float32:
+            return self.module.to(device)
+        key = (str(device), dtype)
+        copies = self.__dict__.setdefault("_copies", {})
+        if key not in copies:
+            import copy
+            copies[key] = copy.deepcopy(self.module).to(device=device, dtype=dtype)
+        return copies[key]
+
     def layers(self) -> dict[str, tuple[int, ...]]:
         """Every addressable module path with its per-sample output shape, in execution order."""
         if self._layers is None:

@@ -192,9 +192,7 @@ class Executor:
         layers = sorted(layers, key=lambda l: list(plan.layer_shapes).index(l) if l in plan.layer_shapes else -1)
         grad_wrt = {g.id: sorted({r.layer for r in reduces if r.gradient == g.id}) for g in grads}
         need_graph = bool(grads) or bool(paths)
-        module = self.model.module.to(self.device)
-        if self.dtype != torch.float32:
-            module = module.to(self.dtype)
+        module = self.model.on(self.device, self.dtype)
         n = self.inputs.images.shape[0]
         total_steps = 1 + len(grads) + len(paths)
 
