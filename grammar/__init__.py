@@ -17,17 +17,22 @@ def json_schema() -> dict:
     schema["title"] = "interpgram spec"
     names = list(PRESENTATIONS)
 
-    def patch(node):
+    def enum_strings(node):  # the string branches of `presentation` name a registered presentation
         if isinstance(node, dict):
-            if node.get("type") == "string" and "presentation" in str(node.get("title", "")).lower():
+            if node.get("type") == "string" and not node.get("enum"):
                 node["enum"] = names
             for v in node.values():
-                patch(v)
+                enum_strings(v)
         elif isinstance(node, list):
             for v in node:
-                patch(v)
+                enum_strings(v)
 
-    patch(schema)
+    defs = schema["$defs"]
+    enum_strings(defs["Element"]["properties"]["presentation"])
+    defs["PresentationSpec"].update({
+        "type": "object", "minProperties": 1, "maxProperties": 1, "propertyNames": {"enum": names},
+        "properties": {n: k.options.model_json_schema() for n, k in PRESENTATIONS.items()},
+    })
     return schema
 
 

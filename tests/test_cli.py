@@ -82,7 +82,13 @@ def test_schema_is_json_schema(capsys):
     from jsonschema import Draft202012Validator
     import yaml
     Draft202012Validator.check_schema(schema)
-    Draft202012Validator(schema).validate(yaml.safe_load(DEMO.read_text()))
+    validator = Draft202012Validator(schema)
+    demo = yaml.safe_load(DEMO.read_text())
+    validator.validate(demo)
+    demo["elements"]["where"]["presentation"] = "heatmapp"  # editors flag an unknown presentation too
+    assert not validator.is_valid(demo)
+    demo["elements"]["where"]["presentation"] = {"bars": {"tpo": 3}}
+    assert not validator.is_valid(demo)
 
 
 def test_render_writes_report_and_reuses_cache(tmp_path):
