@@ -17,7 +17,7 @@ import torch
 from interpgram.grammar import LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
 from interpgram.grammar._errors import Diagnostic
 
-from .data.inputs import InputError, Inputs, load_inputs
+from .data.inputs import InputError, Inputs, expand_refs, load_inputs
 from .models import LoadedModel, ModelSourceError, load_model
 from .torch.cache import ResultCache
 from .torch.execute import Results, execute
@@ -53,7 +53,11 @@ def prepare(spec_path: str | Path, *, allow_code: bool = False) -> Prepared:
     plan = compile_spec(loaded, info)
     if plan.device == "auto":
         from .torch.device import pick_device
-        plan.device = f"auto ({pick_device('auto')})"
+        plan.resolved_device = str(pick_device("auto"))
+    try:
+        plan.n_images = len(expand_refs(loaded.spec.inputs))
+    except InputError as e:
+        raise SpecError([loaded.error(("input",), str(e))]) from None
     return Prepared(loaded, model, info, plan)
 
 
@@ -82,8 +86,6 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
         progress: Optional[Callable[[str, int, int], None]] = None) -> tuple[Inputs, Results]:
     inputs = load_spec_inputs(prep)
     plan = prep.plan
-    if plan.device.startswith("auto"):
-        plan.device = "auto"
     try:
         results = execute(plan, prep.model, inputs, cache=cache or make_cache(prep),
                           batch_size=prep.loaded.spec.execution.batch_size, progress=progress)

@@ -174,6 +174,10 @@ class Present(Op):
         return dict(self.options)
 
 
+def _images(n: int) -> str:
+    return f"{n} image" + ("s" if n != 1 else "")
+
+
 def _size(n: int) -> str:
     if n >= MiB:
         return f"{n / MiB:8.1f} MiB"
@@ -198,6 +202,8 @@ class Plan:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
+    resolved_device: str = ""  # what "auto" became on this machine (set by the backend)
+    n_images: int = 0  # images after expanding ranges such as builtin:shapes/0-31 (set by the backend)
 
     # ---------------------------------------------------------------- queries
     def of_type(self, cls) -> list:
@@ -248,7 +254,7 @@ class Plan:
         return n
 
     def estimated_bytes(self, op: AnyOp) -> int:
-        b = len(self.inputs) * (2 if self.dtype != "float32" else 4)
+        b = (self.n_images or len(self.inputs)) * (2 if self.dtype != "float32" else 4)
         if isinstance(op, Capture):
             return b * sum(self._numel(l) for l in op.layers)
         if isinstance(op, Gradient):
@@ -277,8 +283,9 @@ class Plan:
         p = self.passes()
         lines = [
             f"plan for {self.source or '<spec>'}",
-            f"  model   {self.model}   inputs {len(self.inputs)}: {', '.join(self.inputs)}",
-            f"  device  {self.device}   dtype {self.dtype}",
+            f"  model   {self.model}   input {_images(self.n_images or len(self.inputs))}: {', '.join(self.inputs)}",
+            f"  device  {self.device}" + (f" ({self.resolved_device})" if self.resolved_device and
+                                          self.resolved_device != self.device else "") + f"   dtype {self.dtype}",
             f"  passes  {p['forward']} forward, {p['backward']} backward"
             + (f"   (one element at a time: {self.unfused.get('forward', 0)} forward, "
                f"{self.unfused.get('backward', 0)} backward)" if self.unfused else ""),
