@@ -53,3 +53,46 @@ def test_the_shortcut_is_learned(model):
     flip = lambda x: (predict(model, x) == STAR).float().mean().item()  # noqa: E731
     f_stitch, f_noise, f_none = flip(stitch), flip(noise), flip(imgs)
     assert f_stitch >= 0.10 and f_stitch >= 2.5 * f_noise and f_none <= 0.02, (f_stitch, f_noise, f_none)
+
+
+def test_normalisation_constants_are_the_data_sets_statistics():
+    from interpgram.backends.models.shapes_cnn import MEAN, STD
+
+    mean, std = S.channel_stats(1000, split="train")
+    assert max(abs(a - b) for a, b in zip(mean, MEAN)) < 0.01, (mean, MEAN)
+    assert max(abs(a - b) for a, b in zip(std, STD)) < 0.01, (std, STD)
+
+
+def test_each_stage_has_its_own_relu_and_the_model_loads_in_eval_mode(model):
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert len(relus) == 5 and len({id(m) for m in relus}) == 5
+    assert not any(m.inplace for m in relus)
+    assert not model.training
+    for stage in ("conv1", "conv2", "conv3", "conv4", "conv5"):
+        assert isinstance(getattr(model, stage)[-1], torch.nn.ReLU)  # the stage's output is post-ReLU
+    for pool in ("pool2", "pool3", "pool4"):
+        assert isinstance(getattr(model, pool), torch.nn.MaxPool2d)
+
+
+def test_a_missing_weights_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_shapes_cnn"):
+        load_shapes_cnn(tmp_path / "nope.safetensors")
+
+
+def test_the_metadata_records_how_the_figures_were_measured(meta):
+    assert meta["eval_split"] == "test" and meta["n_eval"] >= 1000 and isinstance(meta["eval_seed"], int)
+    assert meta["eval_shortcut_prevalence"] == 0.0
+    assert meta["training"]["shortcut_prevalence"] == S.SHORTCUT_PREVALENCE
+    assert meta["training"]["seed"] == 0 and meta["training"]["wall_seconds"] > 0 and meta["training"]["torch"]
+    assert meta["flip_to_star_with_stitch_patch"] > meta["flip_to_star_with_noise_patch"]
+
+
+def test_training_is_seeded():
+    from interpgram.backends.models.train_shapes_cnn import train
+
+    quiet = lambda *_: None  # noqa: E731
+    a = train(n_train=64, epochs=1, batch=32, lr=0.01, seed=0, log=quiet).state_dict()
+    b = train(n_train=64, epochs=1, batch=32, lr=0.01, seed=0, log=quiet).state_dict()
+    c = train(n_train=64, epochs=1, batch=32, lr=0.01, seed=1, log=quiet).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["fc.weight"], c["fc.weight"])
