@@ -1,7 +1,18 @@
-"""interpgram.backends.view: presentations (Altair charts in a registry) and the static report."""
-from ._charts import REGISTRY, chart_for, png_data_url, register
-from ._report import render_html, to_png, to_svg, write_report
-from ._types import ElementView
+"""interpgram.backends.view: presentations (Altair charts in a registry) and the static report.
 
-__all__ = ["ElementView", "REGISTRY", "chart_for", "png_data_url", "register", "render_html", "to_png", "to_svg",
+* :class:`ElementView` — what the executor hands over for one element;
+* :func:`register` — ``@register("key")`` on a function ``ElementView -> Altair chart`` adds a
+  presentation; :func:`chart_for` / :func:`spec_for` draw one element through it;
+* :func:`write_report` — one self-contained ``index.html`` (Vega inlined, images as data URLs),
+  written atomically; :func:`to_png` / :func:`to_svg` export one element offline.
+"""
+from ._types import ElementView
+from ._registry import (REGISTRY, Presentation, UnknownPresentationError, chart_for, register, registered,
+                        spec_for, unregister)
+from . import _charts  # noqa: F401  (registers the built-in presentations)
+from ._charts import png_data_url
+from ._report import ElementRenderError, render_html, to_png, to_svg, write_report
+
+__all__ = ["ElementRenderError", "ElementView", "Presentation", "REGISTRY", "UnknownPresentationError", "chart_for",
+           "png_data_url", "register", "registered", "render_html", "spec_for", "to_png", "to_svg", "unregister",
            "write_report"]

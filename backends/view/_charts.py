@@ -1,242 +1,429 @@
-"""Presentations: one registered function each, ElementView → Altair chart.
+"""Built-in presentations, one registered function each: ElementView → Altair chart.
 
-Images are embedded as PNG data URLs (``mark_image``); layer-resolution maps are ``mark_rect``
-grids over the image in pixel coordinates, so every cell has a tooltip with its value.
+Rasters follow one rule: the input image is a single ``mark_image`` whose ``url`` is a PNG data
+URL, and a layer-resolution map is a ``mark_rect`` grid drawn on the same quantitative scales
+(grid cells, row 0 at the top), so the two line up whatever their resolutions, and every cell
+has a tooltip with its value.
+
+Colour conventions, shared by all presentations:
+
+* sign: positive red, negative blue (the RdBu scheme), in diverging maps and in bars alike;
+* classes: the first class orange, the second blue (as in the Building Blocks article), then more;
+* NMF groups: one categorical colour per group, the same in every panel of the element.
 """
 from __future__ import annotations
 
 import base64
+import colorsys
 import io
-from typing import Callable
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import altair as alt
 import numpy as np
-import pandas as pd
 from PIL import Image
 
+from ._registry import register
 from ._types import ElementView
 
-Presentation = Callable[[ElementView], alt.TopLevelMixin]
-REGISTRY: dict[str, Presentation] = {}
-
-# two-class views follow the article: one class orange, the other blue
-CLASS_COLOURS = ("#e8710a", "#1a73e8")
-GROUP_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-                 "#469990", "#9a6324", "#800000", "#808000", "#000075", "#a9a9a9", "#fabed4", "#ffd8b1")
+CLASS_COLOURS = ("#e8710a", "#1a73e8", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+GROUP_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+                 "#469990", "#800000", "#808000", "#000075")
+POSITIVE, NEGATIVE = "#d6604d", "#4393c3"
 PANEL = 220  # px, side of one image panel
+SMALL = 120  # px, side of a per-group panel
+
+_SIG = 5  # significant digits kept for numbers embedded in the chart JSON
 
 
-def register(name: str) -> Callable[[Presentation], Presentation]:
-    def deco(fn: Presentation) -> Presentation:
-        if name in REGISTRY:
-            raise ValueError(f"presentation {name!r} is registered twice")
-        REGISTRY[name] = fn
-        return fn
-    return deco
+# ----------------------------------------------------------------------------- validation
+def _fail(view: ElementView, msg: str) -> ValueError:
+    return ValueError(f"element {view.id!r} ({view.presentation}): {msg}")
 
 
-def chart_for(view: ElementView) -> alt.TopLevelMixin:
-    if view.presentation not in REGISTRY:
-        raise KeyError(f"no chart for presentation {view.presentation!r} (registered: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[view.presentation](view)
+def _options(view: ElementView, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The view's options over ``defaults``; a ``None`` value means the default; unknown keys fail."""
+    opts = dict(view.options or {})
+    unknown = sorted(set(opts) - set(defaults))
+    if unknown:
+        raise _fail(view, f"unknown option(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(defaults))})")
+    return {k: (defaults[k] if opts.get(k) is None else opts[k]) for k in defaults}
 
 
-# ----------------------------------------------------------------------------- helpers
-def png_data_url(img: np.ndarray) -> str:
+def _unit(view: ElementView, name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not 0 <= float(v) <= 1:
+        raise _fail(view, f"option {name!r} must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
+def _count(view: ElementView, name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
+        raise _fail(view, f"option {name!r} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _flag(view: ElementView, name: str, v: Any) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise _fail(view, f"{name} must be true or false, got {v!r}")
+    return bool(v)
+
+
+def _need(view: ElementView, *keys: str) -> None:
+    if not isinstance(view.data, Mapping):
+        raise _fail(view, f"data must be a dict, got {type(view.data).__name__}")
+    missing = [k for k in keys if k not in view.data]
+    if missing:
+        raise _fail(view, f"data lacks {', '.join(map(repr, missing))} (has: {', '.join(map(str, view.data)) or 'nothing'})")
+
+
+def _array(view: ElementView, name: str, value: Any, ndim: int) -> np.ndarray:
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise _fail(view, f"{name} is not a numeric array ({e})") from None
+    if a.ndim != ndim or a.size == 0:
+        raise _fail(view, f"{name} must be a non-empty {ndim}-d array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise _fail(view, f"{name} has NaN or infinite values")
+    return a
+
+
+def _image(view: ElementView, value: Any) -> np.ndarray:
+    a = _array(view, "image", value, 3)
+    if a.shape[2] != 3:
+        raise _fail(view, f"image must be (H, W, 3), got shape {a.shape}")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise _fail(view, f"image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]")
+    return a
+
+
+def _non_negative(view: ElementView, name: str, a: np.ndarray) -> np.ndarray:
+    if float(a.min()) < -1e-6 * max(1.0, float(np.abs(a).max())):
+        raise _fail(view, f"{name} must be non-negative (NMF factors), min is {float(a.min()):.4g}")
+    return np.maximum(a, 0.0)
+
+
+def _labels(view: ElementView, name: str, value: Any, n: int) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise _fail(view, f"{name} must be a list of strings, got {type(value).__name__}")
+    labels = [str(x) for x in value]
+    if len(labels) != n:
+        raise _fail(view, f"{len(labels)} {name} for {n} values")
+    if len(set(labels)) != n:
+        raise _fail(view, f"{name} must be distinct, repeated: {sorted({x for x in labels if labels.count(x) > 1})[:5]}")
+    return labels
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.{_SIG}g}")
+
+
+def _distinct_colours(n: int, base: Sequence[str]) -> list[str]:
+    """``base`` while it lasts; beyond it, ``n`` hues evenly spaced round the colour wheel."""
+    if n <= len(base):
+        return list(base[:n])
+    out = []
+    for i in range(n):
+        r, g, b = colorsys.hls_to_rgb(i / n, 0.45, 0.7)
+        out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
+    return out
+
+
+# ----------------------------------------------------------------------------- rasters
+def png_data_url(img: np.ndarray, display_px: int | None = None) -> str:
+    """A PNG data URL of an (H, W, 3) or (H, W) image with values in [0, 1].
+
+    With ``display_px`` (the panel width it is shown at) a small image is enlarged by an integer
+    factor with nearest-neighbour, so its pixels stay crisp in every renderer instead of being
+    smoothed, and a large one is reduced to twice that width (sharp on hi-dpi screens, smaller file).
+    """
     arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
+    pil = Image.fromarray((arr * 255 + 0.5).astype(np.uint8), mode="RGB")
+    if display_px:
+        w, h = pil.size
+        target = 2 * display_px
+        if w < target and target // w > 1:
+            f = target // w
+            pil = pil.resize((w * f, h * f), Image.Resampling.NEAREST)
+        elif w > target:
+            pil = pil.resize((target, max(1, round(h * target / w))), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    Image.fromarray((arr * 255 + 0.5).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    pil.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _image_layer(image: np.ndarray, *, faded: bool = False) -> alt.Chart:
-    h, w = image.shape[:2]
-    df = pd.DataFrame([{"url": png_data_url(image), "x": 0, "y": 0, "x2": w, "y2": h}])
-    return alt.Chart(df).mark_image(aspect=False, opacity=0.55 if faded else 1.0).encode(
-        x=alt.X("x:Q", scale=alt.Scale(domain=[0, w], nice=False, zero=False), axis=None),
-        y=alt.Y("y:Q", scale=alt.Scale(domain=[h, 0], nice=False, zero=False), axis=None),
-        x2="x2:Q", y2="y2:Q", url="url:N",
+def _scales(gh: int, gw: int) -> tuple[alt.Scale, alt.Scale]:
+    return (alt.Scale(domain=[0, gw], nice=False, zero=False),
+            alt.Scale(domain=[0, gh], nice=False, zero=False, reverse=True))
+
+
+def _image_layer(url: str, gh: int, gw: int) -> alt.Chart:
+    """The image stretched over the whole ``gh × gw`` grid."""
+    xs, ys = _scales(gh, gw)
+    return alt.Chart({"values": [{"url": url, "x": 0, "x2": gw, "y": 0, "y2": gh}]}).mark_image(aspect=False).encode(
+        x=alt.X("x:Q", scale=xs, axis=None), x2="x2:Q",
+        y=alt.Y("y:Q", scale=ys, axis=None), y2="y2:Q",
+        url="url:N",
     )
 
 
-def _cells(values: np.ndarray, image_hw: tuple[int, int], **extra) -> pd.DataFrame:
-    """One row per map cell, in image pixel coordinates."""
+def _cells(values: np.ndarray, alpha: np.ndarray, **extra: Any) -> list[dict[str, Any]]:
+    """One row per grid cell: row, col, value, and its opacity ``alpha`` (drawn as is, see ALPHA)."""
     gh, gw = values.shape
-    h, w = image_hw
-    ys, xs = np.mgrid[0:gh, 0:gw]
-    df = pd.DataFrame({
-        "col": xs.ravel(), "row": ys.ravel(),
-        "x": xs.ravel() * w / gw, "x2": (xs.ravel() + 1) * w / gw,
-        "y": ys.ravel() * h / gh, "y2": (ys.ravel() + 1) * h / gh,
-        "value": values.ravel().astype(float),
-    })
-    for k, v in extra.items():
-        df[k] = v.ravel() if isinstance(v, np.ndarray) else v
-    return df
+    return [{**extra, "row": i, "col": j, "value": _sig(values[i, j]), "alpha": round(float(alpha[i, j]), 3)}
+            for i in range(gh) for j in range(gw)]
 
 
-def _panel(layers: list[alt.Chart], title: str) -> alt.LayerChart:
-    return alt.layer(*layers).properties(width=PANEL, height=PANEL, title=title)
+# Per-cell opacity is computed here and drawn without a scale: no opacity legend can appear, and
+# Vega-Lite never tries to merge it with the colour legend (it does when both domains coincide).
+ALPHA = alt.Opacity("alpha:Q", scale=None)
 
 
-def _map_layer(df: pd.DataFrame, image_hw, *, colour, opacity: float, signed: bool, domain=None) -> alt.Chart:
-    h, w = image_hw
-    if isinstance(colour, str):  # one hue: transparent → colour
-        scale = alt.Scale(range=["#ffffff00", colour], domain=domain or [0, max(float(df["value"].max()), 1e-12)])
-    elif signed:
-        m = max(float(df["value"].abs().max()), 1e-12)
-        scale = alt.Scale(scheme="redblue", domain=[m, -m])
-    else:
-        scale = alt.Scale(scheme="viridis")
-    return alt.Chart(df).mark_rect(opacity=opacity, stroke=None).encode(
-        x=alt.X("x:Q", scale=alt.Scale(domain=[0, w], nice=False, zero=False), axis=None),
-        x2="x2:Q",
-        y=alt.Y("y:Q", scale=alt.Scale(domain=[h, 0], nice=False, zero=False), axis=None),
-        y2="y2:Q",
-        color=alt.Color("value:Q", scale=scale, legend=alt.Legend(title=None, orient="bottom", gradientLength=PANEL - 40)),
-        tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y"), alt.Tooltip("value:Q", format=".4g")],
-    )
+def _ramp(v: np.ndarray, lo: float, hi: float, a0: float, a1: float) -> np.ndarray:
+    """Opacity from ``a0`` at ``lo`` to ``a1`` at ``hi`` (clamped)."""
+    t = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(v)
+    return a0 + (a1 - a0) * t
+
+
+def _cell_layer(rows: list[dict[str, Any]], gh: int, gw: int) -> alt.Chart:
+    xs, ys = _scales(gh, gw)
+    return (alt.Chart({"values": rows})
+            .transform_calculate(col_end="datum.col + 1", row_end="datum.row + 1")
+            .mark_rect(strokeWidth=0)
+            .encode(x=alt.X("col:Q", scale=xs, axis=None), x2="col_end:Q",
+                    y=alt.Y("row:Q", scale=ys, axis=None), y2="row_end:Q"))
+
+
+def _panel_px(image: np.ndarray, width: int) -> tuple[int, int]:
+    h, w = image.shape[:2]
+    return width, max(1, round(width * h / w))
 
 
 # ----------------------------------------------------------------------------- heatmap
+HEATMAP_OPTIONS = {"opacity": 0.6, "clip_negative": False}
+
+
 @register("heatmap")
 def heatmap(view: ElementView) -> alt.TopLevelMixin:
-    """Spatial content over the input. One map: a sequential scale (activation magnitude) or a
-    diverging one (signed attribution). Two maps (two classes): each in its colour, positive
-    evidence only, plus a combined panel where each cell takes the colour of the stronger class."""
-    image = np.asarray(view.data["image"])
-    hw = image.shape[:2]
-    maps = view.data["maps"]
-    opacity = float(view.options.get("opacity", 0.6))
-    signed = bool(view.data.get("signed", False))
-    clip = bool(view.options.get("clip_negative", False))
-    panels = [_panel([_image_layer(image)], "input")]
+    """Maps over the input image, beside the plain input.
+
+    One map: a colour scale over the image — sequential (magnitude) or diverging red/blue centred
+    on zero when ``signed`` — whose transparency follows the magnitude, so the image shows through
+    where the map is weak. Two or more maps (one per class): each class in its own colour, clipped
+    at zero (positive evidence only), one panel per class, then an overlay in which every position
+    takes the colour of the class it supports most.
+    """
+    opts = _options(view, HEATMAP_OPTIONS)
+    opacity = _unit(view, "opacity", opts["opacity"])
+    clip = _flag(view, "option 'clip_negative'", opts["clip_negative"])
+    _need(view, "image", "maps")
+    image = _image(view, view.data["image"])
+    signed = _flag(view, "data 'signed'", view.data.get("signed", False))
+    raw = view.data["maps"]
+    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)) or not raw:
+        raise _fail(view, "data 'maps' must be a non-empty list of {'label', 'values'} dicts")
+    labels, maps = [], []
+    for i, m in enumerate(raw):
+        if not isinstance(m, Mapping) or "label" not in m or "values" not in m:
+            raise _fail(view, f"maps[{i}] must be a dict with 'label' and 'values'")
+        labels.append(str(m["label"]))
+        maps.append(_array(view, f"maps[{i}].values", m["values"], 2))
+    if len({m.shape for m in maps}) != 1:
+        raise _fail(view, f"the maps differ in shape: {[m.shape for m in maps]}")
+    if len(set(labels)) != len(labels):
+        raise _fail(view, f"map labels must be distinct, got {labels}")
+    gh, gw = maps[0].shape
+    pw, ph = _panel_px(image, PANEL)
+    url = png_data_url(image, pw)
+
+    def panel(layers: list[alt.Chart], title: str | alt.TitleParams) -> alt.LayerChart:
+        return alt.layer(_image_layer(url, gh, gw), *layers).properties(width=pw, height=ph, title=title)
+
+    where = [alt.Tooltip("row:Q", title="row"), alt.Tooltip("col:Q", title="column")]
+    panels = [panel([], "input")]
+
     if len(maps) == 1:
-        v = np.asarray(maps[0]["values"], dtype=np.float32)
-        if clip:
-            v = np.maximum(v, 0)
-        df = _cells(v, hw)
-        panels.append(_panel([_image_layer(image, faded=True),
-                              _map_layer(df, hw, colour=None, opacity=opacity, signed=signed and not clip)],
-                             maps[0]["label"]))
-        return alt.hconcat(*panels).resolve_scale(color="independent")
-    vals = [np.asarray(m["values"], dtype=np.float32) for m in maps]
-    if clip or len(maps) == 2:
-        vals = [np.maximum(v, 0) for v in vals]
-    top = max(max(float(v.max()) for v in vals), 1e-12)
-    for m, v, colour in zip(maps, vals, CLASS_COLOURS * 8):
-        df = _cells(v, hw)
-        panels.append(_panel([_image_layer(image, faded=True),
-                              _map_layer(df, hw, colour=colour, opacity=opacity, signed=False, domain=[0, top])],
-                             m["label"]))
-    if len(maps) == 2:
-        stack = np.stack(vals)
-        winner = stack.argmax(0)
-        strength = stack.max(0) / top
-        labels = np.array([m["label"] for m in maps])[winner]
-        df = _cells(stack.max(0), hw, strength=strength, cls=labels)
-        h, w = hw
-        combined = alt.Chart(df).mark_rect(stroke=None).encode(
-            x=alt.X("x:Q", scale=alt.Scale(domain=[0, w], nice=False, zero=False), axis=None), x2="x2:Q",
-            y=alt.Y("y:Q", scale=alt.Scale(domain=[h, 0], nice=False, zero=False), axis=None), y2="y2:Q",
-            color=alt.Color("cls:N", scale=alt.Scale(domain=[m["label"] for m in maps], range=list(CLASS_COLOURS)),
-                            legend=alt.Legend(title=None, orient="bottom")),
-            opacity=alt.Opacity("strength:Q", scale=alt.Scale(domain=[0, 1], range=[0, opacity]), legend=None),
-            tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y"), alt.Tooltip("cls:N", title="stronger"),
-                     alt.Tooltip("value:Q", format=".4g")],
-        )
-        panels.append(_panel([_image_layer(image, faded=True), combined], "which class each position supports"))
-    return alt.hconcat(*panels).resolve_scale(color="independent", opacity="independent")
+        v = np.maximum(maps[0], 0) if clip else maps[0]
+        legend = alt.Legend(title=None, orient="right", gradientLength=max(60, ph - 40))
+        if signed and not clip:
+            m = float(np.abs(v).max()) or 1.0
+            rows = _cells(v, _ramp(np.abs(v), 0, m, 0, opacity))
+            colour = alt.Color("value:Q", legend=legend,
+                               scale=alt.Scale(scheme="redblue", reverse=True, domain=[-m, m], domainMid=0))
+        else:
+            lo, hi = float(v.min()), float(v.max())
+            hi = hi if hi > lo else lo + 1.0
+            rows = _cells(v, _ramp(v, lo, hi, 0.2 * opacity, opacity))
+            colour = alt.Color("value:Q", legend=legend, scale=alt.Scale(scheme="viridis", domain=[lo, hi]))
+        layer = _cell_layer(rows, gh, gw).encode(
+            color=colour, opacity=ALPHA, tooltip=[*where, alt.Tooltip("value:Q", title=labels[0], format=".4g")])
+        panels.append(panel([layer], labels[0]))
+        return alt.hconcat(*panels, spacing=18)
+
+    # several classes: positive evidence only, one colour per class
+    colours = _distinct_colours(len(maps), CLASS_COLOURS)
+    pos = np.stack([np.maximum(m, 0) for m in maps])
+    top = float(pos.max()) or 1.0
+    for k, label in enumerate(labels):
+        layer = _cell_layer(_cells(pos[k], _ramp(pos[k], 0, top, 0, opacity)), gh, gw).encode(
+            color=alt.value(colours[k]), opacity=ALPHA,
+            tooltip=[*where, alt.Tooltip("value:Q", title=label, format=".4g")])
+        panels.append(panel([layer], alt.TitleParams(label, color=colours[k])))
+    winner, strength = pos.argmax(0), pos.max(0)
+    rows = _cells(strength, _ramp(strength, 0, top, 0, opacity))
+    nothing = "(no positive evidence)"  # positions no class supports: drawn fully transparent
+    while nothing in labels:
+        nothing += "*"
+    for r in rows:
+        i, j = r["row"], r["col"]
+        r["class"] = labels[int(winner[i, j])] if strength[i, j] > 0 else nothing
+        r["values"] = " · ".join(f"{lab} {_sig(pos[k, i, j]):.4g}" for k, lab in enumerate(labels))
+    combined = _cell_layer(rows, gh, gw).encode(
+        color=alt.Color("class:N", scale=alt.Scale(domain=labels + [nothing], range=colours + ["#ffffff"]),
+                        legend=alt.Legend(title=None, orient="bottom", values=labels)),
+        opacity=ALPHA,
+        tooltip=[*where, alt.Tooltip("class:N", title="supports most"), alt.Tooltip("values:N", title="evidence")])
+    panels.append(panel([combined], "which class each position supports"))
+    return alt.hconcat(*panels, spacing=18)
 
 
 # ----------------------------------------------------------------------------- bars
-def _top_bars(labels: list[str], values: np.ndarray, top: int) -> pd.DataFrame:
-    order = np.argsort(values)
-    pos = [i for i in order[::-1][:top] if values[i] > 0]
-    neg = [i for i in order[:top] if values[i] < 0]
-    rows = [{"channel": labels[i], "value": float(values[i]), "sign": "positive" if values[i] > 0 else "negative"}
-            for i in pos + neg[::-1]]
-    return pd.DataFrame(rows, columns=["channel", "value", "sign"])
+BARS_OPTIONS = {"top": 8}
+
+
+def top_channels(values: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``top`` largest positive values (largest first) and of the ``top`` most
+    negative ones (most negative first); zeros are in neither; ties keep channel order."""
+    values = np.asarray(values)
+    desc = np.argsort(-values, kind="stable")
+    asc = np.argsort(values, kind="stable")
+    return desc[values[desc] > 0][:top], asc[values[asc] < 0][:top]
 
 
 @register("bars")
 def bars(view: ElementView) -> alt.TopLevelMixin:
-    """The ``top`` strongest positive and negative channels, sorted, coloured by sign."""
-    top = int(view.options.get("top", 8))
-    values = np.asarray(view.data["values"], dtype=np.float32)
-    df = _top_bars(list(view.data["labels"]), values, top)
-    return alt.Chart(df).mark_bar().encode(
+    """The ``top`` strongest positive and the ``top`` strongest negative channels as horizontal
+    bars sorted by value, red for positive and blue for negative, tooltip with label and value."""
+    top = _count(view, "top", _options(view, BARS_OPTIONS)["top"])
+    _need(view, "labels", "values", "target")
+    values = _array(view, "values", view.data["values"], 1)
+    labels = _labels(view, "labels", view.data["labels"], values.shape[0])
+    target = str(view.data["target"])
+    pos, neg = top_channels(values, top)
+    rows = ([{"channel": labels[i], "value": _sig(values[i]), "sign": "positive"} for i in pos]
+            + [{"channel": labels[i], "value": _sig(values[i]), "sign": "negative"} for i in neg])
+    m = max((abs(r["value"]) for r in rows), default=0.0) or 1.0
+    n_pos, n_neg = int((values > 0).sum()), int((values < 0).sum())
+    bar = alt.Chart({"values": rows}).mark_bar(height={"band": 0.8}).encode(
         y=alt.Y("channel:N", sort=alt.EncodingSortField("value", order="descending"), title=None),
-        x=alt.X("value:Q", title=f"contribution to {view.data.get('target', '')}"),
-        color=alt.Color("sign:N", scale=alt.Scale(domain=["positive", "negative"], range=["#1a9850", "#d73027"]),
-                        legend=None),
+        x=alt.X("value:Q", title=f"attribution to {target}", scale=alt.Scale(domain=[-m, m])),
+        color=alt.Color("sign:N", scale=alt.Scale(domain=["positive", "negative"], range=[POSITIVE, NEGATIVE]),
+                        legend=alt.Legend(title=None, orient="bottom")),
         tooltip=[alt.Tooltip("channel:N"), alt.Tooltip("value:Q", format=".4g")],
-    ).properties(width=360, height=max(60, 18 * len(df)), title=f"top {top} each way of {len(values)} channels")
+    )
+    zero = alt.Chart({"values": [{"zero": 0}]}).mark_rule(color="#777777").encode(x="zero:Q")
+    title = alt.TitleParams(
+        f"strongest channels for {target}",
+        subtitle=f"top {len(pos)} of {n_pos} positive, top {len(neg)} of {n_neg} negative ({values.shape[0]} channels)")
+    return alt.layer(bar, zero).properties(width=360, height=alt.Step(17), title=title)
 
 
 # ----------------------------------------------------------------------------- groups
+GROUPS_OPTIONS = {"top_channels": 5}
+
+
 @register("groups")
 def groups(view: ElementView) -> alt.TopLevelMixin:
-    """NMF neuron groups: the combined map (each position in the colour of its strongest group),
-    each group's own map, its strongest channels, and each group's attribution to the classes."""
-    image = np.asarray(view.data["image"])
-    hw = image.shape[:2]
-    spatial = np.asarray(view.data["spatial"], dtype=np.float32)
-    channels = np.asarray(view.data["channels"], dtype=np.float32)
-    labels = list(view.data["channel_labels"])
-    k = spatial.shape[0]
+    """NMF neuron groups.
+
+    A group's share of the activation at a position is ``spatial[g, p] · ‖channels[g]‖`` (NMF
+    leaves the scale between the two factors free; this product does not depend on it), so all
+    maps share one scale:
+
+    * a combined map where every position takes the colour of its strongest group and its
+      transparency follows that group's share (Building Blocks' "neuron groups" view);
+    * each group's attribution to each listed class, as grouped bars (when classes are given);
+    * per group, a column: its share over the image in the group's colour, then the strongest
+      channels of its direction (weights of the unit-length direction).
+    """
+    top_n = _count(view, "top_channels", _options(view, GROUPS_OPTIONS)["top_channels"])
+    _need(view, "image", "spatial", "channels", "channel_labels")
+    image = _image(view, view.data["image"])
+    spatial = _non_negative(view, "spatial", _array(view, "spatial", view.data["spatial"], 3))
+    channels = _non_negative(view, "channels", _array(view, "channels", view.data["channels"], 2))
+    k, gh, gw = spatial.shape
+    if channels.shape[0] != k:
+        raise _fail(view, f"channels has {channels.shape[0]} groups, spatial has {k}")
+    labels = _labels(view, "channel_labels", view.data["channel_labels"], channels.shape[1])
+    attribution = view.data.get("attribution") or {}
+    if not isinstance(attribution, Mapping):
+        raise _fail(view, f"data 'attribution' must be a dict class → (k,) array, got {type(attribution).__name__}")
+    attr = {}
+    for cls, v in attribution.items():
+        a = _array(view, f"attribution[{cls!r}]", v, 1)
+        if a.shape[0] != k:
+            raise _fail(view, f"attribution[{cls!r}] has {a.shape[0]} values for {k} groups")
+        attr[str(cls)] = a
+
     names = [f"group {i + 1}" for i in range(k)]
-    colours = list(GROUP_COLOURS[:k]) if k <= len(GROUP_COLOURS) else None
-    top_n = int(view.options.get("top_channels", 5))
-    norm = spatial / np.maximum(spatial.reshape(k, -1).max(1), 1e-12)[:, None, None]
-    winner = norm.argmax(0)
-    strength = norm.max(0)
-    df = _cells(strength, hw, group=np.array(names)[winner])
-    h, w = hw
-    colour_scale = alt.Scale(domain=names, range=colours) if colours else alt.Scale(domain=names)
-    combined = alt.Chart(df).mark_rect(stroke=None).encode(
-        x=alt.X("x:Q", scale=alt.Scale(domain=[0, w], nice=False, zero=False), axis=None), x2="x2:Q",
-        y=alt.Y("y:Q", scale=alt.Scale(domain=[h, 0], nice=False, zero=False), axis=None), y2="y2:Q",
-        color=alt.Color("group:N", scale=colour_scale, legend=alt.Legend(title=None, orient="bottom", columns=4)),
-        opacity=alt.Opacity("value:Q", scale=alt.Scale(domain=[0, 1], range=[0.05, 0.85]), legend=None),
-        tooltip=[alt.Tooltip("group:N"), alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y")],
-    )
-    top_row = [_panel([_image_layer(image)], "input"),
-               _panel([_image_layer(image, faded=True), combined], f"{k} neuron groups")]
-    small = []
-    for i in range(k):
-        dfi = _cells(spatial[i], hw)
-        layer = _map_layer(dfi, hw, colour=colours[i] if colours else "#333333", opacity=0.85, signed=False)
-        small.append(alt.layer(_image_layer(image, faded=True), layer.encode(color=alt.Color(
-            "value:Q", scale=alt.Scale(range=["#ffffff00", colours[i] if colours else "#333"]), legend=None)))
-            .properties(width=PANEL // 2, height=PANEL // 2, title=names[i]))
-    rows = []
-    for i in range(k):
-        idx = np.argsort(channels[i])[::-1][:top_n]
-        for r, c in enumerate(idx):
-            rows.append({"group": names[i], "channel": labels[c], "weight": float(channels[i, c]), "rank": r})
-    ch = alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
-        y=alt.Y("channel:N", sort=alt.EncodingSortField("weight", order="descending"), title=None),
-        x=alt.X("weight:Q", title="channel weight"),
-        color=alt.Color("group:N", scale=colour_scale, legend=None),
-        tooltip=["group:N", "channel:N", alt.Tooltip("weight:Q", format=".4g")],
-    ).properties(width=PANEL // 2 + 20, height=16 * top_n).facet(
-        facet=alt.Facet("group:N", sort=names, title="strongest channels per group"), columns=min(k, 4)
-    ).resolve_scale(y="independent")
-    parts = [alt.hconcat(*top_row), alt.hconcat(*small), ch]
-    attr = view.data.get("attribution") or {}
+    colours = _distinct_colours(k, GROUP_COLOURS)
+    group_colour = alt.Scale(domain=names, range=colours)
+    norms = np.linalg.norm(channels, axis=1)
+    share = spatial * norms[:, None, None]
+    direction = channels / np.maximum(norms, 1e-30)[:, None]
+    peak = float(share.max()) or 1.0
+    where = [alt.Tooltip("row:Q"), alt.Tooltip("col:Q", title="column")]
+
+    cw, ch = _panel_px(image, PANEL)
+    winner, strength = share.argmax(0), share.max(0)
+    rows = _cells(strength, _ramp(strength, 0, peak, 0, 0.85))
+    for r in rows:
+        r["group"] = names[int(winner[r["row"], r["col"]])]
+    combined = alt.layer(
+        _image_layer(png_data_url(image, cw), gh, gw),
+        _cell_layer(rows, gh, gw).encode(
+            color=alt.Color("group:N", scale=group_colour, legend=alt.Legend(title=None, orient="left")),
+            opacity=ALPHA,
+            tooltip=[*where, alt.Tooltip("group:N", title="strongest"), alt.Tooltip("value:Q", title="share", format=".4g")]),
+    ).properties(width=cw, height=ch, title=f"{k} neuron groups: the strongest at each position")
+    first_row: list[alt.TopLevelMixin] = [combined]
     if attr:
-        arows = [{"group": names[i], "class": cls, "attribution": float(np.asarray(v)[i])}
-                 for cls, v in attr.items() for i in range(k)]
-        ac = alt.Chart(pd.DataFrame(arows)).mark_bar().encode(
-            x=alt.X("group:N", sort=names, title=None, axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("class:N"),
-            y=alt.Y("attribution:Q", title="attribution to class"),
-            color=alt.Color("class:N", scale=alt.Scale(domain=list(attr), range=(list(CLASS_COLOURS) + ["#7f7f7f", "#9467bd", "#8c564b"] * 4)[:len(attr)]),
-                            legend=alt.Legend(title=None, orient="top")),
-            tooltip=["group:N", "class:N", alt.Tooltip("attribution:Q", format=".4g")],
-        ).properties(width=max(260, 60 * k), height=160, title="each group's attribution")
-        parts.append(ac)
-    return alt.vconcat(*parts).resolve_scale(color="independent", opacity="independent")
+        arows = [{"group": names[g], "class": cls, "value": _sig(a[g])} for cls, a in attr.items() for g in range(k)]
+        bars_ = alt.Chart({"values": arows}).mark_bar().encode(
+            x=alt.X("class:N", sort=list(attr), title=None, axis=alt.Axis(labelAngle=0, labelFontSize=11)),
+            xOffset=alt.XOffset("group:N", sort=names),
+            y=alt.Y("value:Q", title="attribution"),
+            color=alt.Color("group:N", scale=group_colour, legend=None),
+            tooltip=[alt.Tooltip("group:N"), alt.Tooltip("class:N"), alt.Tooltip("value:Q", format=".4g")],
+        )
+        zero = alt.Chart({"values": [{"zero": 0}]}).mark_rule(color="#777777").encode(y="zero:Q")
+        first_row.append(alt.layer(bars_, zero).properties(
+            width=alt.Step(max(6, min(18, 240 // k))), height=ch - 40, title="each group's attribution to each class"))
+
+    w_max = max(float(np.sort(direction[g])[-top_n:].max()) for g in range(k)) or 1.0
+    sw, sh = _panel_px(image, SMALL)
+    small_url = png_data_url(image, sw)
+    columns = []
+    for g in range(k):
+        own = alt.layer(
+            _image_layer(small_url, gh, gw),
+            _cell_layer(_cells(share[g], _ramp(share[g], 0, peak, 0, 0.85), group=names[g]), gh, gw).encode(
+                color=alt.Color("group:N", scale=group_colour, legend=None), opacity=ALPHA,
+                tooltip=[*where, alt.Tooltip("group:N"), alt.Tooltip("value:Q", title="share", format=".4g")]),
+        ).properties(width=sw, height=sh, title=alt.TitleParams(names[g], color=colours[g]))
+        order = np.argsort(-direction[g], kind="stable")[:top_n]
+        crows = [{"group": names[g], "channel": labels[c], "weight": _sig(direction[g, c])} for c in order]
+        strongest = alt.Chart({"values": crows}).mark_bar().encode(
+            y=alt.Y("channel:N", sort=alt.EncodingSortField("weight", order="descending"), title=None),
+            x=alt.X("weight:Q", title="weight in direction", scale=alt.Scale(domain=[0, w_max], nice=False),
+                    axis=alt.Axis(tickCount=2, format=".2~f")),
+            color=alt.Color("group:N", scale=group_colour, legend=None),
+            tooltip=[alt.Tooltip("group:N"), alt.Tooltip("channel:N"), alt.Tooltip("weight:Q", format=".3f")],
+        ).properties(width=sw - 50, height=alt.Step(14))
+        columns.append(alt.vconcat(own, strongest, spacing=6))
+    # one colour scale for every panel; only the combined map shows its legend
+    return (alt.vconcat(alt.hconcat(*first_row, spacing=40).resolve_legend(color="independent"), alt.hconcat(*columns, spacing=14), spacing=28)
+            .resolve_legend(color="independent"))

@@ -1,162 +1,302 @@
 """The static report: one self-contained HTML file that opens from disk with no network.
 
-Vega, Vega-Lite and vega-embed are inlined from vl-convert's bundle; images are data URLs. The file
-is rendered completely in memory, written to a temporary name in the target folder, fsynced and
-moved into place, so a crash or interrupt never leaves a half-written report.
+Vega, Vega-Lite and vega-embed are inlined from vl-convert's offline bundle (pinned to the
+Vega-Lite version altair emits); every chart spec is embedded as JSON next to its section; images
+are data URLs. The page is rendered completely in memory — any chart error surfaces, naming its
+element, before the disk is touched — then written to ``index.html.tmp-<pid>`` in the target
+folder, fsynced and moved into place with ``os.replace``, so a crash or an interrupt never leaves
+a half-written report and an existing report survives a failed render.
 """
 from __future__ import annotations
 
 import html
 import json
+import math
 import os
+import re
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from ._charts import chart_for
+from ._registry import spec_for, vegalite_version
 from ._types import ElementView
 
 CSS = """
-:root { --ink:#1f1f1f; --muted:#5f6368; --rule:#e3e3e3; --accent:#1a73e8; }
+:root { --ink:#1f1f1f; --muted:#5f6368; --rule:#e3e3e3; --code:#f6f7f9; --err:#b3261e; }
 * { box-sizing: border-box; }
-body { margin:0; font: 16px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color:var(--ink); background:#fff; }
-header { padding: 28px 48px 18px; border-bottom: 1px solid var(--rule); }
-header h1 { font: 600 28px/1.2 Georgia, "Times New Roman", serif; margin: 0 0 10px; }
-dl.meta { display:grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin:0; font-size: 13px; color: var(--muted); }
-dl.meta dt { font-weight:600; } dl.meta dd { margin:0; }
-main { padding: 12px 48px 32px; }
-.row { display:flex; flex-wrap:wrap; gap: 28px; align-items:flex-start; margin: 22px 0; }
-section.element { flex: 0 1 auto; max-width: 100%; }
-section.element h2 { font: 600 18px/1.3 Georgia, serif; margin: 0 0 4px; }
-section.element .grammar { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; color: var(--muted); margin: 0 0 10px; }
-.chart { overflow-x:auto; }
-.error { color:#b3261e; font-family: ui-monospace, monospace; white-space: pre-wrap; }
-footer { padding: 14px 48px 28px; border-top: 1px solid var(--rule); font-size: 12px; color: var(--muted); }
+html { -webkit-text-size-adjust: 100%; }
+body { margin: 0; color: var(--ink); background: #fff;
+       font: 16px/1.6 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header, main, footer { max-width: 1440px; margin: 0 auto; padding-left: 48px; padding-right: 48px; }
+header { padding-top: 36px; padding-bottom: 20px; border-bottom: 1px solid var(--rule); }
+header h1 { font: 700 30px/1.2 Georgia, "Times New Roman", serif; margin: 0 0 14px; letter-spacing: -0.01em; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 0; font-size: 13px; color: var(--muted); }
+dl.meta dt { font-weight: 600; color: var(--ink); }
+dl.meta dd { margin: 0; overflow-wrap: anywhere; }
+dl.meta ul { margin: 0; padding: 0; list-style: none; }
+dl.meta li { display: inline; }
+dl.meta li + li::before { content: " · "; }
+main { padding-top: 8px; padding-bottom: 32px; }
+.row { display: flex; flex-wrap: wrap; gap: 24px 48px; align-items: flex-start; padding: 26px 0; border-bottom: 1px solid var(--rule); }
+.row:last-child { border-bottom: none; }
+/* a section is as wide as its chart (title and grammar wrap inside it), then shares out the row's spare width */
+section.element { flex: 1 1 auto; min-width: 0; max-width: 100%; }
+section.element h2 { font: 700 19px/1.3 Georgia, "Times New Roman", serif; margin: 0 0 6px; contain: inline-size; }
+section.element .grammar { contain: inline-size; margin: 0 0 14px; font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  color: var(--muted); overflow-wrap: anywhere; }
+section.element .grammar code { background: var(--code); border-radius: 4px; padding: 2px 6px; box-decoration-break: clone;
+  -webkit-box-decoration-break: clone; }
+section.element > .chart { display: block; overflow-x: auto; min-height: 40px; }
+.chart .error { color: var(--err); font: 13px/1.4 ui-monospace, monospace; white-space: pre-wrap; margin: 0; }
+footer { padding-top: 16px; padding-bottom: 32px; border-top: 1px solid var(--rule); font-size: 12px; color: var(--muted); }
+@media (max-width: 700px) { header, main, footer { padding-left: 16px; padding-right: 16px; } }
+@media print { .vega-embed details { display: none; } .row { break-inside: avoid; } }
 """
+
+# Finds every section, parses its embedded spec and draws it; data-rendered becomes "ok" or "error".
+EMBED_JS = """
+(function () {
+  "use strict";
+  var options = {renderer: "svg", actions: {export: true, source: false, compiled: false, editor: false}};
+  function fail(section, target, err) {
+    target.setAttribute("data-rendered", "error");
+    var p = document.createElement("p");
+    p.className = "error";
+    p.textContent = "This chart could not be drawn: " + err;
+    target.replaceChildren(p);
+    console.error("interpgram: element " + section.id + ": " + err);
+  }
+  document.querySelectorAll("section.element").forEach(function (section) {
+    var target = section.querySelector(".chart");
+    var spec;
+    try {
+      spec = JSON.parse(section.querySelector("script.spec").textContent);
+    } catch (err) { fail(section, target, err); return; }
+    vegaEmbed(target, spec, options).then(function () {
+      target.setAttribute("data-rendered", "ok");
+    }, function (err) { fail(section, target, err); });
+  });
+})();
+"""
+
+
+class ElementRenderError(RuntimeError):
+    """One element of a report could not be drawn; names the element and keeps the cause."""
+
+    def __init__(self, view: ElementView, cause: BaseException):
+        self.element = view.id
+        self.presentation = view.presentation
+        super().__init__(f"element {view.id!r} (presentation {view.presentation!r}) could not be drawn: "
+                         f"{type(cause).__name__}: {cause}")
 
 
 @lru_cache(maxsize=1)
 def vega_bundle() -> str:
-    """Vega + Vega-Lite + vega-embed as one script, from vl-convert (offline). Building it takes
-    seconds, so it is kept on disk per vl-convert version."""
+    """Vega + Vega-Lite + vega-embed as one classic script, from vl-convert (offline). Building it
+    takes a second or two, so it is kept on disk, keyed by the vl-convert and Vega-Lite versions."""
     import hashlib
 
     import vl_convert
 
     from interpgram.backends.torch.cache import default_root
 
-    tag = hashlib.sha256(f"{version('vl-convert-python')}".encode()).hexdigest()[:12]
+    vl = vegalite_version()
+    tag = hashlib.sha256(f"{version('vl-convert-python')}|{vl}".encode()).hexdigest()[:12]
     path = default_root().parent / f"vega-bundle-{tag}.js"
+    marker = "\n/*interpgram: complete*/"
     try:
         text = path.read_text(encoding="utf-8")
-        if text.endswith("/*complete*/"):
-            return text
+        if text.endswith(marker):
+            return _script_safe(text)
     except OSError:
         pass
-    text = vl_convert.javascript_bundle() + "\n/*complete*/"
+    text = vl_convert.javascript_bundle(vl_version=vl) + marker
     try:
-        atomic_write_text(path, text)
+        atomic_write(path, text.encode("utf-8"))
     except OSError:  # a read-only home: fine, just slower next time
         pass
+    return _script_safe(text)
+
+
+def _script_safe(js: str) -> str:
+    """Inline JS must not contain ``</script``; in JS source ``<\\/script`` means the same."""
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside a <script> element: no ``<``, ``>``, ``&`` or line separators survive raw."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
     return text
 
 
-def _version() -> str:
+def interpgram_version() -> str:
     try:
         return version("interpgram")
-    except PackageNotFoundError:  # pragma: no cover
-        return "dev"
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "(not installed)"
 
 
-def _script_json(obj) -> str:
-    """JSON safe to place inside a <script> element."""
-    return json.dumps(obj, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\!--")
+def _fmt(value: Any) -> str:
+    """One meta value as escaped HTML: numbers compact, mappings and lists as inline lists."""
+    if isinstance(value, bool) or value is None:
+        return html.escape(str(value).lower() if isinstance(value, bool) else "—")
+    if isinstance(value, float):
+        return html.escape(f"{value:.4g}" if math.isfinite(value) else str(value))
+    if isinstance(value, dict):
+        items = "".join(f"<li>{html.escape(str(k))}: {_fmt(v)}</li>" for k, v in value.items())
+        return f"<ul>{items}</ul>"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "<ul>" + "".join(f"<li>{_fmt(v)}</li>" for v in value) + "</ul>"
+    return html.escape(str(value))
 
 
-def render_html(views: list[ElementView], *, title: str, layout: list[list[str]] | None = None, meta: dict | None = None) -> str:
-    by_id = {v.id: v for v in views}
-    if len(by_id) != len(views):
-        raise ValueError("element view ids must be unique")
-    rows = layout if layout else [[v.id] for v in views]
+def _rows(views: list[ElementView], layout: list[list[str]] | None) -> list[list[str]]:
+    ids = [v.id for v in views]
+    for vid in ids:
+        if not isinstance(vid, str) or not vid or any(c.isspace() for c in vid):
+            raise ValueError(f"element view ids must be non-empty strings without spaces, got {vid!r}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"element view ids must be unique, repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    rows = [list(r) for r in (layout or [])]
     placed = [i for r in rows for i in r]
-    missing = [i for i in placed if i not in by_id]
+    missing = [i for i in placed if i not in ids]
     if missing:
-        raise ValueError(f"layout names views that do not exist: {', '.join(missing)}")
-    rows = rows + [[v.id] for v in views if v.id not in placed]
-    specs = {v.id: chart_for(v).to_dict() for v in views}  # any chart error surfaces before writing
-    meta_html = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(val))}</dd>" for k, val in (meta or {}).items())
+        raise ValueError(f"layout names views that do not exist: {', '.join(map(str, missing))} "
+                         f"(views: {', '.join(ids) or 'none'})")
+    twice = sorted({i for i in placed if placed.count(i) > 1})
+    if twice:
+        raise ValueError(f"layout places a view twice: {', '.join(twice)}")
+    # views the layout does not mention are shown too, one per row, after the layout's rows
+    return [r for r in rows if r] + [[i] for i in ids if i not in placed]
+
+
+def render_html(views: list[ElementView], *, title: str, layout: list[list[str]] | None = None,
+                meta: dict | None = None) -> str:
+    """The whole report page as a string (nothing is written)."""
+    import vl_convert
+
+    by_id = {v.id: v for v in views}
+    rows = _rows(views, layout)
+    specs: dict[str, dict] = {}
+    for v in views:  # every chart is built before anything is written
+        try:
+            specs[v.id] = spec_for(v)
+        except Exception as e:
+            raise ElementRenderError(v, e) from e
+    meta_html = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{_fmt(val)}</dd>" for k, val in (meta or {}).items())
     body = []
     for r in rows:
         cells = []
         for vid in r:
             v = by_id[vid]
+            e = html.escape
             cells.append(
-                f'<section class="element" id="el-{html.escape(vid)}" data-presentation="{html.escape(v.presentation)}">'
-                f"<h2>{html.escape(v.title)}</h2><p class=\"grammar\">{html.escape(v.grammar)}</p>"
-                f'<div class="chart" id="chart-{html.escape(vid)}"></div></section>')
+                f'<section class="element" id="el-{e(vid)}" data-presentation="{e(v.presentation)}">'
+                f"<h2>{e(v.title)}</h2>"
+                f'<p class="grammar" title="the grammar sentence of this element"><code>{e(v.grammar)}</code></p>'
+                f'<div class="chart" id="chart-{e(vid)}" role="figure" aria-label="{e(v.title)}"></div>'
+                f'<script type="application/json" class="spec">{_script_json(specs[vid])}</script>'
+                "</section>")
         body.append(f'<div class="row">{"".join(cells)}</div>')
-    embed = (
-        "const SPECS = " + _script_json(specs) + ";\n"
-        "for (const [id, spec] of Object.entries(SPECS)) {\n"
-        "  const el = document.getElementById('chart-' + id);\n"
-        "  vegaEmbed(el, spec, {renderer: 'svg', actions: {export: true, source: false, compiled: false, editor: false}})\n"
-        "    .then(() => el.dataset.rendered = '1')\n"
-        "    .catch(err => { el.innerHTML = '<p class=\"error\"></p>'; el.firstChild.textContent = String(err); console.error(err); });\n"
-        "}\n"
-    )
+    libs = (f"Vega {vl_convert.get_vega_version()}, Vega-Lite {vegalite_version()}, "
+            f"vega-embed {vl_convert.get_vega_embed_version()}")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{html.escape(title)}</title><style>{CSS}</style>"
-        f"<script>{vega_bundle()}</script></head><body>"
-        f"<header><h1>{html.escape(title)}</h1><dl class=\"meta\">{meta_html}</dl></header>"
-        f"<main>{''.join(body)}</main>"
-        f"<footer>interpgram {html.escape(_version())} · static report: every chart and image is embedded in this file "
-        f"and opens without a network. Use each chart's ⋯ menu to save it as PNG or SVG.</footer>"
-        f"<script>{embed}</script></body></html>\n"
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<meta name=\"generator\" content=\"interpgram {html.escape(interpgram_version())}\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n"
+        f"<script>/* {libs}, bundled offline by vl-convert */\n{vega_bundle()}\n</script>\n"
+        "</head>\n<body>\n"
+        f"<header><h1>{html.escape(title)}</h1><dl class=\"meta\">{meta_html}</dl></header>\n"
+        f"<main>\n{chr(10).join(body)}\n</main>\n"
+        f"<footer>interpgram {html.escape(interpgram_version())} · static report: every chart and image is "
+        f"embedded in this file ({html.escape(libs)}) and it opens without a network. "
+        "Each chart's ⋯ menu saves it as SVG or PNG.</footer>\n"
+        f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
     )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through ``<name>.tmp-<pid>`` in the same folder, fsync, ``os.replace``.
+
+    Whatever happens (an exception, KeyboardInterrupt), the temporary file is removed and ``path``
+    holds either its previous content or the new one, never a part.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        try:
             tmp.unlink()
+        except FileNotFoundError:
+            pass
+    try:  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, text.encode("utf-8"))
 
 
 def write_report(views: list[ElementView], out_dir: Path, *, title: str, layout: list[list[str]] | None = None,
                  meta: dict | None = None) -> Path:
-    """Write ``out_dir/index.html``; everything is rendered before anything touches the disk."""
+    """Write ``out_dir/index.html`` (creating ``out_dir``); returns its path.
+
+    ``layout`` is rows of element ids (default: one element per row, in order); views it does not
+    mention follow, one per row. Everything is rendered before anything touches the disk.
+    """
     text = render_html(views, title=title, layout=layout, meta=meta)
-    path = Path(out_dir) / "index.html"
-    atomic_write_text(path, text)
-    return path
+    return atomic_write_text(Path(out_dir) / "index.html", text)
 
 
 def to_svg(view: ElementView, path: Path) -> Path:
+    """One element's chart as a standalone SVG (with its title), rendered offline by vl-convert."""
     import vl_convert
 
-    atomic_write_text(Path(path), vl_convert.vegalite_to_svg(chart_for(view).to_dict()))
-    return Path(path)
+    svg = vl_convert.vegalite_to_svg(_export_spec(view), vl_version=vegalite_version())
+    return atomic_write_text(Path(path), svg)
 
 
 def to_png(view: ElementView, path: Path, *, scale: float = 2.0) -> Path:
+    """One element's chart as a PNG (``scale`` × its CSS pixel size), rendered offline by vl-convert."""
     import vl_convert
 
-    data = vl_convert.vegalite_to_png(chart_for(view).to_dict(), scale=scale)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    png = vl_convert.vegalite_to_png(_export_spec(view), vl_version=vegalite_version(), scale=scale)
+    return atomic_write(Path(path), png)
+
+
+def _export_spec(view: ElementView) -> dict:
+    """The chart's spec titled with the element's title and grammar sentence (a page shows both
+    above the chart; an exported file has to carry them itself)."""
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+        spec = spec_for(view)
+    except Exception as e:
+        raise ElementRenderError(view, e) from e
+    inner = spec.pop("title", None)
+    title = {"text": view.title, "subtitle": view.grammar, "anchor": "start", "fontSize": 14, "subtitleFontSize": 11,
+             "subtitleFont": "DejaVu Sans Mono, monospace", "offset": 12}
+    if inner is None:
+        spec["title"] = title
+        return spec
+    # a chart with its own title keeps it inside a one-element vconcat under the element's title
+    top = {k: spec.pop(k) for k in ("$schema", "config", "datasets") if k in spec}
+    spec["title"] = inner
+    return {**top, "title": title, "vconcat": [spec]}

@@ -1,5 +1,6 @@
 """A real headless Chromium (Debian's package) driven by Playwright. A missing browser FAILS the
-tests: `.ci/run` and `scripts/test.sh` install it; never `playwright install`."""
+tests: `.ci/run` and `scripts/test.sh` install it (`bash .ci/install-browser.sh`); never
+`playwright install`, which downloads a browser build of its own."""
 from __future__ import annotations
 
 import shutil
@@ -12,22 +13,34 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
-@pytest.fixture(scope="session")
-def browser():
+def chromium_path() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if not exe:
-        pytest.fail("chromium is not installed: run `bash .ci/install-browser.sh` (Debian: apt-get install -y chromium)")
+        pytest.fail("chromium is not installed, so the browser tests cannot run: install Debian's package with "
+                    "`bash .ci/install-browser.sh` (apt-get install -y chromium). Do not use `playwright install`.",
+                    pytrace=False)
+    return exe
+
+
+@pytest.fixture(scope="session")
+def browser():
+    exe = chromium_path()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=ARGS)
+        try:
+            b = p.chromium.launch(executable_path=exe, args=ARGS)
+        except Exception as e:  # a broken install fails as loudly as a missing one
+            pytest.fail(f"chromium at {exe} did not start under Playwright: {e}", pytrace=False)
         yield b
         b.close()
 
 
 @pytest.fixture
 def offline_page(browser):
-    """A page that can load file: and data: URLs only; every network request is aborted and recorded."""
+    """A page that may load file:, data: and blob: URLs only: every other request is aborted and
+    recorded in ``page.blocked``; console errors (and uncaught exceptions) go to ``page.errors``,
+    console warnings to ``page.warnings``."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 900})
     blocked: list[str] = []
 
@@ -41,8 +54,16 @@ def offline_page(browser):
     ctx.route("**/*", route)
     page = ctx.new_page()
     page.errors = []
+    page.warnings = []
     page.blocked = blocked
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+
+    def console(m):
+        if m.type == "error":
+            page.errors.append(m.text)
+        elif m.type == "warning":
+            page.warnings.append(m.text)
+
+    page.on("console", console)
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     yield page
     ctx.close()
