@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._files import atomic_write, atomic_write_text
 from ..data import shapes as S
 from .shapes_cnn import ShapesCNN, normalize
 
@@ -84,18 +85,6 @@ def train(*, n_train: int, epochs: int, batch: int, lr: float, seed: int, log=pr
     return model.eval()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
@@ -125,10 +114,10 @@ def main(argv=None) -> int:
         **metrics,
         "command": "python -m interpgram.backends.models.train_shapes_cnn --out backends/models/weights",
     }
-    from safetensors.torch import save_file
-    _atomic_write(args.out / "shapes_cnn.safetensors",
-                  lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p)))
-    _atomic_write(args.out / "shapes_cnn.json", lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    from safetensors.torch import save
+
+    atomic_write(args.out / "shapes_cnn.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    atomic_write_text(args.out / "shapes_cnn.json", json.dumps(meta, indent=2) + "\n")
     print(json.dumps(meta, indent=2))
     return 0
 

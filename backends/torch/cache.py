@@ -78,6 +78,8 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from .._files import default_root, fsync_dir
+
 __all__ = [
     "CODE_VERSION",
     "KEEP_CORRUPT",
@@ -319,12 +321,6 @@ def _decode(key: str, data: bytes) -> dict:
 # The cache
 
 
-def default_root() -> Path:
-    """``$INTERPGRAM_CACHE`` if set, else ``~/.cache/interpgram/results``."""
-    env = os.environ.get("INTERPGRAM_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "interpgram" / "results"
-
-
 @dataclass
 class CacheStats:
     """Counters of one :class:`ResultCache`: ``misses`` includes ``corrupt`` entries."""
@@ -338,19 +334,6 @@ def _check_key(key: str) -> str:
     if not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
         raise ValueError(f"cache key must be 64 lowercase hex characters (from cache_key), got {key!r}")
     return key
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows: directories cannot be opened; os.replace is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ResultCache:
@@ -466,7 +449,7 @@ class ResultCache:
             except OSError:
                 pass
             raise
-        _fsync_dir(shard)
+        fsync_dir(shard)
 
     def get_or_compute(self, key: str, fn: Callable[[], dict]) -> tuple[dict, bool]:
         """``(value, hit)``: the cached value, or ``fn()`` stored then returned as ``fn`` gave it."""

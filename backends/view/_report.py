@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write, atomic_write_text, default_root
 from ._registry import spec_for, vegalite_version
 from ._types import ElementView
 
@@ -99,7 +100,6 @@ def vega_bundle() -> str:
 
     import vl_convert
 
-    from interpgram.backends.torch.cache import default_root
 
     vl = vegalite_version()
     tag = hashlib.sha256(f"{version('vl-convert-python')}|{vl}".encode()).hexdigest()[:12]
@@ -217,43 +217,6 @@ def render_html(views: list[ElementView], *, title: str, layout: list[list[str]]
         "Each chart's ⋯ menu saves it as SVG or PNG.</footer>\n"
         f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
     )
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through ``<name>.tmp-<pid>`` in the same folder, fsync, ``os.replace``.
-
-    Whatever happens (an exception, KeyboardInterrupt), the temporary file is removed and ``path``
-    holds either its previous content or the new one, never a part.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, text.encode("utf-8"))
 
 
 def write_report(views: list[ElementView], out_dir: Path, *, title: str, layout: list[list[str]] | None = None,
