@@ -14,6 +14,8 @@ examples:
                                                    compute and write report/index.html
   interpgram layers builtin:shapes-cnn             list addressable layers and their shapes
   interpgram schema > interpgram.schema.json       JSON Schema for editor autocompletion
+  interpgram sprites builtin:shapes-cnn conv4 -o conv4.png
+                                                   render (and cache) the icon of every channel of a layer
 
 Specs that build models from Python code (model: python:pkg.mod:factory) only run with --allow-code.
 """
@@ -57,12 +59,15 @@ def cmd_render(args) -> int:
     bars: list = []  # created on the first report of work, so a fully cached render shows none
 
     def progress(stage: str, done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(total=total, desc=stage, unit="pass", file=sys.stderr, disable=args.quiet, leave=False))
-        bar = bars[0]
-        bar.total = total
+        # one bar per kind of work: passes, NMF, each batch of icons, each activation grid
+        if not bars or bars[-1].total != total or done < bars[-1].n:
+            if bars:
+                bars[-1].close()
+            unit = "step" if ("icons" in stage or "grid" in stage) else "pass"
+            bars.append(tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, disable=args.quiet, leave=False))
+        bar = bars[-1]
         bar.n = done
-        bar.set_description(stage)
+        bar.set_description(stage, refresh=False)
         bar.refresh()
 
     cache = False if args.no_cache else (args.cache_dir if args.cache_dir else None)
@@ -75,6 +80,10 @@ def cmd_render(args) -> int:
     print(f"wrote {path.resolve()}")
     print(f"  {len(prep.loaded.spec.elements)} elements · {st.forward_passes} forward / {st.backward_passes} backward "
           f"passes computed · cache {st.cache_hits} hits, {st.cache_misses} misses · device {results.device}")
+    if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
+        print(f"  icons: {st.icons_rendered} rendered, {st.icons_cached} from the cache"
+              + (f" · activation grids: {st.grids_rendered} rendered, {st.grids_cached} from the cache"
+                 if st.grids_rendered or st.grids_cached else ""))
     return 0
 
 
@@ -96,6 +105,75 @@ def cmd_layers(args) -> int:
     print(f"  {'output':<{width}}  ({len(model.classes)},)")
     if not args.all and any("." in n for n in layers):
         print("  (submodules hidden; --all lists every module path)")
+    return 0
+
+
+def cmd_sprites(args) -> int:
+    from tqdm import tqdm
+
+    from .models import ModelSourceError, load_model
+    from .torch.cache import ResultCache
+    from .torch.optvis import Icon, IconSettings, IconStats, render_icons
+
+    try:
+        model = load_model(args.model, weights=args.weights, allow_code=args.allow_code)
+    except ModelSourceError as e:
+        _err(f"error: {e}")
+        return 1
+    layers = model.layers()
+    if args.layer not in layers:
+        from interpgram.grammar import did_you_mean
+        _err(f"error: unknown layer {args.layer!r} in {model.name} {did_you_mean(args.layer, list(layers), listing='layers')}")
+        return 1
+    shape = layers[args.layer]
+    if len(shape) not in (1, 3):
+        _err(f"error: layer {args.layer!r} has output shape {shape}; sprites need channels (C,) or (C, H, W)")
+        return 1
+    n = shape[0]
+    channels = list(range(n)) if not args.channels else args.channels
+    bad = [c for c in channels if not 0 <= c < n]
+    if bad:
+        _err(f"error: channel {bad[0]} is outside {args.layer!r} ({n} channels: 0..{n - 1})")
+        return 1
+    size = args.size or min(int(model.preprocess.size[-1]), 128)
+    settings = IconSettings(size=size, steps=args.steps, attempts=args.attempts)
+    cache = ResultCache(args.cache_dir) if args.cache_dir else ResultCache(None)
+    bar = tqdm(total=args.steps * args.attempts, unit="step", file=sys.stderr, disable=args.quiet, leave=False)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_description(stage, refresh=False)
+        bar.refresh()
+
+    stats = IconStats()
+    try:
+        results = render_icons(model, [Icon(args.layer, "channel", index=c) for c in channels], settings, seed=args.seed,
+                               cache=cache, batch_size=args.batch_size, progress=progress, stats=stats)
+    finally:
+        bar.close()
+    print(f"{model.name} {args.layer}: {len(channels)} channel icons ({size} px, {args.steps} steps × {args.attempts}) · "
+          f"{stats.rendered} rendered in {stats.seconds:.1f} s, {stats.cached} from the cache ({cache.root})")
+    if args.out:
+        import io
+        import math
+
+        import numpy as np
+        from PIL import Image
+
+        from ._files import atomic_write
+        cols = args.columns or math.ceil(math.sqrt(len(results)))
+        rows = math.ceil(len(results) / cols)
+        pad = 2
+        sheet = np.ones((rows * (size + pad) + pad, cols * (size + pad) + pad, 3), dtype=np.float32)
+        for i, r in enumerate(results):
+            y, x = divmod(i, cols)
+            img = r.images[0].permute(1, 2, 0).numpy()
+            sheet[pad + y * (size + pad):pad + y * (size + pad) + size, pad + x * (size + pad):pad + x * (size + pad) + size] = img
+        buf = io.BytesIO()
+        Image.fromarray((np.clip(sheet, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, format="PNG")
+        out = atomic_write(Path(args.out), buf.getvalue())
+        print(f"wrote {out.resolve()} ({cols}×{rows} icons, channel i at row i // {cols}, column i % {cols})")
     return 0
 
 
@@ -138,6 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--all", action="store_true", help="list submodules too")
     la.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
     la.set_defaults(fn=cmd_layers)
+
+    sp = sub.add_parser("sprites", help="render and cache the feature visualisation of every channel of a layer",
+                        description="Render the icon of every channel of LAYER once and cache each icon, so that "
+                                    "semantic dictionaries and channel bars in any spec reuse them (same size, steps, "
+                                    "attempts and seed as the spec's icons: the defaults match).")
+    sp.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")
+    sp.add_argument("layer", help="a layer with channels, e.g. conv4 or mixed4d")
+    sp.add_argument("-o", "--out", help="also write a sprite sheet PNG here")
+    sp.add_argument("--channels", type=int, nargs="+", help="only these channels (default: all)")
+    sp.add_argument("--size", type=int, help="icon side in px (default: the model's input size, at most 128)")
+    sp.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
+    sp.add_argument("--attempts", type=int, default=1, help="attempts per icon, the best is kept (default 1)")
+    sp.add_argument("--seed", type=int, default=0, help="seed (default 0, as execution.seed in specs)")
+    sp.add_argument("--batch-size", type=int, help="icons per optimisation (default: all, halved on out-of-memory)")
+    sp.add_argument("--columns", type=int, help="icons per row of the sheet (default: square)")
+    sp.add_argument("--weights", help="weights file for the model")
+    sp.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
+    sp.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(fn=cmd_sprites)
 
     sc = sub.add_parser("schema", help="print the spec's JSON Schema")
     sc.set_defaults(fn=cmd_schema)

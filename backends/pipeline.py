@@ -129,6 +129,9 @@ def build_views(plan: Plan, inputs: Inputs, results: Results):
                     labels = (list(plan.classes) if p.layer == "output" else
                               [f"{p.layer}:{c}" for c in range(v.shape[1])])
                     data = {"labels": labels, "values": v[i].numpy().astype(np.float32), "target": s.label}
+                    if p.icons:
+                        fv = results.values[p.icons[j]]
+                        data["icons"] = {labels[int(c)]: _hwc(img) for c, img in zip(fv["atoms"][i], fv["images"][i])}
                     sub = vid if len(p.series) == 1 else f"{vid}-{j}"
                     views.setdefault(p.element, []).append(
                         ElementView(sub, "bars", title + (f" ({s.label})" if len(p.series) > 1 else ""), p.grammar, opts, data))
@@ -138,10 +141,68 @@ def build_views(plan: Plan, inputs: Inputs, results: Results):
                 data = {"image": image, "spatial": g["spatial"][i].numpy(), "channels": g["channels"][i].numpy(),
                         "channel_labels": [f"{p.layer}:{k}" for k in range(c)],
                         "attribution": {s.label: v[i].numpy().astype(np.float32) for s, v in zip(p.series, vals)}}
+                if p.icons:
+                    data["icons"] = [_hwc(img) for img in results.values[p.icons[0]]["images"][i]]
                 views.setdefault(p.element, []).append(ElementView(vid, "groups", title, p.grammar, opts, data))
+            elif p.presentation == "featurevis":
+                fv = results.values[p.icons[0]]
+                op = plan.ops[p.icons[0]]
+                data = _featurevis_data(plan, p, op, fv, vals, i)
+                views.setdefault(p.element, []).append(ElementView(vid, "featurevis", title, p.grammar, opts, data))
+            elif p.presentation == "semantic_dictionary":
+                fv = results.values[p.icons[0]]
+                data = {"image": image, "activations": results.values[p.detail]["value"][i].numpy().astype(np.float32),
+                        "icons": {int(c): _hwc(img) for c, img in zip(fv["atoms"][i], fv["images"][i])},
+                        "layer": p.layer}
+                views.setdefault(p.element, []).append(
+                    ElementView(vid, "semantic_dictionary", title, p.grammar, opts, data))
+            elif p.presentation == "activation_grid":
+                g = results.values[p.icons[0]]
+                data = {"image": image, "icons": g["icons"][i].numpy(), "magnitude": g["magnitude"][i].numpy(),
+                        "layer": p.layer}
+                views.setdefault(p.element, []).append(ElementView(vid, "activation_grid", title, p.grammar, opts, data))
             else:
                 raise ValueError(f"no view builder for presentation {p.presentation!r}")
     return views
+
+
+def _featurevis_data(plan: Plan, p, op, fv: dict, vals: list, i: int) -> dict:
+    """Icons, captions and values of one featurevis view (image ``i``)."""
+    atoms = fv["atoms"][i]
+    icons = [_hwc(img) for img in fv["images"][i]]
+    v = vals[0][i] if vals else None
+    what = "attribution" if p.content_kind != "activation" else "activation"
+    values = None
+    if op.objective == "group":
+        labels = [f"group {g + 1}" for g in atoms]
+        if vals:  # group attribution (k,) per series: show the first
+            values = [float(v[g]) for g in atoms]
+    elif op.objective == "direction":
+        labels = ["direction"]
+        values = [float(v.max())] if v is not None else None
+        what = "max projection"
+    elif op.objective == "direction_neuron":
+        labels = [f"({x}, {y})" for x, y in atoms]
+        if v is not None and v.dim() == 2:
+            values = [float(v[y, x]) for x, y in atoms]
+    else:
+        labels = [f"{p.layer}:{c}" for c in atoms]
+        if v is not None:
+            if op.atoms and v.dim() == 1 and len(v) == len(op.atoms):  # explicit channels: values in that order
+                values = [float(x) for x in v]
+            elif v.dim() == 1:
+                values = [float(v[c]) for c in atoms]
+            elif v.dim() == 3:
+                values = [float(v[c].max()) for c in atoms]
+                what = "max " + what
+            elif v.dim() == 0:
+                values = [float(v)] * len(atoms)
+    kind = {"channel": "channel", "neuron": "neuron", "group": "NMF group", "direction": "direction",
+            "direction_neuron": "activation vector"}[op.objective]
+    st = op.setting_dict
+    return {"icons": icons, "labels": labels, "values": values, "scores": fv["scores"][i].tolist(),
+            "value_name": what, "heading": f"{kind} icons · {p.layer}",
+            "subtitle": f"{st.get('size')} px, {st.get('steps')} steps; caption: atom · {what}"}
 
 
 def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
@@ -166,6 +227,10 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
         "passes": f"{passes['forward']} forward, {passes['backward']} backward "
                   f"(one element at a time: {prep.plan.unfused['forward']} forward, {prep.plan.unfused['backward']} backward)",
         "computed": f"{st.forward_passes} forward, {st.backward_passes} backward; cache hits {st.cache_hits}, misses {st.cache_misses}",
+        **({"icons": f"{st.icons_rendered} rendered, {st.icons_cached} from the cache"
+                     + (f"; activation grids {st.grids_rendered} rendered, {st.grids_cached} from the cache"
+                        if st.grids_rendered or st.grids_cached else "")}
+           if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
         "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
     for note in prep.model.notes:

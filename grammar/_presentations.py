@@ -8,13 +8,58 @@ atlas, ...) register the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+TRANSFORM_KINDS = ("pad", "jitter", "scale", "rotate")
+
+
+def check_transforms(v: Any) -> Any:
+    """``standard`` | ``none`` | a list of one-key steps ({pad: 12}, {jitter: 8}, {scale: [..]}, {rotate: [..]})."""
+    if isinstance(v, str):
+        if v not in ("standard", "none"):
+            raise ValueError(f"transforms {v!r}: use standard, none, or a list of steps such as [{{pad: 4}}, {{jitter: 2}}]")
+        return v
+    if not isinstance(v, list):
+        raise ValueError("transforms is standard, none, or a list of steps such as [{pad: 4}, {jitter: 2}]")
+    for i, step in enumerate(v):
+        if not isinstance(step, dict) or len(step) != 1:
+            raise ValueError(f"transform step {i} must be a one-key mapping such as {{jitter: 4}}")
+        (kind, value), = step.items()
+        if kind not in TRANSFORM_KINDS:
+            from ._errors import did_you_mean
+            raise ValueError(f"transform step {i}: unknown kind {kind!r} {did_you_mean(str(kind), TRANSFORM_KINDS, listing='kinds')}")
+        if kind in ("pad", "jitter"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ 0, got {value!r}")
+        else:
+            vals = value if isinstance(value, list) else [value]
+            if not vals or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in vals):
+                raise ValueError(f"transform step {i}: {kind} takes a number or a list of numbers, got {value!r}")
+            if kind == "scale" and any(x <= 0 for x in vals):
+                raise ValueError(f"transform step {i}: scale factors must be > 0")
+    return v
+
+
+class IconOptions(_Options):
+    """How icons are optimised (lucid's render_vis settings)."""
+
+    size: Optional[int] = Field(None, ge=8, le=1024, description="icon side in px (default: the model's input size, at most 128)")
+    steps: int = Field(256, ge=1, le=20000, description="optimisation steps")
+    lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate")
+    attempts: int = Field(1, ge=1, le=16, description="independent attempts; the best per icon is kept")
+    param: Literal["fourier", "pixels"] = Field("fourier", description="image parameterisation")
+    decorrelate: bool = Field(True, description="decorrelated (ImageNet) colour")
+    transforms: Union[str, list] = Field("standard", description="standard | none | [{pad: 12}, {jitter: 8}, {scale: [..]}, {rotate: [..]}, ...]")
+    relu_redirect: int = Field(16, ge=0, description="first steps with lucid's redirected ReLU gradient")
+
+    _transforms = field_validator("transforms")(classmethod(lambda cls, v: check_transforms(v)))
 
 
 class HeatmapOptions(_Options):
@@ -24,10 +69,38 @@ class HeatmapOptions(_Options):
 
 class BarsOptions(_Options):
     top: int = Field(8, ge=1, le=256, description="channels shown on each side (positive, negative)")
+    icons: bool = Field(False, description="show each channel's feature visualisation next to its bar")
+    icon: IconOptions = Field(default_factory=IconOptions, description="how the icons are rendered")
 
 
 class GroupsOptions(_Options):
     top_channels: int = Field(5, ge=1, le=64, description="strongest channels listed per group")
+    icons: bool = Field(True, description="a feature visualisation of each group's channel direction")
+    icon: IconOptions = Field(default_factory=IconOptions, description="how the icons are rendered")
+
+
+class FeatureVisOptions(IconOptions):
+    top: int = Field(8, ge=1, le=512, description="icons for the strongest atoms when the atom names none")
+    cossim_pow: float = Field(0.0, ge=0, le=16, description="cosine-similarity power of direction objectives")
+
+
+class SemanticDictionaryOptions(_Options):
+    top: int = Field(4, ge=1, le=16, description="channels shown at each position")
+    icon: IconOptions = Field(default_factory=IconOptions, description="how the channel icons are rendered")
+
+
+class ActivationGridOptions(_Options):
+    cell_size: Optional[int] = Field(None, ge=8, le=256, description="icon side in px (default: half the model's input, at most 48)")
+    steps: int = Field(256, ge=1, le=20000)
+    lr: float = Field(0.05, gt=0, le=10)
+    groups: int = Field(6, ge=1, le=64, description="NMF groups whose images the cells share")
+    sample: int = Field(64, ge=1, le=4096, description="cells optimised per step (drawn with replacement)")
+    transforms: Union[str, list] = Field("standard")
+    decorrelate: bool = True
+    cossim_pow: float = Field(1.0, ge=0, le=16, description="cosine-similarity power of each cell's direction objective")
+    crop: int = Field(2, ge=0, le=32, description="px cropped from each icon's border")
+
+    _transforms = field_validator("transforms")(classmethod(lambda cls, v: check_transforms(v)))
 
 
 @dataclass(frozen=True)
@@ -36,6 +109,7 @@ class PresentationKind:
     options: type[_Options]
     atoms: tuple[str, ...]  # atoms of the content it can show
     help: str
+    contents: tuple[str, ...] = ("activation", "attribution", "transform")  # content kinds it can show
 
 
 PRESENTATIONS: dict[str, PresentationKind] = {}
@@ -49,7 +123,7 @@ def register_presentation(kind: PresentationKind) -> PresentationKind:
 
 
 register_presentation(PresentationKind(
-    "heatmap", HeatmapOptions, ("spatial",),
+    "heatmap", HeatmapOptions, ("spatial", "direction"),
     "a map over the input image: spatial activation magnitude or spatial attribution, one or two classes",
 ))
 register_presentation(PresentationKind(
@@ -59,4 +133,19 @@ register_presentation(PresentationKind(
 register_presentation(PresentationKind(
     "groups", GroupsOptions, ("group",),
     "NMF neuron groups: a spatial map and channel direction per group, and each group's attribution",
+))
+register_presentation(PresentationKind(
+    "featurevis", FeatureVisOptions, ("channel", "neuron", "spatial", "group", "direction"),
+    "feature visualisation: an optimised image (icon) for each atom — channels, neurons, activation vectors "
+    "at positions, NMF groups, directions",
+))
+register_presentation(PresentationKind(
+    "semantic_dictionary", SemanticDictionaryOptions, ("spatial",),
+    "for each position of the input, the channels that fire most there, with their icons and magnitudes",
+    contents=("activation",),
+))
+register_presentation(PresentationKind(
+    "activation_grid", ActivationGridOptions, ("spatial",),
+    "one icon per position of a layer, each cell sized by the activation's magnitude",
+    contents=("activation",),
 ))

@@ -19,7 +19,9 @@ from ._errors import Diagnostic, SpecError, did_you_mean, nearest
 from ._load import LoadedSpec
 from ._presentations import PRESENTATIONS
 from .plan import (
+    ActivationGrid,
     Capture,
+    FeatureVis,
     Combine,
     Factorize,
     Gradient,
@@ -81,6 +83,7 @@ class _Content:
     kind: str  # activation | attribution | transform
     sentence: str
     groups: Optional[str] = None
+    canon: Any = None  # the CanonicalAtom of the content's (first) substrate
 
 
 @dataclass
@@ -172,6 +175,19 @@ class _Builder:
                 self.fail(apath, f"channel {bad[0]} is outside {layer!r} ({c} channels: 0..{c - 1})")
         if atom.kind in ("spatial", "group") and len(shape) != 3 and layer != "output":
             self.fail(apath, f"{atom.kind} atoms need a layer with positions; {layer!r} has shape {shape}")
+        if atom.kind == "direction":
+            if atom.direction is None:
+                self.fail(apath, "a direction atom needs its weights: {direction: [w0, w1, ...]} or {direction: {channel: weight}}")
+            if layer in ("input", "output") or len(shape) not in (1, 3):
+                self.fail(apath, f"a direction lives in a hidden layer's channel space; {layer!r} has shape {shape}")
+            c = shape[0]
+            if atom.sparse:
+                bad = [ch for ch, _ in atom.direction if not 0 <= ch < c]
+                if bad:
+                    self.fail(apath, f"direction names channel {bad[0]}, outside {layer!r} ({c} channels: 0..{c - 1})")
+            elif len(atom.direction) != c:
+                self.fail(apath, f"a direction in {layer!r} needs {c} weights (one per channel), got {len(atom.direction)}; "
+                                 "or name only some channels: {direction: {channel: weight}}")
         if atom.kind == "group":
             c, h, w = shape
             if atom.k > min(c, h * w):
@@ -206,17 +222,32 @@ class _Builder:
         cap = self.capture(sub.layer)
         sentence = f"Activation(Network {sub.layer} {atom.kind.capitalize()})"
         if atom.kind == "group":
-            src = self.node("act", (sub.layer, "neuron", None, None),
-                            lambda i: Reduce(i, capture=cap, layer=sub.layer, atom="neuron"))
+            src = self.neurons(sub.layer)
             if atom.of == "attribution":
                 self.fail(path + ("atom",), "groups of attribution need an attribution content: "
                                             "{attribution: {from: {layer: L, atom: {group: nmf, of: attribution}}, to: ...}}")
             g = self.node("nmf", (src, atom.k, "activation", atom.sign, self.seed),
                           lambda i: Factorize(i, source=src, k=atom.k, of="activation", sign=atom.sign, seed=self.seed))
-            return _Content([], "group", sub.layer, "activation", sentence, groups=g)
-        op = self.node("act", (sub.layer, atom.kind, atom.at, atom.channels),
-                       lambda i: Reduce(i, capture=cap, layer=sub.layer, atom=atom.kind, at=atom.at, channels=atom.channels))
-        return _Content([Series(f"{sub.layer} activation", op)], atom.kind, sub.layer, "activation", sentence)
+            return _Content([], "group", sub.layer, "activation", sentence, groups=g, canon=atom)
+        vector = self.dense(atom, sub.layer) if atom.kind == "direction" else None
+        op = self.node("act", (sub.layer, atom.kind, atom.at, atom.channels, vector),
+                       lambda i: Reduce(i, capture=cap, layer=sub.layer, atom=atom.kind, at=atom.at, channels=atom.channels,
+                                        vector=vector))
+        return _Content([Series(f"{sub.layer} activation", op)], atom.kind, sub.layer, "activation", sentence, canon=atom)
+
+    def dense(self, atom, layer: str) -> tuple[float, ...]:
+        if not atom.sparse:
+            return tuple(float(x) for x in atom.direction)
+        v = [0.0] * self.info.shape(layer)[0]
+        for ch, w in atom.direction:
+            v[ch] = float(w)
+        return tuple(v)
+
+    def neurons(self, layer: str) -> str:
+        """The neuron-level activation of ``layer`` (every channel at every position)."""
+        cap = self.capture(layer)
+        return self.node("act", (layer, "neuron", None, None, None),
+                         lambda i: Reduce(i, capture=cap, layer=layer, atom="neuron"))
 
     def targets(self, to: NetworkSubstrate, frm_layer: str, path: tuple) -> list[tuple[str, Target]]:
         if to.layer == "output":
@@ -251,6 +282,9 @@ class _Builder:
             self.fail(path + ("from", "layer"), "attribution starts at the input or a hidden layer, not at 'output'")
         atom = canonical_atom(frm.atom, "spatial")
         self.check_atom(atom, frm.layer, path + ("from",))
+        if atom.kind == "direction":
+            self.fail(path + ("from", "atom"), "direction atoms are shown as activations ({activation: {layer: L, atom: {direction: ...}}}); "
+                                               "attribution works on neuron, spatial, channel, group and whole atoms")
         targets = self.targets(to, frm.layer, path)
         cap = self.capture(frm.layer)
         to_name = "Output " + ", ".join(t[0] for t in targets) if to.layer == "output" else f"Network {to.layer}"
@@ -262,8 +296,7 @@ class _Builder:
         if atom.kind == "group":
             src_kind = atom.of
             if src_kind == "activation":
-                src = self.node("act", (frm.layer, "neuron", None, None),
-                                lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="neuron"))
+                src = self.neurons(frm.layer)
             else:
                 if len(targets) != 1:
                     self.fail(path + ("from", "atom"), "groups of attribution factorise one target's attribution: select one class")
@@ -279,7 +312,7 @@ class _Builder:
                                  lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="gradient", gradient=g))
                 ga = self.node("gattr", (groups, grad), lambda i: GroupAttribution(i, groups=groups, gradient=grad))
                 series.append(Series(label, ga))
-            return _Content(series, "group", frm.layer, "attribution", sentence, groups=groups)
+            return _Content(series, "group", frm.layer, "attribution", sentence, groups=groups, canon=atom)
         for label, t in targets:
             if a.method == "integrated":
                 self.element_targets.add(("path", t, frm.layer, a.steps))
@@ -293,7 +326,7 @@ class _Builder:
                            lambda i: Reduce(i, capture=cap, layer=frm.layer, atom=atom.kind, gradient=g,
                                             at=atom.at, channels=atom.channels))
             series.append(Series(label, op))
-        return _Content(series, atom.kind, frm.layer, "attribution", sentence)
+        return _Content(series, atom.kind, frm.layer, "attribution", sentence, canon=atom)
 
     def transform(self, c: TransformContent, path: tuple) -> _Content:
         t = c.transform
@@ -308,7 +341,8 @@ class _Builder:
             for sa, sb in zip(a.series, b.series):
                 op = self.node("cmp", ("compare", sa.op, sb.op), lambda i: Combine(i, op="compare", inputs=(sa.op, sb.op)))
                 series.append(Series(f"{sa.label} − {sb.label}", op))
-            return _Content(series, a.atom, a.layer, "transform", f"Transform(compare, {a.sentence}, {b.sentence})", a.groups)
+            return _Content(series, a.atom, a.layer, "transform", f"Transform(compare, {a.sentence}, {b.sentence})", a.groups,
+                            canon=a.canon)
         of = self.content(t.of, path + ("of",))
         if of.atom == "group":
             self.fail(path + ("op",), f"transform {t.op} applies to neuron, spatial and channel contents, not groups")
@@ -328,7 +362,104 @@ class _Builder:
                                              by=t.by if isinstance(t.by, str) else by,
                                              atoms=tuple(t.atoms) if t.atoms else None, threshold=t.threshold))
             series.append(Series(s.label, op))
-        return _Content(series, of.atom, of.layer, "transform", f"Transform({t.op}, {of.sentence})")
+        return _Content(series, of.atom, of.layer, "transform", f"Transform({t.op}, {of.sentence})", canon=of.canon)
+
+    # ------------------------------------------------------------ feature visualisation
+    def icon_settings(self, opts: dict) -> tuple:
+        """Icon options → the frozen settings of a FeatureVis op (size resolved for this model)."""
+        keys = ("size", "steps", "lr", "attempts", "param", "decorrelate", "transforms", "relu_redirect")
+        d = {k: opts[k] for k in keys if k in opts}
+        if d.get("size") is None:
+            d["size"] = min(int(self.info.input_shape[-1]), 128)
+        d["transforms"] = _freeze(d.get("transforms", "standard"))
+        return tuple(sorted(d.items()))
+
+    def batch_key(self, layer: str, settings: tuple) -> str:
+        return self.node("vis", (layer, settings), lambda i: None).replace("vis", "batch")
+
+    def featurevis(self, c: _Content, opts: dict, path: tuple) -> tuple[str, ...]:
+        """The FeatureVis op of a ``featurevis`` presentation of content ``c``."""
+        settings = self.icon_settings(opts)
+        batch = self.batch_key(c.layer, settings)
+        atom = c.canon
+        src = c.series[0].op if c.series else ""
+        common = dict(layer=c.layer, settings=settings, seed=self.seed, batch=batch)
+        if c.layer in ("input", "output"):
+            self.fail(path, f"featurevis shows hidden layers; {c.layer!r} has no icons to optimise "
+                            "(the output's class logits: use a layer before it)")
+        if c.atom == "group":
+            key = ("group", c.groups, settings)
+            return (self.node("fv", key, lambda i: FeatureVis(i, source=c.groups, objective="group",
+                                                              cossim_pow=opts["cossim_pow"], **common)),)
+        if c.atom == "channel":
+            explicit = atom.channels if atom is not None and atom.channels else ()
+            key = ("channel", src, explicit, opts["top"], settings)
+            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, objective="channel", atoms=explicit,
+                                                              top=0 if explicit else opts["top"], **common)),)
+        if c.atom == "neuron":
+            explicit = (atom.at[2],) if atom is not None and atom.at else ()
+            key = ("neuron", src, explicit, opts["top"], settings)
+            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, objective="neuron", atoms=explicit,
+                                                              top=0 if explicit else opts["top"], **common)),)
+        if c.atom == "spatial":
+            if len(self.info.shape(c.layer)) != 3:
+                self.fail(path, f"spatial icons need a layer with positions; {c.layer!r} has shape {self.info.shape(c.layer)}")
+            vectors = self.neurons(c.layer)
+            explicit = (tuple(atom.at[:2]),) if atom is not None and atom.at else ()
+            key = ("spatial", src, vectors, explicit, opts["top"], opts["cossim_pow"], settings)
+            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, vectors=vectors, objective="direction_neuron",
+                                                              atoms=explicit, top=0 if explicit else opts["top"],
+                                                              cossim_pow=opts["cossim_pow"], **common)),)
+        if c.atom == "direction":
+            vector = self.dense(atom, c.layer)
+            key = ("direction", vector, opts["cossim_pow"], settings)
+            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, objective="direction", atoms=(vector,),
+                                                              cossim_pow=opts["cossim_pow"], **common)),)
+        self.fail(path, f"featurevis has no icons for {c.atom} atoms")
+        raise AssertionError
+
+    def icons_for(self, name: str, c: _Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
+        """(icon ops, detail op) that presentation ``name`` needs besides the content."""
+        if name == "featurevis":
+            return self.featurevis(c, opts, path), None
+        if name == "semantic_dictionary":
+            acts = self.neurons(c.layer)
+            settings = self.icon_settings(opts["icon"])
+            batch = self.batch_key(c.layer, settings)
+            key = ("dictionary", acts, opts["top"], settings)
+            fv = self.node("fv", key, lambda i: FeatureVis(i, source=acts, layer=c.layer, objective="channel",
+                                                           per_position=opts["top"], settings=settings, seed=self.seed,
+                                                           batch=batch))
+            return (fv,), acts
+        if name == "activation_grid":
+            acts = self.neurons(c.layer)
+            settings = dict(opts)
+            if settings.get("cell_size") is None:
+                settings["cell_size"] = max(8, min(48, int(self.info.input_shape[-1]) // 2))
+            settings["transforms"] = _freeze(settings["transforms"])
+            frozen = tuple(sorted(settings.items()))
+            return (self.node("grid", (acts, frozen), lambda i: ActivationGrid(i, source=acts, layer=c.layer,
+                                                                               settings=frozen, seed=self.seed)),), None
+        if name == "groups" and opts.get("icons"):
+            settings = self.icon_settings(opts["icon"])
+            batch = self.batch_key(c.layer, settings)
+            return (self.node("fv", ("group", c.groups, settings),
+                              lambda i: FeatureVis(i, source=c.groups, layer=c.layer, objective="group",
+                                                   settings=settings, seed=self.seed, batch=batch)),), None
+        if name == "bars" and opts.get("icons"):
+            if c.layer in ("input", "output"):
+                self.fail(path, f"bars icons are feature visualisations of a hidden layer's channels; {c.layer!r} has none "
+                                "(set icons: false)")
+            settings = self.icon_settings(opts["icon"])
+            batch = self.batch_key(c.layer, settings)
+            out = []
+            for s in c.series:
+                out.append(self.node("fv", ("channel", s.op, (), opts["top"], True, settings),
+                                     lambda i, s=s: FeatureVis(i, source=s.op, layer=c.layer, objective="channel",
+                                                               top=opts["top"], both_signs=True, settings=settings,
+                                                               seed=self.seed, batch=batch)))
+            return tuple(out), None
+        return (), None
 
     @property
     def seed(self) -> int:
@@ -358,13 +489,11 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
                 options = kind.options.model_validate(opts)
             except Exception as err:  # pydantic ValidationError
                 for e in getattr(err, "errors", lambda: [])():
-                    key = e["loc"][0] if e["loc"] else name
-                    if e["type"] == "extra_forbidden":
-                        msg = f"{name} has no option {key!r} {did_you_mean(key, kind.options.model_fields, listing='options')}"
-                    else:
-                        msg = f"{name} option {key}: {e['msg'].lower()}"
-                    b.diags.append(loaded.error(ppath + (name, key) if isinstance(opts, dict) and key in opts else ppath, msg,
-                                                key=e["type"] == "extra_forbidden"))
+                    b.diags.append(_option_error(loaded, ppath, name, kind.options, opts, e))
+                continue
+            if content.kind not in kind.contents:
+                b.diags.append(loaded.error(ppath, f"presentation {name!r} shows {' or '.join(kind.contents)} content, "
+                                                   f"but this element's content is {content.kind}"))
                 continue
             if content.atom not in kind.atoms:
                 want = " or ".join(kind.atoms)
@@ -373,13 +502,17 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
                 b.diags.append(loaded.error(ppath, f"presentation {name!r} shows {want} atoms, but this content is "
                                                    f"{content.layer}·{content.atom}{hint}"))
                 continue
+            try:
+                icons, detail = b.icons_for(name, content, options.model_dump(), ppath)
+            except _Invalid:
+                continue
             pid = f"el:{el_id}" + (f":{i}" if i else "")
             title = el.title or _title(el_id, name, content)
             presents.append(Present(
                 pid, element=el_id, presentation=name, options=tuple(sorted(options.model_dump().items())),
                 atom=content.atom, layer=content.layer, content_kind=content.kind, series=tuple(content.series),
-                groups=content.groups, title=title,
-                grammar=("FeatureVis" if name.startswith("featurevis") else "InfoVis") + f"({content.sentence})",
+                groups=content.groups, title=title, icons=icons, detail=detail,
+                grammar=_grammar(name, content.sentence),
             ))
 
     ids = set(spec.elements)
@@ -414,7 +547,7 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
     for t, gid in b.grad_ids.items():
         wrt = tuple(sorted(b.grad_wrt[t], key=info.order))
         plan.ops[gid] = Gradient(gid, capture=CAPTURE_ID, target=t, wrt=wrt)
-    plan.ops.update(b.ops)
+    plan.ops.update({k: v for k, v in b.ops.items() if v is not None})
     for p in presents:
         plan.ops[p.id] = p
     plan.layer_shapes = {l: info.shape(l) for l in ordered}
@@ -423,6 +556,57 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
             plan.layer_shapes.setdefault(op.layer, info.shape(op.layer))
     plan.unfused = {"forward": unfused_fwd, "backward": unfused_bwd}
     return plan
+
+
+def _option_error(loaded: LoadedSpec, ppath: tuple, name: str, model, opts: Any, e: dict) -> Diagnostic:
+    """A positioned message for one pydantic error in a presentation's options (nested ones too)."""
+    loc = [x for x in e["loc"] if isinstance(x, (str, int))]
+    # walk down the options and the option models along the error's location
+    where, value, cls, owner_cls = [], opts, model, model
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            where.append(part)
+            value = value[part]
+            owner_cls = cls
+            f = cls.model_fields.get(part) if cls is not None and hasattr(cls, "model_fields") else None
+            ann = getattr(f, "annotation", None) if f is not None else None
+            cls = ann if isinstance(ann, type) and hasattr(ann, "model_fields") else None
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            where.append(part)
+            value = value[part]
+        else:
+            break
+    dotted = ".".join(str(x) for x in loc) or name
+    if e["type"] == "extra_forbidden":
+        bad = str(loc[-1]) if loc else name
+        owner = ".".join(str(x) for x in loc[:-1])
+        fields = list(owner_cls.model_fields) if owner_cls is not None and hasattr(owner_cls, "model_fields") else []
+        msg = f"{name}{' ' + owner if owner else ''} has no option {bad!r} {did_you_mean(bad, fields, listing='options')}"
+        return loaded.error(ppath + ((name,) if isinstance(opts, dict) else ()) + tuple(where), msg, key=True)
+    text = e["msg"]
+    text = text[len("Value error, "):] if text.startswith("Value error, ") else text[0].lower() + text[1:]
+    msg = f"{name} option {dotted}: {text}"
+    return loaded.error(ppath + ((name,) if isinstance(opts, dict) and where else ()) + tuple(where), msg)
+
+
+FEATUREVIS_PRESENTATIONS = ("featurevis", "activation_grid")
+
+
+def _grammar(name: str, sentence: str) -> str:
+    if name in FEATUREVIS_PRESENTATIONS:
+        return f"FeatureVis({sentence})"
+    if name == "semantic_dictionary":
+        return f"InfoVis({sentence}) + FeatureVis(top channels)"
+    return f"InfoVis({sentence})"
+
+
+def _freeze(v: Any) -> Any:
+    """Lists and dicts of options → nested tuples (hashable, stable)."""
+    if isinstance(v, dict):
+        return tuple((k, _freeze(x)) for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
 
 
 def _title(el_id: str, presentation: str, c: _Content) -> str:

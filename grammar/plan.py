@@ -93,6 +93,7 @@ class Reduce(Op):
     gradient: Optional[str] = None  # None: activation content; else attribution = act × grad
     at: Optional[tuple[int, ...]] = None
     channels: Optional[tuple[int, ...]] = None
+    vector: Optional[tuple[float, ...]] = None  # atom=direction: the projection onto this direction
 
     @property
     def deps(self):
@@ -143,6 +144,61 @@ class Combine(Op):
 
 
 @dataclass(frozen=True)
+class FeatureVis(Op):
+    """Icons (optimised images) for the atoms of one content.
+
+    ``objective``: channel | neuron | direction | direction_neuron (the icon of an activation
+    vector) | group (an NMF group's channel direction). Which icons:
+
+    - ``atoms``: explicit channels (channel, neuron), positions (direction_neuron) or one vector
+      (direction);
+    - ``top``: the ``top`` strongest atoms of ``source`` per image (``both_signs``: the strongest
+      positive and the strongest negative, as bars show them);
+    - ``per_position``: the ``per_position`` strongest channels at every position (semantic
+      dictionaries).
+
+    Icons of every FeatureVis op with the same ``batch`` key (layer, size, settings) are rendered
+    in one batched optimisation; each icon is cached on its own.
+    """
+
+    source: str = ""  # a Reduce (values per atom) or Factorize op; "" for explicit atoms
+    vectors: str = ""  # direction_neuron: the neuron-level activation the vectors come from
+    layer: str = ""
+    objective: str = "channel"
+    atoms: tuple = ()
+    top: int = 0
+    both_signs: bool = False
+    per_position: int = 0
+    cossim_pow: float = 0.0
+    settings: tuple = ()  # sorted (key, value) pairs of the icon settings
+    seed: int = 0
+    batch: str = ""
+
+    @property
+    def deps(self):
+        return tuple(x for x in (self.source, self.vectors) if x)
+
+    @property
+    def setting_dict(self) -> dict:
+        return dict(self.settings)
+
+
+@dataclass(frozen=True)
+class ActivationGrid(Op):
+    """One icon per position of ``layer`` for each image, optimised with parameters shared through
+    an NMF of the positions; each step optimises a random sample of cells."""
+
+    source: str = ""  # a Reduce op with atom=neuron (the activation)
+    layer: str = ""
+    settings: tuple = ()
+    seed: int = 0
+
+    @property
+    def deps(self):
+        return (self.source,)
+
+
+@dataclass(frozen=True)
 class Series:
     """One labelled series of an element's content (e.g. the map for one class)."""
 
@@ -164,10 +220,13 @@ class Present(Op):
     groups: Optional[str] = None  # Factorize op for group presentations
     title: str = ""
     grammar: str = ""
+    icons: tuple[str, ...] = ()  # FeatureVis ops (one per series for bars) or one ActivationGrid op
+    detail: Optional[str] = None  # neuron-level activation (semantic dictionaries)
 
     @property
     def deps(self):
-        return tuple(s.op for s in self.series) + ((self.groups,) if self.groups else ())
+        return (tuple(s.op for s in self.series) + tuple(self.icons)
+                + tuple(x for x in (self.groups, self.detail) if x))
 
     @property
     def option_dict(self) -> dict:
@@ -184,7 +243,8 @@ def _size(n: int) -> str:
     return f"{n / 1024:8.1f} KiB"
 
 
-AnyOp = Union[Capture, Gradient, PathGradient, Reduce, Factorize, GroupAttribution, Combine, Present]
+AnyOp = Union[Capture, Gradient, PathGradient, Reduce, Factorize, GroupAttribution, Combine, FeatureVis,
+              ActivationGrid, Present]
 
 
 @dataclass
@@ -307,6 +367,11 @@ class Plan:
             lines.append(f"  {desc:<{width}}  {mem}")
         lines.append("")
         lines.append(f"  estimated tensor memory: {_size(total).strip()}")
+        fv = self.of_type(FeatureVis)
+        if fv:
+            batches = sorted({op.batch for op in fv})
+            lines.append(f"  icons: {len(fv)} feature-visualisation request(s) in {len(batches)} batched optimisation(s) "
+                         f"({', '.join(batches)}); each icon is cached on its own")
         if self.links:
             lines.append("  links: " + ", ".join(f"{a} → {b}" for a, b in self.links)
                          + "  (interactive in the dashboard)")
@@ -332,6 +397,17 @@ class Plan:
             return f"{op.id:<{w}} GroupAttr    {op.groups} · {op.gradient}"
         if isinstance(op, Combine):
             return f"{op.id:<{w}} Transform    {op.op}({', '.join(op.inputs)})"
+        if isinstance(op, FeatureVis):
+            st = op.setting_dict
+            which = (f"{len(op.atoms)} given" if op.atoms else
+                     f"top {op.per_position} per position" if op.per_position else
+                     f"top {op.top}" + (" each sign" if op.both_signs else "") if op.top else "per group")
+            return (f"{op.id:<{w}} FeatureVis   {op.objective} icons of {op.layer} ({which}) · {op.batch}: "
+                    f"{st.get('size')} px, {st.get('steps')} steps × {st.get('attempts', 1)}")
+        if isinstance(op, ActivationGrid):
+            st = dict(op.settings)
+            return (f"{op.id:<{w}} ActGrid      {op.layer}: a {st.get('cell_size')} px icon per position, "
+                    f"{st.get('steps')} steps × {st.get('sample')} cells, {st.get('groups')} shared NMF images")
         if isinstance(op, Present):
             return f"{op.id:<{w}} Present      {op.element}: {op.presentation} of {', '.join(s.label for s in op.series)}"
         return f"{op.id:<{w}} {name}"

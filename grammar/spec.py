@@ -57,18 +57,22 @@ class Node(BaseModel):
 
 
 # --------------------------------------------------------------------------- atoms
-AtomName = Literal["neuron", "spatial", "channel", "group", "whole"]
+AtomName = Literal["neuron", "spatial", "channel", "group", "whole"]  # a direction always needs its weights
+ATOM_KINDS = ("spatial", "channel", "neuron", "group", "whole", "direction")
 
 
 class AtomSpec(Node):
     """An atom with parameters: ``{spatial: [x, y]}``, ``{channel: 17}``, ``{neuron: [x, y, c]}``,
-    ``{group: nmf, k: 6}``, ``{whole: true}``."""
+    ``{group: nmf, k: 6}``, ``{whole: true}``, and a direction in activation space:
+    ``{direction: [w_0, …, w_C-1]}`` or sparse ``{direction: {12: 1.0, 40: -0.5}}`` (channel: weight)."""
 
     spatial: Optional[tuple[int, int]] = Field(None, description="one position [x, y] (column, row)")
     channel: Optional[Union[int, list[int]]] = Field(None, description="one channel index or a list")
     neuron: Optional[tuple[int, int, int]] = Field(None, description="one neuron [x, y, channel]")
     group: Optional[Literal["nmf"]] = Field(None, description="neuron groups by matrix factorisation")
     whole: Optional[bool] = None
+    direction: Optional[Union[list[float], dict[int, float]]] = Field(
+        None, description="a direction in the layer's activation space: one weight per channel, or {channel: weight}")
     k: Optional[int] = Field(None, ge=1, le=64, description="number of groups (group atoms)")
     of: Optional[Literal["activation", "attribution"]] = Field(None, description="what the groups factorise")
     sign: Optional[Literal["positive", "negative", "abs"]] = Field(
@@ -77,19 +81,21 @@ class AtomSpec(Node):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "AtomSpec":
-        kinds = [n for n in ("spatial", "channel", "neuron", "group", "whole") if getattr(self, n) is not None]
+        kinds = [n for n in ATOM_KINDS if getattr(self, n) is not None]
         if len(kinds) != 1:
             raise ValueError(
-                "an atom mapping names exactly one of spatial, channel, neuron, group, whole"
+                "an atom mapping names exactly one of spatial, channel, neuron, group, whole, direction"
                 + (f" (got {', '.join(kinds)})" if kinds else "")
             )
+        if kinds[0] == "direction" and not self.direction:
+            raise ValueError("a direction needs at least one weight")
         if kinds[0] != "group" and (self.k is not None or self.of is not None or self.sign is not None):
             raise ValueError("k, of and sign apply only to group atoms ({group: nmf, k: 6})")
         return self
 
     @property
     def kind(self) -> str:
-        for n in ("spatial", "channel", "neuron", "group", "whole"):
+        for n in ATOM_KINDS:
             if getattr(self, n) is not None:
                 return n
         raise AssertionError("validated above")
@@ -109,12 +115,14 @@ class CanonicalAtom(BaseModel):
     """The compiler's normalised view of an atom."""
 
     model_config = ConfigDict(frozen=True)
-    kind: AtomName
+    kind: Literal["neuron", "spatial", "channel", "group", "whole", "direction"]
     at: Optional[tuple[int, ...]] = None  # spatial (x, y) / neuron (x, y, c)
     channels: Optional[tuple[int, ...]] = None
     k: int = 6
     of: Literal["activation", "attribution"] = "activation"
     sign: Optional[Literal["positive", "negative", "abs"]] = None
+    direction: Optional[tuple] = None  # dense weights, or ((channel, weight), ...) when sparse
+    sparse: bool = False
 
 
 def canonical_atom(atom: Union[str, AtomSpec, None], default: str = "spatial") -> CanonicalAtom:
@@ -132,6 +140,11 @@ def canonical_atom(atom: Union[str, AtomSpec, None], default: str = "spatial") -
         return CanonicalAtom(kind="channel", channels=(ch,) if isinstance(ch, int) else tuple(ch))
     if kind == "group":
         return CanonicalAtom(kind="group", k=atom.k or 6, of=atom.of or "activation", sign=atom.sign)
+    if kind == "direction":
+        d = atom.direction
+        if isinstance(d, dict):
+            return CanonicalAtom(kind="direction", direction=tuple(sorted(d.items())), sparse=True)
+        return CanonicalAtom(kind="direction", direction=tuple(float(x) for x in d))
     return CanonicalAtom(kind="whole")
 
 

@@ -45,7 +45,7 @@ CASES = [
     # ---- elements and content
     ("unknown element key", el("{activation: {layer: conv3}}\n    titel: x"), [(7, "titel", "unknown key 'titel' under 'e' (valid: content, presentation, title; did you mean 'title'?)")]),
     ("unknown atom", el("{activation: {layer: conv3, atom: spatail}}"), [(6, "spatail", "atom: 'spatail' is not allowed (valid: neuron, spatial, channel, group, whole; did you mean 'spatial'?)")]),
-    ("unknown presentation", el("{activation: {layer: conv3}}", "heatmpa"), [(7, "heatmpa", "unknown presentation 'heatmpa' (valid: heatmap, bars, groups; did you mean 'heatmap'?)")]),
+    ("unknown presentation", el("{activation: {layer: conv3}}", "heatmpa"), [(7, "heatmpa", "unknown presentation 'heatmpa' (valid: heatmap, bars, groups, featurevis, semantic_dictionary, activation_grid; did you mean 'heatmap'?)")]),
     ("unknown attribution key", el("{attribution: {from: {layer: conv3}, to: {layer: output}, methd: x}}"),
      [(6, "methd", "unknown key 'methd' under 'attribution' (valid: from, to, method, steps; did you mean 'method'?)")]),
     ("bad method", el("{attribution: {from: {layer: conv3}, to: {layer: output}, method: integrated_gradients}}"),
@@ -55,9 +55,9 @@ CASES = [
     ("transform missing operand", el("{transform: {op: compare, a: {activation: {layer: conv3}}}}"), [(6, "{op", "transform compare needs a and b (missing b)")]),
     ("select on hidden", el("{activation: {layer: conv3, select: [star]}}"), [(6, "{layer", "select (classes) applies only to layer: output")]),
     ("bad option", el("{activation: {layer: conv3}}", "{heatmap: {opacity: 2}}"), [(7, "2}", "heatmap option opacity: input should be less than or equal to 1")]),
-    ("unknown option", el("{activation: {layer: conv3}}", "{bars: {tpo: 3}}"), [(7, "tpo", "bars has no option 'tpo' (options: top; did you mean 'top'?)")]),
+    ("unknown option", el("{activation: {layer: conv3}}", "{bars: {tpo: 3}}"), [(7, "tpo", "bars has no option 'tpo' (options: top, icons, icon; did you mean 'top'?)")]),
     ("presentation mismatch", el("{activation: {layer: conv3, atom: channel}}", "heatmap"),
-     [(7, "heatmap", "presentation 'heatmap' shows spatial atoms, but this content is conv3·channel; for channel content use bars")]),
+     [(7, "heatmap", "presentation 'heatmap' shows spatial or direction atoms, but this content is conv3·channel; for channel content use bars or featurevis")]),
     # ---- model-dependent (compiled against the real built-in model)
     ("unknown layer", el("{activation: {layer: conv9}}"), [(6, "conv9", "unknown layer 'conv9' in builtin:shapes-cnn (layers: input, conv1")]),
     ("unknown class", el("{attribution: {from: {layer: conv3}, to: {layer: output, select: [stra]}}}"),
@@ -81,12 +81,31 @@ CASES = [
      [(2, "builtin", "unknown built-in model 'shapes-net'")]),
     ("python model without permission", el("{activation: {layer: conv3}}").replace("builtin:shapes-cnn", "python:os:getcwd"),
      [(2, "python", "runs Python code from 'os:getcwd'; run it only if you trust it, by passing --allow-code")]),
+    # ---- feature visualisation
+    ("featurevis of the output", el("{activation: {layer: output}}", "featurevis"),
+     [(7, "featurevis", "featurevis shows hidden layers; 'output' has no icons to optimise")]),
+    ("dictionary of an attribution", el("{attribution: {from: {layer: conv3}, to: {layer: output}}}", "semantic_dictionary"),
+     [(7, "semantic_dictionary", "presentation 'semantic_dictionary' shows activation content, but this element's content is attribution")]),
+    ("direction of the wrong length", el("{activation: {layer: conv4, atom: {direction: [1, 2]}}}", "featurevis"),
+     [(6, "{direction", "a direction in 'conv4' needs 128 weights (one per channel), got 2")]),
+    ("direction channel outside", el("{activation: {layer: conv4, atom: {direction: {200: 1.0}}}}", "featurevis"),
+     [(6, "{direction", "direction names channel 200, outside 'conv4' (128 channels: 0..127)")]),
+    ("bare direction", el("{activation: {layer: conv4, atom: direction}}", "featurevis"),
+     [(6, "direction}", "atom: 'direction' is not allowed (valid: neuron, spatial, channel, group, whole)")]),
+    ("unknown transform", el("{activation: {layer: conv4, atom: channel}}", "{featurevis: {transforms: [{jiter: 4}]}}"),
+     [(7, "[{jiter", "featurevis option transforms: transform step 0: unknown kind 'jiter' (kinds: pad, jitter, scale, rotate; did you mean 'jitter'?)")]),
+    ("unknown nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {stpes: 10}}}"),
+     [(7, "stpes", "groups icon has no option 'stpes' (options: size, steps, lr, attempts, param, decorrelate, transforms, relu_redirect; did you mean 'steps'?)")]),
+    ("bad nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {steps: -1}}}"),
+     [(7, "-1", "groups option icon.steps: input should be greater than or equal to 1")]),
 ]
 
 # Rows checked by `interpgram check` (the compiler, with the real model) rather than by loading alone.
 MODEL_DEPENDENT = {"bad option", "unknown option", "presentation mismatch", "link to missing element",
                    "layout unknown element", "unknown layer", "unknown class", "class index out of range", "position outside", "backwards attribution",
-                   "unknown model source", "unknown builtin model", "python model without permission"}
+                   "unknown model source", "unknown builtin model", "python model without permission",
+                   "featurevis of the output", "dictionary of an attribution", "direction of the wrong length",
+                   "direction channel outside", "unknown transform", "unknown nested icon option", "bad nested icon option"}
 
 
 def _diagnose(text: str, name: str, tmp_path) -> list:

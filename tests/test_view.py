@@ -46,6 +46,31 @@ def groups(k=3, attribution=True, vid="g", spatial=None, channels=None, attr=Non
                         "channel_labels": [f"conv4:{i}" for i in range(channels.shape[1])], "attribution": attr})
 
 
+def icons(n, s=16):
+    return [RNG.random((s, s, 3)).astype(np.float32) for _ in range(n)]
+
+
+def featurevis_view(n=5, vid="f"):
+    return ElementView(vid, "featurevis", "icons", "FeatureVis(Activation(Network conv4 Channel))", {},
+                       {"icons": icons(n), "labels": [f"conv4:{i}" for i in range(n)],
+                        "values": RNG.random(n).tolist(), "scores": RNG.random(n).tolist()})
+
+
+def dictionary_view(top=3, vid="d", acts=None):
+    acts = RNG.random((10, 4, 5)).astype(np.float32) if acts is None else acts
+    return ElementView(vid, "semantic_dictionary", "dict", "InfoVis(Activation(Network conv4 Spatial))", {"top": top},
+                       {"image": IMAGE, "activations": acts, "icons": dict(enumerate(icons(acts.shape[0]))),
+                        "layer": "conv4"})
+
+
+def grid_view(vid="a", mag=None):
+    mag = RNG.random((3, 4)).astype(np.float32) if mag is None else mag
+    h, w = mag.shape
+    return ElementView(vid, "activation_grid", "grid", "FeatureVis(Activation(Network conv4 Spatial))", {},
+                       {"image": IMAGE, "icons": RNG.random((h, w, 3, 8, 8)).astype(np.float32), "magnitude": mag,
+                        "layer": "conv4"})
+
+
 def svg_of(view) -> str:
     return vl_convert.vegalite_to_svg(spec_for(view), vl_version=vegalite_version())  # raises on an invalid spec
 
@@ -281,7 +306,8 @@ def test_registering_a_presentation_is_one_decorator(sparkline, tmp_path):
 def test_every_grammar_presentation_has_a_chart_that_takes_its_options():
     from interpgram.grammar import PRESENTATIONS
 
-    examples = {"heatmap": heat(2), "bars": bars(), "groups": groups(3)}
+    examples = {"heatmap": heat(2), "bars": bars(), "groups": groups(3), "featurevis": featurevis_view(),
+                "semantic_dictionary": dictionary_view(), "activation_grid": grid_view()}
     assert set(PRESENTATIONS) <= set(REGISTRY)
     for name, kind in PRESENTATIONS.items():
         view = examples[name]
@@ -406,3 +432,84 @@ def test_png_and_svg_export(tmp_path):
     bar_svg = to_svg(bars(), tmp_path / "b.svg").read_text()  # a chart with its own title keeps it
     assert "strongest channels for star" in bar_svg and ">bars<" in bar_svg
     assert sorted(os.listdir(tmp_path)) == ["b.svg", "g.svg", "out"]
+
+
+# ----------------------------------------------------------------------------- feature visualisation
+def test_featurevis_draws_one_image_per_icon_with_its_caption():
+    v = featurevis_view(5)
+    svg = svg_of(v)
+    assert len(symbols(svg, "image")) == 5
+    for i in range(5):
+        assert f"conv4:{i}" in svg
+
+
+def test_featurevis_rejects_icons_that_do_not_match_the_labels():
+    v = featurevis_view(3)
+    v.data["labels"] = ["a", "b"]
+    with pytest.raises(ValueError, match="icons must be a list of 2"):
+        chart_for(v)
+
+
+def test_semantic_dictionary_opens_on_the_strongest_position_and_lists_its_top_channels():
+    acts = np.zeros((6, 2, 3), dtype=np.float32)
+    acts[4, 1, 2] = 9.0  # strongest vector at x=2, y=1 (position 5): channel 4, then 1 and 0
+    acts[1, 1, 2] = 5.0
+    acts[0, 1, 2] = 3.0
+    acts[2, 0, 0] = 1.0
+    v = dictionary_view(top=3, acts=acts)
+    spec = spec_for(v)
+    params = [p for p in spec.get("params", []) if p.get("name") == "position"]
+    if not params:  # concatenated views keep their params on the sub-view
+        params = [p for sub in spec["hconcat"] for layer in sub.get("layer", []) for p in layer.get("params", [])
+                  if p.get("name") == "position"]
+    assert params and params[0]["value"] == [{"pos": 5}]
+    svg = svg_of(v)
+    assert len(symbols(svg, "image")) == 1 + 3  # the input and the three icons of position 5
+    for ch in ("conv4:4", "conv4:1", "conv4:0"):
+        assert ch in svg
+
+
+def test_semantic_dictionary_needs_an_icon_for_every_channel_it_shows():
+    v = dictionary_view()
+    del v.data["icons"][next(iter(v.data["icons"]))]
+    with pytest.raises(ValueError, match="no icon for channel"):
+        chart_for(v)
+
+
+def test_activation_grid_sizes_icons_by_magnitude():
+    mag = np.array([[4.0, 1.0], [0.0, 0.25]], dtype=np.float32)
+    spec = spec_for(grid_view(mag=mag))
+    rows = next(d["values"] for d in _datasets(spec) if d["values"] and "x0" in d["values"][0])
+    side = {(r["col"], r["row"]): r["x1"] - r["x0"] for r in rows}
+    assert side[(0, 0)] == pytest.approx(0.96)
+    assert side[(1, 0)] / side[(0, 0)] == pytest.approx(0.5)  # area ∝ magnitude: side ∝ sqrt
+    assert side[(1, 1)] / side[(0, 0)] == pytest.approx(0.25)
+    assert len(symbols(svg_of(grid_view(mag=mag)), "image")) == 1 + 4
+
+
+def _datasets(spec):
+    out = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), dict) and "values" in node["data"]:
+                out.append(node["data"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(spec)
+    for d in (spec.get("datasets") or {}).values():
+        out.append({"values": d})
+    return out
+
+
+def test_bars_and_groups_show_icons_when_given():
+    b = bars(top=2, values=[3.0, -1.0, 2.0, -4.0, 0.5])
+    b.data["icons"] = {f"conv4:{i}": ic for i, ic in enumerate(icons(5))}
+    assert len(symbols(svg_of(b), "image")) == 4
+    g = groups(3)
+    g.data["icons"] = icons(3)
+    plain = len(symbols(svg_of(groups(3)), "image"))
+    assert len(symbols(svg_of(g), "image")) == plain + 3

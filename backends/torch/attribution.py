@@ -50,17 +50,22 @@ def gradients(values: torch.Tensor, wrt: list[torch.Tensor], *, retain: bool) ->
     return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt)]
 
 
-def reduce(act: torch.Tensor, grad: Optional[torch.Tensor], atom: str, *, at=None, channels=None) -> torch.Tensor:
+def reduce(act: torch.Tensor, grad: Optional[torch.Tensor], atom: str, *, at=None, channels=None,
+           vector=None) -> torch.Tensor:
     """Content for one atom kind.
 
     Activation (``grad`` is None): neuron → A; spatial → ‖A‖₂ over channels (magnitude);
     channel → mean over positions; whole → ‖A‖₂.
     Attribution: neuron → A·G; spatial → Σ_c A·G; channel → Σ_{x,y} A·G; whole → Σ A·G.
     ``at`` picks one position (x, y) or neuron (x, y, c); ``channels`` keeps a subset.
+    direction (activation only) → the projection A·v at each position (or of the vector).
     """
     spatial = act.dim() == 4
     if atom == "gradient":
         return grad
+    if atom == "direction":
+        v = torch.as_tensor(vector, dtype=act.dtype, device=act.device)
+        return torch.einsum("bc...,c->b...", act, v)
     if grad is None:
         if atom == "neuron":
             out = act

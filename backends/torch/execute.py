@@ -13,7 +13,9 @@ from typing import Any, Callable, Optional
 import torch
 
 from interpgram.grammar.plan import (
+    ActivationGrid,
     Capture,
+    FeatureVis,
     Combine,
     Factorize,
     Gradient,
@@ -38,6 +40,10 @@ class Stats:
     cache_hits: int = 0
     cache_misses: int = 0
     batch_halvings: int = 0
+    icons_rendered: int = 0
+    icons_cached: int = 0
+    grids_rendered: int = 0
+    grids_cached: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, t: float) -> None:
@@ -62,7 +68,7 @@ def signature(plan: Plan, op_id: str) -> tuple:
         return ("PathGradient", op.target, op.layer, op.steps)
     if isinstance(op, Reduce):
         return ("Reduce", op.layer, op.atom, op.at, op.channels,
-                signature(plan, op.gradient) if op.gradient else None)
+                signature(plan, op.gradient) if op.gradient else None) + ((op.vector,) if op.vector else ())
     if isinstance(op, Factorize):
         return ("Factorize", op.k, op.of, op.sign, op.seed, signature(plan, op.source))
     if isinstance(op, GroupAttribution):
@@ -128,6 +134,10 @@ class Executor:
 
         def need(op_id: str) -> None:
             op = plan.ops[op_id]
+            if isinstance(op, (FeatureVis, ActivationGrid)):
+                for d in op.deps:
+                    need(d)
+                return
             if not isinstance(op, (Reduce, Factorize, GroupAttribution, Combine)) or op_id in values or op_id in missing:
                 return
             hit = self.cache.get(keys[op_id])
@@ -173,6 +183,18 @@ class Executor:
         for op_id in missing:
             self.cache.put(keys[op_id], values[op_id])
         self.stats.add_time("cache write", time.perf_counter() - t)
+        fvs = [op for op in plan.topological() if isinstance(op, FeatureVis)]
+        if fvs:
+            t = time.perf_counter()
+            from .optvis_ops import run_featurevis
+            run_featurevis(self, fvs, values)
+            self.stats.add_time("feature visualisation", time.perf_counter() - t)
+        grids = [op for op in plan.topological() if isinstance(op, ActivationGrid)]
+        if grids:
+            t = time.perf_counter()
+            from .optvis_ops import run_grids
+            run_grids(self, grids, values)
+            self.stats.add_time("activation grids", time.perf_counter() - t)
         return Results(values, self.stats, str(self.device))
 
     # ------------------------------------------------------------------ network
@@ -234,8 +256,8 @@ class Executor:
             with torch.no_grad():
                 for r in reduces:
                     g = grad_vals[r.gradient][r.layer] if r.gradient else None
-                    out[r.id] = A.reduce(acts[r.layer].detach(), g, r.atom, at=r.at, channels=r.channels
-                                         ).float().cpu()
+                    out[r.id] = A.reduce(acts[r.layer].detach(), g, r.atom, at=r.at, channels=r.channels,
+                                         vector=r.vector).float().cpu()
             self.stats.add_time("reduce", time.perf_counter() - t)
             return out
 

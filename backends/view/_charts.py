@@ -291,7 +291,8 @@ def heatmap(view: ElementView) -> alt.TopLevelMixin:
 
 
 # ----------------------------------------------------------------------------- bars
-BARS_OPTIONS = {"top": 8}
+BARS_OPTIONS = {"top": 8, "icons": False, "icon": None}
+BAR_ICON_PX = 40
 
 
 def top_channels(values: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,6 +316,15 @@ def bars(view: ElementView) -> alt.TopLevelMixin:
     pos, neg = top_channels(values, top)
     rows = ([{"channel": labels[i], "value": _sig(values[i]), "sign": "positive"} for i in pos]
             + [{"channel": labels[i], "value": _sig(values[i]), "sign": "negative"} for i in neg])
+    icons = view.data.get("icons")
+    if icons is not None:
+        if not isinstance(icons, Mapping):
+            raise _fail(view, "data 'icons' must map a channel label to its (s, s, 3) icon")
+        missing = [r["channel"] for r in rows if r["channel"] not in icons]
+        if missing:
+            raise _fail(view, f"no icon for {', '.join(missing[:5])}")
+        for r in rows:
+            r["url"] = png_data_url(np.asarray(icons[r["channel"]], dtype=np.float32))
     m = max((abs(r["value"]) for r in rows), default=0.0) or 1.0
     n_pos, n_neg = int((values > 0).sum()), int((values < 0).sum())
     bar = alt.Chart({"values": rows}).mark_bar(height={"band": 0.8}).encode(
@@ -328,11 +338,19 @@ def bars(view: ElementView) -> alt.TopLevelMixin:
     title = alt.TitleParams(
         f"strongest channels for {target}",
         subtitle=f"top {len(pos)} of {n_pos} positive, top {len(neg)} of {n_neg} negative ({values.shape[0]} channels)")
-    return alt.layer(bar, zero).properties(width=360, height=alt.Step(17), title=title)
+    if icons is None:
+        return alt.layer(bar, zero).properties(width=360, height=alt.Step(17), title=title)
+    step = alt.Step(BAR_ICON_PX + 4)
+    pics = alt.Chart({"values": rows}).mark_image(width=BAR_ICON_PX, height=BAR_ICON_PX).encode(
+        y=alt.Y("channel:N", sort=alt.EncodingSortField("value", order="descending"), axis=None),
+        x=alt.value(BAR_ICON_PX / 2), url="url:N",
+        tooltip=[alt.Tooltip("channel:N"), alt.Tooltip("value:Q", format=".4g")],
+    ).properties(width=BAR_ICON_PX, height=step)
+    return alt.hconcat(pics, alt.layer(bar, zero).properties(width=360, height=step), spacing=2).properties(title=title)
 
 
 # ----------------------------------------------------------------------------- groups
-GROUPS_OPTIONS = {"top_channels": 5}
+GROUPS_OPTIONS = {"top_channels": 5, "icons": True, "icon": None}
 
 
 @register("groups")
@@ -403,6 +421,9 @@ def groups(view: ElementView) -> alt.TopLevelMixin:
         first_row.append(alt.layer(bars_, zero).properties(
             width=alt.Step(max(6, min(18, 240 // k))), height=ch - 40, title="each group's attribution to each class"))
 
+    icons = view.data.get("icons")
+    if icons is not None and len(icons) != k:
+        raise _fail(view, f"{len(icons)} icons for {k} groups")
     w_max = max(float(np.sort(direction[g])[-top_n:].max()) for g in range(k)) or 1.0
     sw, sh = _panel_px(image, SMALL)
     small_url = png_data_url(image, sw)
@@ -423,7 +444,17 @@ def groups(view: ElementView) -> alt.TopLevelMixin:
             color=alt.Color("group:N", scale=group_colour, legend=None),
             tooltip=[alt.Tooltip("group:N"), alt.Tooltip("channel:N"), alt.Tooltip("weight:Q", format=".3f")],
         ).properties(width=sw - 50, height=alt.Step(14))
-        columns.append(alt.vconcat(own, strongest, spacing=6))
+        parts = [own, strongest]
+        if icons is not None:
+            url = png_data_url(np.asarray(icons[g], dtype=np.float32))
+            pic = alt.Chart({"values": [{"url": url, "group": names[g], "x": 0, "x2": 1, "y": 0, "y2": 1}]}).mark_image(
+                aspect=False).encode(x=alt.X("x:Q", axis=None, scale=alt.Scale(domain=[0, 1])), x2="x2:Q",
+                                     y=alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[0, 1])), y2="y2:Q", url="url:N",
+                                     tooltip=[alt.Tooltip("group:N", title="feature visualisation of")]
+                                     ).properties(width=sw, height=sw, title=alt.TitleParams(names[g], color=colours[g]))
+            own = own.properties(title="")
+            parts = [pic, own, strongest]
+        columns.append(alt.vconcat(*parts, spacing=6))
     # one colour scale for every panel; only the combined map shows its legend
     return (alt.vconcat(alt.hconcat(*first_row, spacing=40).resolve_legend(color="independent"), alt.hconcat(*columns, spacing=14), spacing=28)
             .resolve_legend(color="independent"))

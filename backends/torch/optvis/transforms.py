@@ -1,0 +1,146 @@
+"""Robustness transforms, applied to the image batch at every optimisation step.
+
+The article's standard set (lucid ``transform.standard_transforms``) is the default::
+
+    pad(12, constant 0.5) · jitter(8) · scale([1 + (i − 5)/50 for i in 0..10])
+    · rotate(range(−10, 11) + 5 × [0] degrees) · jitter(4)
+
+``jitter(d)`` is lucid's random crop (the image shrinks by ``d``); ``scale`` resizes by a factor and
+``rotate`` turns by a whole number of degrees, both in one bilinear resample. Random choices come
+from a :class:`torch.Generator`, drawn once per step for the whole batch (as lucid does), so a run
+is reproducible from its seed and an icon does not depend on the other icons in its batch.
+
+In a spec, ``transforms`` is ``standard``, ``none`` or a list of one-key steps::
+
+    transforms: [{pad: 4}, {jitter: 2}, {scale: [0.95, 1.0, 1.05]}, {rotate: [-5, 0, 5]}, {jitter: 1}]
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+STEP_KINDS = ("pad", "jitter", "scale", "rotate")
+
+STANDARD: tuple[tuple[str, Any], ...] = (
+    ("pad", 12),
+    ("jitter", 8),
+    ("scale", tuple(1 + (i - 5) / 50 for i in range(11))),
+    ("rotate", tuple(range(-10, 11)) + (0,) * 5),
+    ("jitter", 4),
+)
+
+
+def normalize_steps(spec: Union[str, Sequence[Any], None]) -> tuple[tuple[str, Any], ...]:
+    """``standard`` / ``none`` / a list of one-key steps → a tuple of (kind, value) pairs.
+
+    Raises ValueError with a message that names the bad step and the valid kinds.
+    """
+    if spec is None or spec == "none":
+        return ()
+    if spec == "standard":
+        return STANDARD
+    if isinstance(spec, str):
+        raise ValueError(f"transforms {spec!r}: use standard, none, or a list of steps such as [{{pad: 4}}, {{jitter: 2}}]")
+    out = []
+    for i, step in enumerate(spec):
+        if isinstance(step, tuple) and len(step) == 1 and isinstance(step[0], tuple):
+            step = step[0]  # a frozen one-key mapping: ((kind, value),)
+        if isinstance(step, (tuple, list)) and len(step) == 2 and isinstance(step[0], str):
+            kind, value = step
+        elif isinstance(step, dict) and len(step) == 1:
+            (kind, value), = step.items()
+        else:
+            raise ValueError(f"transform step {i} must be a one-key mapping such as {{jitter: 4}}, got {step!r}")
+        if kind not in STEP_KINDS:
+            from interpgram.grammar import did_you_mean
+            raise ValueError(f"transform step {i}: unknown kind {kind!r} {did_you_mean(str(kind), STEP_KINDS, listing='kinds')}")
+        if kind in ("pad", "jitter"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ 0, got {value!r}")
+        else:
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            if not vals or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in vals):
+                raise ValueError(f"transform step {i}: {kind} takes a number or a list of numbers to choose from, got {value!r}")
+            if kind == "scale" and any(v <= 0 for v in vals):
+                raise ValueError(f"transform step {i}: scale factors must be > 0, got {value!r}")
+            value = tuple(float(v) for v in vals)
+        out.append((kind, value))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """The random choices of one step: a value per transform step (a crop offset, a factor, an angle)."""
+
+    values: tuple
+
+
+def draw(steps: Sequence[tuple[str, Any]], g: torch.Generator) -> Draw:
+    vals = []
+    for kind, value in steps:
+        if kind == "pad":
+            vals.append(None)
+        elif kind == "jitter":
+            vals.append(tuple(int(v) for v in torch.randint(0, value + 1, (2,), generator=g)) if value else (0, 0))
+        else:
+            vals.append(value[int(torch.randint(0, len(value), (1,), generator=g))])
+    return Draw(tuple(vals))
+
+
+def apply(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -> torch.Tensor:
+    """Apply ``steps`` with the choices ``d`` to images ``x`` (n, 3, h, w), differentiably."""
+    i = 0
+    while i < len(steps):
+        kind, value = steps[i]
+        if kind == "pad":
+            if value:
+                x = F.pad(x, (value, value, value, value), mode="constant", value=0.5)
+        elif kind == "jitter":
+            if value:
+                dy, dx = d.values[i]
+                h, w = x.shape[-2:]
+                x = x[..., dy:dy + h - value, dx:dx + w - value]
+        else:
+            # scale and rotate next to each other become one resample
+            factor, angle = 1.0, 0.0
+            j = i
+            while j < len(steps) and steps[j][0] in ("scale", "rotate"):
+                if steps[j][0] == "scale":
+                    factor *= d.values[j]
+                else:
+                    angle += d.values[j]
+                j += 1
+            x = _scale_rotate(x, factor, angle)
+            i = j
+            continue
+        i += 1
+    return x
+
+
+def _scale_rotate(x: torch.Tensor, factor: float, degrees: float) -> torch.Tensor:
+    if factor == 1.0 and degrees == 0.0:
+        return x
+    n, c, h, w = x.shape
+    oh, ow = max(1, round(h * factor)), max(1, round(w * factor))
+    if degrees == 0.0:
+        return F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=False)
+    a = math.radians(degrees)
+    cos, sin = math.cos(a), math.sin(a)
+    theta = torch.tensor([[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(n, 2, 3), [n, c, oh, ow], align_corners=False)
+    # outside the rotated image: the pad colour, as lucid's rotate fills with the edge of the pad
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def output_size(h: int, w: int, steps: Sequence[tuple[str, Any]]) -> tuple[int, int]:
+    """The size the model sees when no scale is drawn (for planning memory)."""
+    for kind, value in steps:
+        if kind == "pad":
+            h, w = h + 2 * value, w + 2 * value
+        elif kind == "jitter":
+            h, w = h - value, w - value
+    return h, w
