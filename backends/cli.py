@@ -72,7 +72,8 @@ def cmd_render(args) -> int:
 
     cache = False if args.no_cache else (args.cache_dir if args.cache_dir else None)
     try:
-        path, prep, results = render(args.spec, args.out, allow_code=args.allow_code, cache=cache, progress=progress)
+        path, prep, results = render(args.spec, args.out, allow_code=args.allow_code, cache=cache, progress=progress,
+                                     icon_steps=args.icon_steps)
     finally:
         for bar in bars:
             bar.close()
@@ -183,6 +184,16 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} steps: use at least 1")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interpgram", description="A declarative grammar of interpretability for PyTorch models.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -209,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")
     r.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--icon-steps", type=_positive, metavar="N",
+                   help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
 
     la = sub.add_parser("layers", help="list a model's addressable layers and output shapes")
     la.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")

@@ -45,12 +45,17 @@ def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
         raise SpecError([loaded.error(path, str(e))]) from None
 
 
-def prepare(spec_path: str | Path, *, allow_code: bool = False) -> Prepared:
-    """Load the spec and its model and compile the plan (what ``check`` and ``plan`` do)."""
+def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Optional[int] = None) -> Prepared:
+    """Load the spec and its model and compile the plan (what ``check`` and ``plan`` do).
+
+    ``icon_steps`` replaces the optimisation steps of every icon and activation grid (a quick draft).
+    """
     loaded = load_spec(spec_path)
     model = _model(loaded, allow_code)
     info = model_info(model)
     plan = compile_spec(loaded, info)
+    if icon_steps is not None:
+        _override_steps(plan, icon_steps)
     if plan.device == "auto":
         from .torch.device import pick_device
         plan.resolved_device = str(pick_device("auto"))
@@ -59,6 +64,18 @@ def prepare(spec_path: str | Path, *, allow_code: bool = False) -> Prepared:
     except InputError as e:
         raise SpecError([loaded.error(("input",), str(e))]) from None
     return Prepared(loaded, model, info, plan)
+
+
+def _override_steps(plan: Plan, steps: int) -> None:
+    from dataclasses import replace
+
+    from interpgram.grammar.plan import ActivationGrid, FeatureVis
+    if steps < 1:
+        raise ValueError("icon steps must be at least 1")
+    for op_id, op in list(plan.ops.items()):
+        if isinstance(op, (FeatureVis, ActivationGrid)):
+            settings = tuple((k, steps if k == "steps" else v) for k, v in op.settings)
+            plan.ops[op_id] = replace(op, settings=settings)
 
 
 def load_spec_inputs(prep: Prepared) -> Inputs:
@@ -206,12 +223,13 @@ def _featurevis_data(plan: Plan, p, op, fv: dict, vals: list, i: int) -> dict:
 
 
 def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
-           cache: Optional[str | Path | bool] = None, progress=None) -> tuple[Path, Prepared, Results]:
+           cache: Optional[str | Path | bool] = None, progress=None,
+           icon_steps: Optional[int] = None) -> tuple[Path, Prepared, Results]:
     """Compute and write ``out_dir/index.html``. Returns (path, prepared, results)."""
     from .view import write_report
 
     t0 = time.perf_counter()
-    prep = prepare(spec_path, allow_code=allow_code)
+    prep = prepare(spec_path, allow_code=allow_code, icon_steps=icon_steps)
     rc = make_cache(prep, cache)
     inputs, results = run(prep, cache=rc, progress=progress)
     by_element = build_views(prep.plan, inputs, results)

@@ -6,6 +6,7 @@ test_optvis.py; here the icons come from specs, with few steps so that the file 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,26 @@ def test_sprites_errors_name_the_problem(argv, msg, capsys):
     rc = cli(argv)
     err = capsys.readouterr().err
     assert rc == 1 and msg in err, err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
+def test_every_spec_in_specs_compiles(path):
+    prep = prepare(path)
+    assert prep.plan.elements
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["semantic_dictionary", "activation_grid", "neuron_groups"])
+def test_the_feature_visualisation_specs_render_as_a_draft(name, tmp_path):
+    """The article's interfaces as specs, rendered end to end with 4 steps per icon (--icon-steps)."""
+    from interpgram.backends.pipeline import render
+    path = ROOT / "specs" / "shapes" / f"{name}.yaml"
+    out, prep, res = render(path, tmp_path / "r", cache=tmp_path / "c", icon_steps=4)
+    html = out.read_text()
+    assert html.count('class="chart"') == len(prep.plan.elements)
+    assert res.stats.icons_rendered + res.stats.grids_rendered > 0
+    assert all(dict(op.settings)["steps"] == 4 for op in prep.plan.ops.values() if hasattr(op, "settings"))
