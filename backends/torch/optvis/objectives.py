@@ -81,16 +81,21 @@ class Objective:
 
 # -------------------------------------------------------------------- helpers
 def _on_batch(batch: Optional[int], per_element: Callable[[torch.Tensor], torch.Tensor], layer: str) -> Scores:
-    """Scores of ``per_element`` on every element, or only on element ``batch`` (zeros elsewhere)."""
+    """Scores of ``per_element`` on every element, or only on element ``batch`` (zeros elsewhere).
+
+    Per-element parameters keep their meaning under ``batch=i``: element i uses the i-th one.
+    """
     if batch is None:
         return lambda acts: per_element(acts[layer])
 
     def fn(acts: dict[str, torch.Tensor]) -> torch.Tensor:
         t = acts[layer]
-        if not -t.shape[0] <= batch < t.shape[0]:
-            raise IndexError(f"objective targets batch element {batch}, but the batch has {t.shape[0]}")
-        out = torch.zeros(t.shape[0], dtype=torch.float32, device=t.device)
-        return out.index_put((torch.tensor([batch], device=t.device),), per_element(t[batch:batch + 1]).float())
+        n = t.shape[0]
+        if not -n <= batch < n:
+            raise IndexError(f"objective targets batch element {batch}, but the batch has {n}")
+        mask = torch.zeros(n, dtype=torch.float32, device=t.device)
+        mask[batch % n] = 1.0
+        return per_element(t).float() * mask
     return fn
 
 

@@ -10,8 +10,11 @@ objective kind into batched optimisations, splits a batch that does not fit in m
 out-of-memory halves it), and caches every icon on its own, keyed by the model, the icon, the
 settings and the seed, so that any spec asking again for the same icon (a semantic dictionary, a
 channel bar, ``interpgram sprites``) gets it from the cache. An icon's random start and the
-transforms' random draws depend only on the seed and the icon, not on its batch, so the same icon
-comes out whichever batch it was rendered in.
+transforms' random draws depend only on the seed and the icon, not on its batch. The optimisation
+itself is not bit-for-bit independent of the batch on CPU: batched convolutions differ from
+single ones by ~1e-6, and for some objectives (plain directions) a ReLU or max-pool flip grows that
+into a visibly different local optimum after tens of steps. So the same seed gives the same icon
+for the same batch on the same device, and the cache keeps whichever version was rendered first.
 """
 from __future__ import annotations
 
@@ -205,8 +208,7 @@ class Icon:
     """One icon to render: an objective kind on a layer, with its parameters.
 
     kind: ``channel`` (index), ``neuron`` (index, centre position), ``direction`` (vector,
-    mean over positions), ``direction_neuron`` (vector at the centre), ``whitened`` (vector with
-    whitening matrix S, atlas objective at the centre).
+    mean over positions), ``direction_neuron`` (vector at the centre).
     """
 
     layer: str
