@@ -29,9 +29,14 @@ def json_schema() -> dict:
 
     defs = schema["$defs"]
     enum_strings(defs["Element"]["properties"]["presentation"])
+    options = {}
+    for n, k in PRESENTATIONS.items():
+        sub = k.options.model_json_schema()
+        defs.update(sub.pop("$defs", {}))  # nested option models (icon settings): refs resolve from the root
+        options[n] = sub
     defs["PresentationSpec"].update({
         "type": "object", "minProperties": 1, "maxProperties": 1, "propertyNames": {"enum": names},
-        "properties": {n: k.options.model_json_schema() for n, k in PRESENTATIONS.items()},
+        "properties": options,
     })
     return schema
 

@@ -89,6 +89,12 @@ def test_schema_is_json_schema(capsys):
     assert not validator.is_valid(demo)
     demo["elements"]["where"]["presentation"] = {"bars": {"tpo": 3}}
     assert not validator.is_valid(demo)
+    # every spec in specs/ validates, nested icon options included (their $refs resolve from the root)
+    for path in sorted((DEMO.parent.parent).rglob("*.yaml")):
+        validator.validate(yaml.safe_load(path.read_text()))
+    groups = yaml.safe_load((DEMO.parent / "neuron_groups.yaml").read_text())
+    groups["elements"]["groups"]["presentation"] = {"groups": {"icon": {"stpes": 3}}}
+    assert not validator.is_valid(groups)
 
 
 def test_render_writes_report_and_reuses_cache(tmp_path):
