@@ -650,3 +650,27 @@ def test_activation_grid_shapes_magnitude_and_images_per_step(shapes_model):
         torch.testing.assert_close(grid.magnitude, act.norm(dim=0))
         assert grid.scores.shape == (h, w) and torch.isfinite(grid.scores).all()
         assert float((grid.icons[0, 0] - grid.icons[h // 2, w // 2]).abs().max()) > 0.0
+
+
+def test_render_icons_halves_the_batch_on_out_of_memory(shapes_model, monkeypatch):
+    """A batch that does not fit is split (a real out-of-memory error cannot be provoked on CPU, so
+    the optimisation raises torch's OutOfMemoryError for batches above 2 icons)."""
+    import interpgram.backends.torch.optvis.render as R
+    real = R.render_vis
+    sizes = []
+
+    def limited(model, objective, n, *a, **kw):
+        sizes.append(n)
+        if n > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, objective, n, *a, **kw)
+
+    monkeypatch.setattr(R, "render_vis", limited)
+    stats = R.IconStats()
+    icons = [Icon("conv3", "channel", index=c) for c in range(5)]
+    out = R.render_icons(shapes_model, icons, IconSettings(steps=3, size=24), device=CPU, stats=stats)
+    assert sizes[:2] == [5, 2] and max(sizes[2:]) <= 2
+    assert stats.halvings >= 1 and stats.rendered == 5 and len(out) == 5
+    alone = real(shapes_model, O.channel("conv3", torch.tensor([4])), 1, IconSettings(steps=3, size=24),
+                 seeds=[R._seed_int(0, icons[4].identity())], device=CPU)
+    torch.testing.assert_close(out[4].images, alone.images)  # the last icon ran alone (batch of 1)
