@@ -17,11 +17,12 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-TRANSFORM_KINDS = ("pad", "jitter", "scale", "rotate")
+TRANSFORM_KINDS = ("pad", "jitter", "scale", "rotate", "crop_or_pad")
 
 
 def check_transforms(v: Any) -> Any:
-    """``standard`` | ``none`` | a list of one-key steps ({pad: 12}, {jitter: 8}, {scale: [..]}, {rotate: [..]})."""
+    """``standard`` | ``none`` | a list of one-key steps ({pad: 12}, {jitter: 8}, {scale: [..]}, {rotate: [..]},
+    {crop_or_pad: 64})."""
     if isinstance(v, str):
         if v not in ("standard", "none"):
             raise ValueError(f"transforms {v!r}: use standard, none, or a list of steps such as [{{pad: 4}}, {{jitter: 2}}]")
@@ -35,9 +36,10 @@ def check_transforms(v: Any) -> Any:
         if kind not in TRANSFORM_KINDS:
             from ._errors import did_you_mean
             raise ValueError(f"transform step {i}: unknown kind {kind!r} {did_you_mean(str(kind), TRANSFORM_KINDS, listing='kinds')}")
-        if kind in ("pad", "jitter"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ 0, got {value!r}")
+        if kind in ("pad", "jitter", "crop_or_pad"):
+            least = 1 if kind == "crop_or_pad" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ {least}, got {value!r}")
         else:
             vals = value if isinstance(value, list) else [value]
             if not vals or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in vals):

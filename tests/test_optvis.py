@@ -572,6 +572,17 @@ def test_apply_pad_and_jitter_sizes_and_values():
     assert torch.equal(out, padded[..., dy:dy + 47, dx:dx + 37])
 
 
+def test_crop_or_pad_centres_the_image_at_the_given_size():
+    x = torch.rand(1, 3, 10, 7, generator=torch.Generator().manual_seed(0))
+    steps = T.normalize_steps([{"crop_or_pad": 8}])
+    out = T.apply(x, steps, T.draw(steps, torch.Generator().manual_seed(0)))
+    assert out.shape == (1, 3, 8, 8) and T.output_size(10, 7, steps) == (8, 8)
+    assert torch.equal(out[..., :, 7], torch.full((1, 3, 8), 0.5))  # 7 → 8 columns: the odd one is padded on the right
+    assert torch.equal(out[..., :, :7], x[..., 1:9, :])  # rows 1..8 of 10: a centred crop
+    with pytest.raises(ValueError, match="crop_or_pad takes a whole number of pixels ≥ 1"):
+        T.normalize_steps([{"crop_or_pad": 0}])
+
+
 def test_apply_standard_sizes_and_identity_resample():
     x = torch.rand(1, 3, 40, 30, generator=torch.Generator().manual_seed(0))
     steps = T.normalize_steps("standard")

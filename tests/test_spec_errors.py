@@ -93,7 +93,7 @@ CASES = [
     ("bare direction", el("{activation: {layer: conv4, atom: direction}}", "featurevis"),
      [(6, "direction}", "atom: 'direction' is not allowed (valid: neuron, spatial, channel, group, whole)")]),
     ("unknown transform", el("{activation: {layer: conv4, atom: channel}}", "{featurevis: {transforms: [{jiter: 4}]}}"),
-     [(7, "[{jiter", "featurevis option transforms: transform step 0: unknown kind 'jiter' (kinds: pad, jitter, scale, rotate; did you mean 'jitter'?)")]),
+     [(7, "[{jiter", "featurevis option transforms: transform step 0: unknown kind 'jiter' (kinds: pad, jitter, scale, rotate, crop_or_pad; did you mean 'jitter'?)")]),
     ("unknown nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {stpes: 10}}}"),
      [(7, "stpes", "groups icon has no option 'stpes' (options: size, steps, lr, attempts, param, decorrelate, transforms, relu_redirect; did you mean 'steps'?)")]),
     ("bad nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {steps: -1}}}"),

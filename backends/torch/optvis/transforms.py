@@ -13,6 +13,9 @@ is reproducible from its seed and an icon does not depend on the other icons in 
 In a spec, ``transforms`` is ``standard``, ``none`` or a list of one-key steps::
 
     transforms: [{pad: 4}, {jitter: 2}, {scale: [0.95, 1.0, 1.05]}, {rotate: [-5, 0, 5]}, {jitter: 1}]
+
+``crop_or_pad: N`` centre-crops (or pads with 0.5) the transformed image to N×N, as lucid's
+feature-visualisation recipe does with the model's input size.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Any, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-STEP_KINDS = ("pad", "jitter", "scale", "rotate")
+STEP_KINDS = ("pad", "jitter", "scale", "rotate", "crop_or_pad")
 
 STANDARD: tuple[tuple[str, Any], ...] = (
     ("pad", 12),
@@ -58,9 +61,10 @@ def normalize_steps(spec: Union[str, Sequence[Any], None]) -> tuple[tuple[str, A
         if kind not in STEP_KINDS:
             from interpgram.grammar import did_you_mean
             raise ValueError(f"transform step {i}: unknown kind {kind!r} {did_you_mean(str(kind), STEP_KINDS, listing='kinds')}")
-        if kind in ("pad", "jitter"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ 0, got {value!r}")
+        if kind in ("pad", "jitter", "crop_or_pad"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if kind == "crop_or_pad" else 0):
+                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ "
+                                 f"{1 if kind == 'crop_or_pad' else 0}, got {value!r}")
         else:
             vals = value if isinstance(value, (list, tuple)) else [value]
             if not vals or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in vals):
@@ -82,7 +86,7 @@ class Draw:
 def draw(steps: Sequence[tuple[str, Any]], g: torch.Generator) -> Draw:
     vals = []
     for kind, value in steps:
-        if kind == "pad":
+        if kind in ("pad", "crop_or_pad"):
             vals.append(None)
         elif kind == "jitter":
             vals.append(tuple(int(v) for v in torch.randint(0, value + 1, (2,), generator=g)) if value else (0, 0))
@@ -104,6 +108,8 @@ def apply(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -> torch.T
                 dy, dx = d.values[i]
                 h, w = x.shape[-2:]
                 x = x[..., dy:dy + h - value, dx:dx + w - value]
+        elif kind == "crop_or_pad":
+            x = _crop_or_pad(x, value)
         else:
             # scale and rotate next to each other become one resample
             factor, angle = 1.0, 0.0
@@ -119,6 +125,16 @@ def apply(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -> torch.T
             continue
         i += 1
     return x
+
+
+def _crop_or_pad(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="constant", value=0.5)
+        h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
 
 
 def _scale_rotate(x: torch.Tensor, factor: float, degrees: float) -> torch.Tensor:
@@ -143,4 +159,6 @@ def output_size(h: int, w: int, steps: Sequence[tuple[str, Any]]) -> tuple[int, 
             h, w = h + 2 * value, w + 2 * value
         elif kind == "jitter":
             h, w = h - value, w - value
+        elif kind == "crop_or_pad":
+            h, w = value, value
     return h, w
