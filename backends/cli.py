@@ -88,12 +88,19 @@ def cmd_render(args) -> int:
     return 0
 
 
-def cmd_layers(args) -> int:
+def _load_model(args):
+    """The model named on the command line, or None after printing why it cannot load."""
     from .models import ModelSourceError, load_model
     try:
-        model = load_model(args.model, weights=args.weights, allow_code=args.allow_code)
+        return load_model(args.model, weights=args.weights, allow_code=args.allow_code)
     except ModelSourceError as e:
         _err(f"error: {e}")
+        return None
+
+
+def cmd_layers(args) -> int:
+    model = _load_model(args)
+    if model is None:
         return 1
     layers = model.layers()
     width = max(len(n) for n in layers) if layers else 10
@@ -112,14 +119,11 @@ def cmd_layers(args) -> int:
 def cmd_sprites(args) -> int:
     from tqdm import tqdm
 
-    from .models import ModelSourceError, load_model
     from .torch.cache import ResultCache
     from .torch.optvis import Icon, IconSettings, IconStats, render_icons
 
-    try:
-        model = load_model(args.model, weights=args.weights, allow_code=args.allow_code)
-    except ModelSourceError as e:
-        _err(f"error: {e}")
+    model = _load_model(args)
+    if model is None:
         return 1
     layers = model.layers()
     if args.layer not in layers:

@@ -48,30 +48,21 @@ def normalize_steps(spec: Union[str, Sequence[Any], None]) -> tuple[tuple[str, A
         return STANDARD
     if isinstance(spec, str):
         raise ValueError(f"transforms {spec!r}: use standard, none, or a list of steps such as [{{pad: 4}}, {{jitter: 2}}]")
-    out = []
-    for i, step in enumerate(spec):
+    from interpgram.grammar._presentations import check_transforms  # one set of rules for specs and code
+
+    steps = []
+    for step in spec:
         if isinstance(step, tuple) and len(step) == 1 and isinstance(step[0], tuple):
             step = step[0]  # a frozen one-key mapping: ((kind, value),)
         if isinstance(step, (tuple, list)) and len(step) == 2 and isinstance(step[0], str):
-            kind, value = step
-        elif isinstance(step, dict) and len(step) == 1:
-            (kind, value), = step.items()
-        else:
-            raise ValueError(f"transform step {i} must be a one-key mapping such as {{jitter: 4}}, got {step!r}")
-        if kind not in STEP_KINDS:
-            from interpgram.grammar import did_you_mean
-            raise ValueError(f"transform step {i}: unknown kind {kind!r} {did_you_mean(str(kind), STEP_KINDS, listing='kinds')}")
-        if kind in ("pad", "jitter", "crop_or_pad"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if kind == "crop_or_pad" else 0):
-                raise ValueError(f"transform step {i}: {kind} takes a whole number of pixels ≥ "
-                                 f"{1 if kind == 'crop_or_pad' else 0}, got {value!r}")
-        else:
-            vals = value if isinstance(value, (list, tuple)) else [value]
-            if not vals or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in vals):
-                raise ValueError(f"transform step {i}: {kind} takes a number or a list of numbers to choose from, got {value!r}")
-            if kind == "scale" and any(v <= 0 for v in vals):
-                raise ValueError(f"transform step {i}: scale factors must be > 0, got {value!r}")
-            value = tuple(float(v) for v in vals)
+            step = {step[0]: list(step[1]) if isinstance(step[1], tuple) else step[1]}
+        steps.append(step)
+    check_transforms(steps)
+    out = []
+    for step in steps:
+        (kind, value), = step.items()
+        if kind in ("scale", "rotate"):
+            value = tuple(float(v) for v in (value if isinstance(value, list) else [value]))
         out.append((kind, value))
     return tuple(out)
 
