@@ -60,6 +60,8 @@ class IconOptions(_Options):
     decorrelate: bool = Field(True, description="decorrelated (ImageNet) colour")
     transforms: Union[str, list] = Field("standard", description="standard | none | [{pad: 12}, {jitter: 8}, {scale: [..]}, {rotate: [..]}, ...]")
     relu_redirect: int = Field(16, ge=0, description="first steps with lucid's redirected ReLU gradient")
+    autocast: Literal["auto", "bfloat16", "off"] = Field(
+        "auto", description="run the model in bfloat16 while optimising: auto (on cuda), bfloat16 (any device), off")
 
     _transforms = field_validator("transforms")(classmethod(lambda cls, v: check_transforms(v)))
 
@@ -101,6 +103,7 @@ class ActivationGridOptions(_Options):
     decorrelate: bool = True
     cossim_pow: float = Field(1.0, ge=0, le=16, description="cosine-similarity power of each cell's direction objective")
     crop: int = Field(2, ge=0, le=32, description="px cropped from each icon's border")
+    autocast: Literal["auto", "bfloat16", "off"] = Field("auto", description="bfloat16 model: auto (on cuda), bfloat16, off")
 
     _transforms = field_validator("transforms")(classmethod(lambda cls, v: check_transforms(v)))
 

@@ -367,7 +367,7 @@ class _Builder:
     # ------------------------------------------------------------ feature visualisation
     def icon_settings(self, opts: dict) -> tuple:
         """Icon options → the frozen settings of a FeatureVis op (size resolved for this model)."""
-        keys = ("size", "steps", "lr", "attempts", "param", "decorrelate", "transforms", "relu_redirect")
+        keys = ("size", "steps", "lr", "attempts", "param", "decorrelate", "transforms", "relu_redirect", "autocast")
         d = {k: opts[k] for k in keys if k in opts}
         if d.get("size") is None:
             d["size"] = min(int(self.info.input_shape[-1]), 128)

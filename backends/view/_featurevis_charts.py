@@ -36,7 +36,8 @@ def _icon_urls(view: ElementView, icons: Any, n: int | None = None) -> list[str]
 
 # ----------------------------------------------------------------------------- featurevis
 FEATUREVIS_OPTIONS = {"top": None, "size": None, "steps": None, "lr": None, "attempts": None, "param": None,
-                      "decorrelate": None, "transforms": None, "relu_redirect": None, "cossim_pow": None}
+                      "decorrelate": None, "transforms": None, "relu_redirect": None, "cossim_pow": None,
+                      "autocast": None}
 
 
 @register("featurevis")
@@ -155,7 +156,7 @@ def semantic_dictionary(view: ElementView) -> alt.TopLevelMixin:
 
 # ----------------------------------------------------------------------------- activation grid
 GRID_OPTIONS = {k: None for k in ("cell_size", "steps", "lr", "groups", "sample", "transforms", "decorrelate",
-                                  "cossim_pow", "crop")}
+                                  "cossim_pow", "crop", "autocast")}
 
 
 @register("activation_grid")

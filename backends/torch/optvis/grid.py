@@ -36,7 +36,7 @@ class GridResult:
 def activation_grid(model, act: torch.Tensor, layer: str, *, cell_size: int = 32, steps: int = 256,
                     lr: float = 0.05, groups: int = 6, sample: int = 64, transforms="standard",
                     decorrelate: bool = True, cossim_pow: float = 0.0, crop: int = 2, seed: int = 0,
-                    device="auto", progress: Optional[Callable[[str, int, int], None]] = None) -> GridResult:
+                    device="auto", autocast: str = "auto", progress: Optional[Callable[[str, int, int], None]] = None) -> GridResult:
     """Render the activation grid of one image's activation ``act`` (C, H, W) at ``layer``."""
     t0 = time.perf_counter()
     progress = progress or (lambda stage, i, n: None)
@@ -66,7 +66,7 @@ def activation_grid(model, act: torch.Tensor, layer: str, *, cell_size: int = 32
         idx = torch.randint(0, n, (sample,), generator=gen).to(dev)
         opt.zero_grad(set_to_none=True)
         x = apply(images(idx), steps_t, draw(steps_t, gen))
-        acts = _capture(module, model.preprocess(x), [layer], redirect=False, autocast=True)
+        acts = _capture(module, model.preprocess(x), [layer], redirect=False, autocast=autocast)
         score = O.direction(layer, vectors[idx], cossim_pow=cossim_pow)(acts)
         (-score.sum()).backward()
         opt.step()
@@ -77,7 +77,7 @@ def activation_grid(model, act: torch.Tensor, layer: str, *, cell_size: int = 32
             idx = torch.arange(start, min(n, start + 256), device=dev)
             img = images(idx)
             s = O.direction(layer, vectors[idx], cossim_pow=cossim_pow)(
-                _capture(module, model.preprocess(img), [layer], redirect=False, autocast=True))
+                _capture(module, model.preprocess(img), [layer], redirect=False, autocast=autocast))
             if crop:
                 img = img[..., crop:-crop, crop:-crop]
             out.append(img.float().cpu())

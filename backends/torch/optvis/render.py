@@ -3,7 +3,10 @@
 ``render_vis`` runs one batched optimisation (Adam, lr 0.05 by default) under the robustness
 transforms, keeps the best of several attempts per image, and returns the images with their final
 scores. The forward pass stops at the deepest layer the objective reads. On cuda the model runs
-under bfloat16 autocast while the parameters, transforms and objective stay in float32.
+under bfloat16 autocast while the parameters, transforms and objective stay in float32
+(``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
+model, icons optimised through a bfloat16 model reach the same float32-scored objective
+(benchmarks/featurevis_autocast.py, tests/test_optvis.py).
 
 ``render_icons`` renders many independent icons (one objective each): it groups them by layer and
 objective kind into batched optimisations, splits a batch that does not fit in memory (an
@@ -33,6 +36,7 @@ from .param import ImageParam
 from .transforms import apply, draw, normalize_steps
 
 Progress = Callable[[str, int, int], None]
+AUTOCAST = ("auto", "bfloat16", "off")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,11 @@ class IconSettings:
     decorrelate: bool = True
     transforms: Union[str, tuple] = "standard"
     relu_redirect: int = 16  # steps at the start with lucid's redirected ReLU gradient (0: off)
-    autocast: bool = True  # bfloat16 autocast for the model on cuda
+    autocast: str = "auto"  # bfloat16 autocast of the model: auto (on cuda) | bfloat16 (any device) | off
+
+    def __post_init__(self):
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast {self.autocast!r}: use one of {', '.join(AUTOCAST)}")
 
     def resolved(self, model_size: Sequence[int]) -> "IconSettings":
         size = self.size or int(model_size[0])
@@ -98,7 +106,7 @@ def _seed_int(*parts: Any) -> int:
 
 
 def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redirect: bool,
-             autocast: bool) -> dict[str, torch.Tensor]:
+             autocast: str) -> dict[str, torch.Tensor]:
     """Forward ``x`` until every layer in ``layers`` has been seen; returns their outputs (float32)."""
     hidden = [l for l in layers if l not in ("input", "output")]
     need_output = "output" in layers
@@ -127,7 +135,8 @@ def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redir
                     handles.append(m.register_forward_hook(relu_hook))
         for name in dict.fromkeys(hidden):
             handles.append(resolve_module(module, name).register_forward_hook(grab(name)))
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast and x.device.type == "cuda" else _null()
+        on = autocast == "bfloat16" or (autocast == "auto" and x.device.type == "cuda")
+        ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if on else _null()
         try:
             with ctx:
                 out = module(x)
