@@ -11,11 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-import torch
-
 from interpgram.grammar import LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
-from interpgram.grammar._errors import Diagnostic
 
 from .data.inputs import InputError, Inputs, expand_refs, load_inputs
 from .models import LoadedModel, ModelSourceError, load_model
@@ -114,112 +110,10 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
 
 
 # ---------------------------------------------------------------------------- views
-def _hwc(img: torch.Tensor) -> np.ndarray:
-    return img.permute(1, 2, 0).contiguous().numpy().astype(np.float32)
-
-
 def build_views(plan: Plan, inputs: Inputs, results: Results):
-    """Results → one :class:`ElementView` per element and input image."""
-    from .view import ElementView
-
-    views: dict[str, list] = {}
-    n = inputs.images.shape[0]
-    for p in plan.elements:
-        opts = p.option_dict
-        vals = [results.values[s.op]["value"] for s in p.series]
-        layer_shape = plan.layer_shapes.get(p.layer, ())
-        for i in range(n):
-            vid = p.element if n == 1 else f"{p.element}-{i}"
-            if p.id.count(":") == 2:
-                vid += f"-{p.id.rsplit(':', 1)[1]}"
-            title = p.title + (f" · {inputs.names[i]}" if n > 1 else "")
-            image = _hwc(inputs.images[i])
-            if p.presentation == "heatmap":
-                data = {"image": image,
-                        "maps": [{"label": s.label, "values": v[i].numpy().astype(np.float32)} for s, v in zip(p.series, vals)],
-                        "signed": p.content_kind != "activation"}
-                if opts.get("clip_negative") is None:
-                    opts = {**opts, "clip_negative": len(p.series) == 2 and p.content_kind != "activation"}
-                views.setdefault(p.element, []).append(ElementView(vid, "heatmap", title, p.grammar, opts, data))
-            elif p.presentation == "bars":
-                for j, (s, v) in enumerate(zip(p.series, vals)):
-                    labels = (list(plan.classes) if p.layer == "output" else
-                              [f"{p.layer}:{c}" for c in range(v.shape[1])])
-                    data = {"labels": labels, "values": v[i].numpy().astype(np.float32), "target": s.label}
-                    if p.icons:
-                        fv = results.values[p.icons[j]]
-                        data["icons"] = {labels[int(c)]: _hwc(img) for c, img in zip(fv["atoms"][i], fv["images"][i])}
-                    sub = vid if len(p.series) == 1 else f"{vid}-{j}"
-                    views.setdefault(p.element, []).append(
-                        ElementView(sub, "bars", title + (f" ({s.label})" if len(p.series) > 1 else ""), p.grammar, opts, data))
-            elif p.presentation == "groups":
-                g = results.values[p.groups]
-                c = layer_shape[0] if layer_shape else g["channels"].shape[-1]
-                data = {"image": image, "spatial": g["spatial"][i].numpy(), "channels": g["channels"][i].numpy(),
-                        "channel_labels": [f"{p.layer}:{k}" for k in range(c)],
-                        "attribution": {s.label: v[i].numpy().astype(np.float32) for s, v in zip(p.series, vals)}}
-                if p.icons:
-                    data["icons"] = [_hwc(img) for img in results.values[p.icons[0]]["images"][i]]
-                views.setdefault(p.element, []).append(ElementView(vid, "groups", title, p.grammar, opts, data))
-            elif p.presentation == "featurevis":
-                fv = results.values[p.icons[0]]
-                op = plan.ops[p.icons[0]]
-                data = _featurevis_data(plan, p, op, fv, vals, i)
-                views.setdefault(p.element, []).append(ElementView(vid, "featurevis", title, p.grammar, opts, data))
-            elif p.presentation == "semantic_dictionary":
-                fv = results.values[p.icons[0]]
-                data = {"image": image, "activations": results.values[p.detail]["value"][i].numpy().astype(np.float32),
-                        "icons": {int(c): _hwc(img) for c, img in zip(fv["atoms"][i], fv["images"][i])},
-                        "layer": p.layer}
-                views.setdefault(p.element, []).append(
-                    ElementView(vid, "semantic_dictionary", title, p.grammar, opts, data))
-            elif p.presentation == "activation_grid":
-                g = results.values[p.icons[0]]
-                data = {"image": image, "icons": g["icons"][i].numpy(), "magnitude": g["magnitude"][i].numpy(),
-                        "layer": p.layer}
-                views.setdefault(p.element, []).append(ElementView(vid, "activation_grid", title, p.grammar, opts, data))
-            else:
-                raise ValueError(f"no view builder for presentation {p.presentation!r}")
-    return views
-
-
-def _featurevis_data(plan: Plan, p, op, fv: dict, vals: list, i: int) -> dict:
-    """Icons, captions and values of one featurevis view (image ``i``)."""
-    atoms = fv["atoms"][i]
-    icons = [_hwc(img) for img in fv["images"][i]]
-    v = vals[0][i] if vals else None
-    what = "attribution" if p.content_kind != "activation" else "activation"
-    values = None
-    if op.objective == "group":
-        labels = [f"group {g + 1}" for g in atoms]
-        if vals:  # group attribution (k,) per series: show the first
-            values = [float(v[g]) for g in atoms]
-    elif op.objective == "direction":
-        labels = ["direction"]
-        values = [float(v.max())] if v is not None else None
-        what = "max projection"
-    elif op.objective == "direction_neuron":
-        labels = [f"({x}, {y})" for x, y in atoms]
-        if v is not None and v.dim() == 2:
-            values = [float(v[y, x]) for x, y in atoms]
-    else:
-        labels = [f"{p.layer}:{c}" for c in atoms]
-        if v is not None:
-            if op.atoms and v.dim() == 1 and len(v) == len(op.atoms):  # explicit channels: values in that order
-                values = [float(x) for x in v]
-            elif v.dim() == 1:
-                values = [float(v[c]) for c in atoms]
-            elif v.dim() == 3:
-                values = [float(v[c].max()) for c in atoms]
-                what = "max " + what
-            elif v.dim() == 0:
-                values = [float(v)] * len(atoms)
-    kind = {"channel": "channel", "neuron": "neuron", "group": "NMF group", "direction": "direction",
-            "direction_neuron": "activation vector"}[op.objective]
-    st = op.setting_dict
-    return {"icons": icons, "labels": labels, "values": values, "scores": fv["scores"][i].tolist(),
-            "value_name": what, "heading": f"{kind} icons · {p.layer}",
-            "subtitle": f"{st.get('size')} px, {st.get('steps')} steps; caption: atom · {what}"}
+    """Results → one :class:`ElementView` per element and input image (see :mod:`.views`)."""
+    from .views import build_views as _build
+    return _build(plan, inputs, results)
 
 
 def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,

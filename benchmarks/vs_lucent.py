@@ -174,8 +174,8 @@ def main(argv=None) -> int:
           f"(lucent layer name {llayer!r})")
     print(f"{steps} steps, Adam lr 0.05, Fourier param + decorrelated colour, standard transforms, "
           f"{size}x{size} images; lucent with fixed_image_size={size}")
-    print(f"  (without it lucent upsamples images under 224 px to 224 before the model), preprocess=False,")
-    print(f"  normalisation inside the model wrapper. Differences that remain: lucent resizes the transformed")
+    print("  (without it lucent upsamples images under 224 px to 224 before the model), preprocess=False,")
+    print("  normalisation inside the model wrapper. Differences that remain: lucent resizes the transformed")
     print(f"  image back to {size} px and runs the whole model; ours feeds the transformed image (~{size + 12} px)")
     print(f"  and stops after {layer}, with lucid's redirected-ReLU gradient for the first 16 steps.")
     print(f"  'ours batched, crop' adds lucid's recipe step crop_or_pad_to({size}), so its model input is {size} px too.")

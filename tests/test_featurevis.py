@@ -214,3 +214,11 @@ def test_the_feature_visualisation_specs_render_as_a_draft(name, tmp_path):
     assert html.count('class="chart"') == len(prep.plan.elements)
     assert res.stats.icons_rendered + res.stats.grids_rendered > 0
     assert all(dict(op.settings)["steps"] == 4 for op in prep.plan.ops.values() if hasattr(op, "settings"))
+
+
+def test_every_presentation_has_a_view_builder():
+    from interpgram.backends.views import BUILDERS, view_builder
+    from interpgram.grammar import PRESENTATIONS
+    assert set(PRESENTATIONS) == set(BUILDERS)
+    with pytest.raises(ValueError, match="registered twice"):
+        view_builder("heatmap")(lambda ctx: [])

@@ -1,0 +1,178 @@
+"""Results → ElementViews: one small registered builder per presentation.
+
+A builder turns one element's results for one input image into the data its chart draws
+(``backends/view``). Adding a presentation is three registered units: its options in
+``grammar/_presentations.py``, its builder here (``@view_builder("name")``), its chart in
+``backends/view``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from interpgram.grammar import Plan
+from interpgram.grammar.plan import Present
+
+
+@dataclass
+class ViewContext:
+    """One element (``p``) for one input image (``i``), with what every builder needs."""
+
+    plan: Plan
+    p: Present
+    results: Any
+    i: int
+    vid: str
+    title: str
+    image: np.ndarray  # (H, W, 3) in [0, 1]
+    opts: dict
+    vals: list[torch.Tensor]  # the element's series, batch first
+
+    def view(self, data: dict, *, vid: str | None = None, title: str | None = None, opts: dict | None = None):
+        from .view import ElementView
+        return ElementView(vid or self.vid, self.p.presentation, title or self.title, self.p.grammar,
+                           self.opts if opts is None else opts, data)
+
+    def icons_of(self, op_id: str) -> tuple[list, list[np.ndarray]]:
+        """(atoms, icons as (s, s, 3) arrays) of a FeatureVis op for this image."""
+        fv = self.results.values[op_id]
+        return list(fv["atoms"][self.i]), [hwc(img) for img in fv["images"][self.i]]
+
+
+Builder = Callable[[ViewContext], list]
+BUILDERS: dict[str, Builder] = {}
+
+
+def view_builder(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        if name in BUILDERS:
+            raise ValueError(f"a view builder for {name!r} is registered twice")
+        BUILDERS[name] = fn
+        return fn
+    return deco
+
+
+def hwc(img: torch.Tensor) -> np.ndarray:
+    return img.permute(1, 2, 0).contiguous().numpy().astype(np.float32)
+
+
+def build_views(plan: Plan, inputs, results) -> dict[str, list]:
+    """Results → the ElementViews of every element, per input image, keyed by element id."""
+    views: dict[str, list] = {}
+    n = inputs.images.shape[0]
+    for p in plan.elements:
+        if p.presentation not in BUILDERS:
+            raise ValueError(f"no view builder for presentation {p.presentation!r} (registered: {', '.join(BUILDERS)})")
+        vals = [results.values[s.op]["value"] for s in p.series]
+        for i in range(n):
+            vid = p.element if n == 1 else f"{p.element}-{i}"
+            if p.id.count(":") == 2:
+                vid += f"-{p.id.rsplit(':', 1)[1]}"
+            ctx = ViewContext(plan, p, results, i, vid, p.title + (f" · {inputs.names[i]}" if n > 1 else ""),
+                              hwc(inputs.images[i]), p.option_dict, vals)
+            views.setdefault(p.element, []).extend(BUILDERS[p.presentation](ctx))
+    return views
+
+
+# ----------------------------------------------------------------------------- information visualisation
+@view_builder("heatmap")
+def _heatmap(c: ViewContext) -> list:
+    p = c.p
+    data = {"image": c.image, "signed": p.content_kind != "activation",
+            "maps": [{"label": s.label, "values": v[c.i].numpy().astype(np.float32)} for s, v in zip(p.series, c.vals)]}
+    opts = c.opts
+    if opts.get("clip_negative") is None:
+        opts = {**opts, "clip_negative": len(p.series) == 2 and p.content_kind != "activation"}
+    return [c.view(data, opts=opts)]
+
+
+@view_builder("bars")
+def _bars(c: ViewContext) -> list:
+    p, out = c.p, []
+    for j, (s, v) in enumerate(zip(p.series, c.vals)):
+        labels = list(c.plan.classes) if p.layer == "output" else [f"{p.layer}:{ch}" for ch in range(v.shape[1])]
+        data = {"labels": labels, "values": v[c.i].numpy().astype(np.float32), "target": s.label}
+        if p.icons:
+            atoms, icons = c.icons_of(p.icons[j])
+            data["icons"] = {labels[int(ch)]: ic for ch, ic in zip(atoms, icons)}
+        many = len(p.series) > 1
+        out.append(c.view(data, vid=f"{c.vid}-{j}" if many else c.vid,
+                          title=c.title + (f" ({s.label})" if many else "")))
+    return out
+
+
+@view_builder("groups")
+def _groups(c: ViewContext) -> list:
+    p = c.p
+    g = c.results.values[p.groups]
+    layer_shape = c.plan.layer_shapes.get(p.layer, ())
+    channels = layer_shape[0] if layer_shape else g["channels"].shape[-1]
+    data = {"image": c.image, "spatial": g["spatial"][c.i].numpy(), "channels": g["channels"][c.i].numpy(),
+            "channel_labels": [f"{p.layer}:{k}" for k in range(channels)],
+            "attribution": {s.label: v[c.i].numpy().astype(np.float32) for s, v in zip(p.series, c.vals)}}
+    if p.icons:
+        data["icons"] = c.icons_of(p.icons[0])[1]
+    return [c.view(data)]
+
+
+# ----------------------------------------------------------------------------- feature visualisation
+@view_builder("featurevis")
+def _featurevis(c: ViewContext) -> list:
+    p = c.p
+    op = c.plan.ops[p.icons[0]]
+    atoms, icons = c.icons_of(op.id)
+    v = c.vals[0][c.i] if c.vals else None
+    what = "attribution" if p.content_kind != "activation" else "activation"
+    values = None
+    if op.objective == "group":
+        labels = [f"group {g + 1}" for g in atoms]
+        if v is not None:  # each group's attribution (k,) to the first series' target
+            values = [float(v[g]) for g in atoms]
+    elif op.objective == "direction":
+        labels = ["direction"]
+        values = [float(v.max())] if v is not None else None
+        what = "max projection"
+    elif op.objective == "direction_neuron":
+        labels = [f"({x}, {y})" for x, y in atoms]
+        if v is not None and v.dim() == 2:
+            values = [float(v[y, x]) for x, y in atoms]
+    else:
+        labels = [f"{p.layer}:{ch}" for ch in atoms]
+        if v is not None:
+            if op.atoms and v.dim() == 1 and len(v) == len(op.atoms):  # explicit channels: values in that order
+                values = [float(x) for x in v]
+            elif v.dim() == 1:
+                values = [float(v[ch]) for ch in atoms]
+            elif v.dim() == 3:
+                values = [float(v[ch].max()) for ch in atoms]
+                what = "max " + what
+            elif v.dim() == 0:
+                values = [float(v)] * len(atoms)
+    kind = {"channel": "channel", "neuron": "neuron", "group": "NMF group", "direction": "direction",
+            "direction_neuron": "activation vector"}[op.objective]
+    st = op.setting_dict
+    data = {"icons": icons, "labels": labels, "values": values,
+            "scores": c.results.values[op.id]["scores"][c.i].tolist(), "value_name": what,
+            "heading": f"{kind} icons · {p.layer}",
+            "subtitle": f"{st.get('size')} px, {st.get('steps')} steps; caption: atom · {what}"}
+    return [c.view(data)]
+
+
+@view_builder("semantic_dictionary")
+def _semantic_dictionary(c: ViewContext) -> list:
+    atoms, icons = c.icons_of(c.p.icons[0])
+    data = {"image": c.image, "layer": c.p.layer,
+            "activations": c.results.values[c.p.detail]["value"][c.i].numpy().astype(np.float32),
+            "icons": {int(ch): ic for ch, ic in zip(atoms, icons)}}
+    return [c.view(data)]
+
+
+@view_builder("activation_grid")
+def _activation_grid(c: ViewContext) -> list:
+    g = c.results.values[c.p.icons[0]]
+    data = {"image": c.image, "icons": g["icons"][c.i].numpy(), "magnitude": g["magnitude"][c.i].numpy(),
+            "layer": c.p.layer}
+    return [c.view(data)]
