@@ -194,7 +194,7 @@ def _positive(v: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
     if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} steps: use at least 1")
+        raise argparse.ArgumentTypeError(f"{n}: use at least 1")
     return n
 
 
@@ -242,11 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("layer", help="a layer with channels, e.g. conv4 or mixed4d")
     sp.add_argument("-o", "--out", help="also write a sprite sheet PNG here")
     sp.add_argument("--channels", type=int, nargs="+", help="only these channels (default: all)")
-    sp.add_argument("--size", type=int, help="icon side in px (default: the model's input size, at most 128)")
-    sp.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
-    sp.add_argument("--attempts", type=int, default=1, help="attempts per icon, the best is kept (default 1)")
+    sp.add_argument("--size", type=_positive, help="icon side in px (default: the model's input size, at most 128)")
+    sp.add_argument("--steps", type=_positive, default=256, help="optimisation steps (default 256)")
+    sp.add_argument("--attempts", type=_positive, default=1, help="attempts per icon, the best is kept (default 1)")
     sp.add_argument("--seed", type=int, default=0, help="seed (default 0, as execution.seed in specs)")
-    sp.add_argument("--batch-size", type=int, help="icons per optimisation (default: all, halved on out-of-memory)")
+    sp.add_argument("--batch-size", type=_positive, help="icons per optimisation (default: all, halved on out-of-memory)")
     sp.add_argument("--columns", type=int, help="icons per row of the sheet (default: square)")
     sp.add_argument("--weights", help="weights file for the model")
     sp.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
