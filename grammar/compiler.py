@@ -98,6 +98,7 @@ class _Builder:
     grad_ids: dict[Target, str] = field(default_factory=dict)
     element_targets: set = field(default_factory=set)
     element_paths: int = 0
+    batches: dict[tuple, str] = field(default_factory=dict)  # (layer, icon settings) -> batch id
 
     # ------------------------------------------------------------ helpers
     def fail(self, path: tuple, msg: str, *, key: bool = False) -> None:
@@ -374,13 +375,15 @@ class _Builder:
         d["transforms"] = _freeze(d.get("transforms", "standard"))
         return tuple(sorted(d.items()))
 
-    def batch_key(self, layer: str, settings: tuple) -> str:
-        return self.node("vis", (layer, settings), lambda i: None).replace("vis", "batch")
+    def icon_batch(self, layer: str, opts: dict) -> tuple[tuple, str]:
+        """(settings, batch id): icons of one layer with the same settings share one optimisation."""
+        settings = self.icon_settings(opts)
+        batch = self.batches.setdefault((layer, settings), f"batch{len(self.batches)}")
+        return settings, batch
 
     def featurevis(self, c: _Content, opts: dict, path: tuple) -> tuple[str, ...]:
         """The FeatureVis op of a ``featurevis`` presentation of content ``c``."""
-        settings = self.icon_settings(opts)
-        batch = self.batch_key(c.layer, settings)
+        settings, batch = self.icon_batch(c.layer, opts)
         atom = c.canon
         src = c.series[0].op if c.series else ""
         common = dict(layer=c.layer, settings=settings, seed=self.seed, batch=batch)
@@ -424,8 +427,7 @@ class _Builder:
             return self.featurevis(c, opts, path), None
         if name == "semantic_dictionary":
             acts = self.neurons(c.layer)
-            settings = self.icon_settings(opts["icon"])
-            batch = self.batch_key(c.layer, settings)
+            settings, batch = self.icon_batch(c.layer, opts["icon"])
             key = ("dictionary", acts, opts["top"], settings)
             fv = self.node("fv", key, lambda i: FeatureVis(i, source=acts, layer=c.layer, objective="channel",
                                                            per_position=opts["top"], settings=settings, seed=self.seed,
@@ -441,8 +443,7 @@ class _Builder:
             return (self.node("grid", (acts, frozen), lambda i: ActivationGrid(i, source=acts, layer=c.layer,
                                                                                settings=frozen, seed=self.seed)),), None
         if name == "groups" and opts.get("icons"):
-            settings = self.icon_settings(opts["icon"])
-            batch = self.batch_key(c.layer, settings)
+            settings, batch = self.icon_batch(c.layer, opts["icon"])
             return (self.node("fv", ("group", c.groups, settings),
                               lambda i: FeatureVis(i, source=c.groups, layer=c.layer, objective="group",
                                                    settings=settings, seed=self.seed, batch=batch)),), None
@@ -450,8 +451,7 @@ class _Builder:
             if c.layer in ("input", "output"):
                 self.fail(path, f"bars icons are feature visualisations of a hidden layer's channels; {c.layer!r} has none "
                                 "(set icons: false)")
-            settings = self.icon_settings(opts["icon"])
-            batch = self.batch_key(c.layer, settings)
+            settings, batch = self.icon_batch(c.layer, opts["icon"])
             out = []
             for s in c.series:
                 out.append(self.node("fv", ("channel", s.op, (), opts["top"], True, settings),
@@ -547,7 +547,7 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
     for t, gid in b.grad_ids.items():
         wrt = tuple(sorted(b.grad_wrt[t], key=info.order))
         plan.ops[gid] = Gradient(gid, capture=CAPTURE_ID, target=t, wrt=wrt)
-    plan.ops.update({k: v for k, v in b.ops.items() if v is not None})
+    plan.ops.update(b.ops)
     for p in presents:
         plan.ops[p.id] = p
     plan.layer_shapes = {l: info.shape(l) for l in ordered}

@@ -14,6 +14,8 @@ import numpy as np
 
 from ._charts import (PANEL, _array, _cell_layer, _cells, _fail, _image, _image_layer, _need, _options, _panel_px,
                       _ramp, _sig, png_data_url)
+from interpgram.grammar._presentations import ActivationGridOptions, FeatureVisOptions
+
 from ._registry import register
 from ._types import ElementView
 
@@ -35,9 +37,8 @@ def _icon_urls(view: ElementView, icons: Any, n: int | None = None) -> list[str]
 
 
 # ----------------------------------------------------------------------------- featurevis
-FEATUREVIS_OPTIONS = {"top": None, "size": None, "steps": None, "lr": None, "attempts": None, "param": None,
-                      "decorrelate": None, "transforms": None, "relu_redirect": None, "cossim_pow": None,
-                      "autocast": None}
+# the charts take the grammar's options (the icon settings among them are used upstream, not drawn)
+FEATUREVIS_OPTIONS = dict.fromkeys(FeatureVisOptions.model_fields)
 
 
 @register("featurevis")
@@ -155,8 +156,7 @@ def semantic_dictionary(view: ElementView) -> alt.TopLevelMixin:
 
 
 # ----------------------------------------------------------------------------- activation grid
-GRID_OPTIONS = {k: None for k in ("cell_size", "steps", "lr", "groups", "sample", "transforms", "decorrelate",
-                                  "cossim_pow", "crop", "autocast")}
+GRID_OPTIONS = dict.fromkeys(ActivationGridOptions.model_fields)
 
 
 @register("activation_grid")
