@@ -25,6 +25,7 @@ class Prepared:
     model: LoadedModel
     info: ModelInfo
     plan: Plan
+    icon_steps: Optional[int] = None  # a draft's icon steps, applied to link variants too
 
 
 def model_info(model: LoadedModel) -> ModelInfo:
@@ -59,7 +60,44 @@ def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Opti
         plan.n_images = len(expand_refs(loaded.spec.inputs))
     except InputError as e:
         raise SpecError([loaded.error(("input",), str(e))]) from None
-    return Prepared(loaded, model, info, plan)
+    _check_datasets(loaded, model, plan)  # dataset examples: a data set that cannot be opened, with its position
+    return Prepared(loaded, model, info, plan, icon_steps)
+
+
+def _examples_path(loaded: LoadedSpec, element: str) -> tuple:
+    """Where an element's ``examples`` presentation names its data set (falls back to the presentation)."""
+    pres = loaded.spec.elements[element].presentation
+    path: tuple = ("elements", element, "presentation")
+    if isinstance(pres, list):
+        names = [it if isinstance(it, str) else next(iter(it.model_dump())) for it in pres]
+        path += (names.index("examples"),) if "examples" in names else ()
+    return path + ("examples", "dataset")
+
+
+def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None) -> None:
+    """Open the data set of every ``examples`` element (listing its files, reading none); a failure
+    (or ``error``, raised while streaming one) becomes a SpecError at the element's ``dataset`` key."""
+    from .data.datasets import DatasetError, open_dataset
+
+    diags, seen = [], set()
+    for p in plan.elements:
+        if p.presentation != "examples" or p.element in seen or p.detail not in plan.ops:
+            continue
+        seen.add(p.element)
+        op, raw = plan.ops[p.detail], p.option_dict.get("dataset", "builtin:shapes")
+        if error is not None:  # the first element whose data set the message names, else the first one
+            named = raw in str(error) or op.dataset in str(error)
+            if named or not diags:
+                diags = [(named, loaded.error(_examples_path(loaded, p.element), str(error)))]
+            if named:
+                break
+            continue
+        try:
+            open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir)
+        except DatasetError as e:
+            diags.append((True, loaded.error(_examples_path(loaded, p.element), str(e))))
+    if diags:
+        raise SpecError([d for _, d in diags])
 
 
 def _override_steps(plan: Plan, steps: int) -> None:
@@ -102,6 +140,9 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
     try:
         results = execute(plan, prep.model, inputs, cache=cache or make_cache(prep),
                           batch_size=prep.loaded.spec.execution.batch_size, progress=progress)
+    except InputError as e:  # a data-set image that cannot be read while streaming (dataset examples)
+        _check_datasets(prep.loaded, prep.model, plan, error=e)
+        raise
     except RuntimeError as e:
         if "execution.device" in str(e):
             raise SpecError([prep.loaded.error(("execution", "device"), str(e))]) from None
@@ -127,6 +168,9 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     rc = make_cache(prep, cache)
     inputs, results = run(prep, cache=rc, progress=progress)
     by_element = build_views(prep.plan, inputs, results)
+    for el_id, views_ in compare_models(prep, cache=rc, allow_code=allow_code, progress=progress).items():
+        by_element[el_id] = by_element.get(el_id, []) + views_
+    links_table, variants, vstats = precompute_links(prep, inputs, results, by_element, cache=rc, progress=progress)
     views = [v for vs in by_element.values() for v in vs]
     layout = [[v.id for el in row for v in by_element.get(el, [])] for row in prep.plan.layout]
     st = results.stats
@@ -145,12 +189,100 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
            if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
         "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
+    if st.examples_computed or st.examples_cached:
+        meta["dataset examples"] = (f"{st.examples_computed} atom(s) searched ({st.dataset_images} data-set images "
+                                    f"streamed), {st.examples_cached} from the cache")
     for note in prep.model.notes:
         meta.setdefault("notes", note)
-    if prep.plan.links:
-        meta["links"] = ", ".join(f"{a} → {b}" for a, b in prep.plan.links) + " (interactive only in a live dashboard)"
+    if prep.plan.link_info:
+        parts = []
+        for li in prep.plan.link_info:
+            n = len({v.key for vs in variants.values() for v in vs if v.link == li.index})
+            parts.append(f"{li.source}.{li.event} → {li.element}.{li.target}: {n} selection(s) precomputed "
+                         f"(bound {li.precompute})")
+        meta["links"] = parts
+        if vstats is not None:
+            meta["link passes"] = (f"{vstats.forward_passes} forward, {vstats.backward_passes} backward; "
+                                   f"cache hits {vstats.cache_hits}, misses {vstats.cache_misses}; "
+                                   "any other selection is computed live by interpgram serve")
     truth = [t for t in inputs.truth if t]
     if truth:
         meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
-    path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta)
+    path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta,
+                        links=links_table, variants=variants)
     return path, prep, results
+
+
+def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = False, progress=None) -> dict[str, list]:
+    """Elements with ``vary: {model: [...]}``: the element compiled, run and drawn again for each
+    other model (its own preprocessing, the same inputs and cache), titled and named by the model."""
+    from dataclasses import replace
+
+    from .views import _safe
+
+    out: dict[str, list] = {}
+    spec = prep.loaded.spec
+    for el_id, sources in prep.plan.vary_models.items():
+        el = spec.elements[el_id]
+        for i, src in enumerate(sources):
+            path = ("elements", el_id, "vary", "model", i)
+            sub = spec.model_copy(update={"model": src, "elements": {el_id: el.model_copy(update={"vary": None})},
+                                          "links": [], "layout": None, "title": None})
+            loaded = replace(prep.loaded, spec=sub)
+            ms = src if not isinstance(src, str) else None
+            name = src if isinstance(src, str) else src.source
+            try:
+                model = load_model(name, weights=ms.weights if ms else None, factory=ms.factory if ms else None,
+                                   labels=ms.labels if ms else None, allow_code=allow_code,
+                                   base_dir=prep.loaded.base_dir)
+            except ModelSourceError as e:
+                raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
+            info = model_info(model)
+            try:
+                plan = compile_spec(loaded, info)
+            except SpecError as e:
+                raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
+                                                         + "; ".join(d.message for d in e.diagnostics))]) from None
+            plan.resolved_device = prep.plan.resolved_device
+            other = Prepared(loaded, model, info, plan)
+            inputs, results = run(other, cache=cache, progress=progress)
+            for v in build_views(plan, inputs, results).get(el_id, []):
+                label = name if ms is None or not ms.weights else f"{name} ({Path(ms.weights).name})"
+                v.id = f"{v.id}-{_safe(label)}"
+                v.title = f"{v.title} · {label}"
+                out.setdefault(el_id, []).append(v)
+    return out
+
+
+def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_element: dict, *, cache: ResultCache,
+                     progress=None):
+    """The link variants a static report holds: (link table, variants by base view id, their stats)."""
+    from . import links
+
+    if not prep.plan.link_info:
+        return [], {}, None
+    for li in prep.plan.link_info:  # source views define the selection parameter the page listens to
+        for v in by_element.get(li.source, []):
+            v.link_source = {"event": li.event, "kind": li.kind}
+    sels = links.selections(prep.plan, results)
+    if not sels:
+        table, variants = links.report_links(prep.plan, None, by_element, {}, len(inputs.names))
+        return table, variants, None
+    vplan, vresults, vviews = links.run_variants(prep, inputs, sels, cache=cache, progress=progress)
+    stats = vresults.stats
+    # a source element that is itself a link's target shows other atoms in its variants: those can be
+    # selected too (one more fused plan for them)
+    done = {(li.index, li.key(v)) for li, v in sels}
+    more = [(li, v) for li, v in links.selections(prep.plan, results, extra=((vplan, vresults),))
+            if (li.index, li.key(v)) not in done]
+    if more:
+        _, more_results, more_views = links.run_variants(prep, inputs, more, cache=cache, progress=progress)
+        for el, vs in more_views.items():
+            vviews.setdefault(el, []).extend(vs)
+        for f in ("forward_passes", "backward_passes", "cache_hits", "cache_misses"):
+            setattr(stats, f, getattr(stats, f) + getattr(more_results.stats, f))
+    for li in prep.plan.link_info:  # a variant of a source element is a source too
+        for v in vviews.get(li.source, []):
+            v.link_source = {"event": li.event, "kind": li.kind}
+    table, variants = links.report_links(prep.plan, vplan, by_element, vviews, len(inputs.names))
+    return table, variants, stats

@@ -69,18 +69,38 @@ def build_views(plan: Plan, inputs, results) -> dict[str, list]:
         vals = [results.values[s.op]["value"] for s in p.series]
         for i in range(n):
             vid = p.element if n == 1 else f"{p.element}-{i}"
-            if p.id.count(":") == 2:
-                vid += f"-{p.id.rsplit(':', 1)[1]}"
+            base_id = p.id.split("@", 1)[0]  # a link variant's id is the element's + "@link:key"
+            if base_id.count(":") == 2:
+                vid += f"-{base_id.rsplit(':', 1)[1]}"
+            if p.side:  # one side of a comparison (vary)
+                vid += f"-{_safe(p.side)}"
             ctx = ViewContext(plan, p, results, i, vid, p.title + (f" · {inputs.names[i]}" if n > 1 else ""),
                               hwc(inputs.images[i]), p.option_dict, vals)
-            views.setdefault(p.element, []).extend(BUILDERS[p.presentation](ctx))
+            built = BUILDERS[p.presentation](ctx)
+            for j, v in enumerate(built):
+                v.image = i
+                if p.link >= 0:  # a link's variant: named after the view it stands in for
+                    v.base, v.link, v.key = v.id, p.link, p.variant
+                    v.id = f"{v.id}~{p.link}~{_safe(p.variant)}"
+            views.setdefault(p.element, []).extend(built)
     return views
+
+
+def _safe(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_," else "_" for ch in key)
 
 
 # ----------------------------------------------------------------------------- information visualisation
 @view_builder("heatmap")
 def _heatmap(c: ViewContext) -> list:
     p = c.p
+    if p.atom == "group":  # NMF groups: each group's share of the activation (one group when a link selects it)
+        g = c.results.values[p.groups]
+        spatial, channels = g["spatial"][c.i].float(), g["channels"][c.i].float()
+        share = spatial * channels.norm(dim=1)[:, None, None]
+        which = [p.focus] if p.focus is not None else range(share.shape[0])
+        maps = [{"label": f"group {k + 1}", "values": share[k].numpy().astype(np.float32)} for k in which]
+        return [c.view({"image": c.image, "signed": False, "maps": maps})]
     data = {"image": c.image, "signed": p.content_kind != "activation",
             "maps": [{"label": s.label, "values": v[c.i].numpy().astype(np.float32)} for s, v in zip(p.series, c.vals)]}
     opts = c.opts
@@ -115,6 +135,8 @@ def _groups(c: ViewContext) -> list:
             "attribution": {s.label: v[c.i].numpy().astype(np.float32) for s, v in zip(p.series, c.vals)}}
     if p.icons:
         data["icons"] = c.icons_of(p.icons[0])[1]
+    if p.focus is not None:
+        data["focus"] = p.focus
     return [c.view(data)]
 
 
@@ -155,6 +177,7 @@ def _featurevis(c: ViewContext) -> list:
             "direction_neuron": "activation vector"}[op.objective]
     st = op.setting_dict
     data = {"icons": icons, "labels": labels, "values": values,
+            "atom_ids": [int(a) for a in atoms] if op.objective in ("channel", "neuron", "group") else None,
             "scores": c.results.values[op.id]["scores"][c.i].tolist(), "value_name": what,
             "heading": f"{kind} icons · {p.layer}",
             "subtitle": f"{st.get('size')} px, {st.get('steps')} steps; caption: atom · {what}"}
@@ -175,4 +198,38 @@ def _activation_grid(c: ViewContext) -> list:
     g = c.results.values[c.p.icons[0]]
     data = {"image": c.image, "icons": g["icons"][c.i].numpy(), "magnitude": g["magnitude"][c.i].numpy(),
             "layer": c.p.layer}
+    return [c.view(data)]
+
+
+# ----------------------------------------------------------------------------- dataset examples
+@view_builder("examples")
+def _examples(c: ViewContext) -> list:
+    """Per atom of this image: its label, content value and the top data-set examples (patches or
+    whole images as (s, s, 3) arrays, scores, data-set indices and names, receptive-field boxes)."""
+    p = c.p
+    op = c.plan.ops[p.detail]
+    r = c.results.values[op.id]
+    what = {"activation": "activation", "attribution": "attribution"}.get(p.content_kind, "value")
+    score = {"channel": "max activation", "neuron": "activation", "spatial": "max cosine similarity",
+             "direction": "max projection", "group": "max projection on the group's direction"}[op.atom]
+    atoms = []
+    for atom, label, value, ex in zip(r["atoms"][c.i], r["labels"][c.i], r["values"][c.i], r["examples"][c.i]):
+        if p.layer == "output" and op.atom == "channel" and int(atom) < len(c.plan.classes):
+            label = c.plan.classes[int(atom)]  # the output's channels are its classes
+        atoms.append({"label": label, "value": value,
+                      "images": [hwc(im.float() / 255.0) for im in ex["images"]],
+                      "scores": [float(s) for s in ex["scores"]], "indices": [int(i) for i in ex["indices"]],
+                      "names": list(ex["names"]), "boxes": [[int(b) for b in box] for box in ex["boxes"]],
+                      "positions": [[int(t) for t in xy] for xy in ex["positions"]]})
+    h, w = c.image.shape[:2]
+    by = (f"attribution to {p.series[0].label}" if p.content_kind == "attribution" and p.series else
+          p.series[0].label if p.content_kind == "transform" and p.series else what)
+    picked = "" if op.atoms or op.atom == "group" else f" (the {op.count} strongest by {by} in this input)"
+    source = f"{op.dataset} ({op.split})" if op.dataset.startswith("builtin:") else c.opts.get("dataset", r["dataset"])
+    shown = "each crop is the receptive field of the best position" if op.patch else \
+        "box: the receptive field of the best position"
+    data = {"atoms": atoms, "layer": p.layer, "atom": op.atom, "value_name": what, "score_name": score,
+            "patch": op.patch, "input_size": [h, w], "dataset": r["dataset"], "n": int(r["size"]),
+            "heading": f"dataset examples · {p.layer}",
+            "subtitle": f"top {op.top} of {int(r['size'])} images of {source} per atom{picked}, ranked by {score}; {shown}"}
     return [c.view(data)]

@@ -128,7 +128,7 @@ def register_presentation(kind: PresentationKind) -> PresentationKind:
 
 
 register_presentation(PresentationKind(
-    "heatmap", HeatmapOptions, ("spatial", "direction"),
+    "heatmap", HeatmapOptions, ("spatial", "direction", "group"),
     "a map over the input image: spatial activation magnitude or spatial attribution, one or two classes",
 ))
 register_presentation(PresentationKind(
@@ -153,4 +153,33 @@ register_presentation(PresentationKind(
     "activation_grid", ActivationGridOptions, ("spatial",),
     "one icon per position of a layer, each cell sized by the activation's magnitude",
     contents=("activation",),
+))
+
+
+class ExamplesOptions(_Options):
+    """Dataset examples: for each atom, the data-set images (or receptive-field patches) that activate it most."""
+
+    dataset: str = Field("builtin:shapes", description="builtin:shapes, or a folder of images (relative to the spec's folder)")
+    n: int = Field(2000, ge=1, le=10_000_000, description="how many data-set images are searched (the first n)")
+    split: Literal["train", "test"] = Field("test", description="the split (a folder: its train/ or test/ subfolder when it has them)")
+    top: int = Field(6, ge=1, le=64, description="examples shown per atom")
+    atoms: int = Field(4, ge=1, le=32, description="how many atoms when the content names none: the strongest of this input")
+    patch: bool = Field(True, description="crop each example to the receptive field of its best position (else the whole image)")
+    batch_size: int = Field(256, ge=1, le=65536, description="data-set images per forward pass")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("dataset is empty: use builtin:shapes or a folder of images")
+        if v.startswith("builtin:") and v != "builtin:shapes":
+            from ._errors import did_you_mean
+            raise ValueError(f"unknown built-in data set {v!r} {did_you_mean(v, ['builtin:shapes'], listing='built-in data sets')}; "
+                             "a data set is builtin:shapes, or a folder of images (a path, relative to the spec's folder)")
+        return v
+
+
+register_presentation(PresentationKind(
+    "examples", ExamplesOptions, ("channel", "neuron", "spatial", "direction", "group"),
+    "dataset examples: for each atom, the data-set images (or receptive-field patches) that activate it most",
 ))

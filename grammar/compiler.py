@@ -26,6 +26,7 @@ from .plan import (
     Factorize,
     Gradient,
     GroupAttribution,
+    LinkInfo,
     PathGradient,
     Plan,
     Present,
@@ -37,6 +38,7 @@ from .spec import (
     ActivationContent,
     AttributionContent,
     DatasetSubstrate,
+    CanonicalAtom,
     NetworkSubstrate,
     ParametersSubstrate,
     TransformContent,
@@ -86,6 +88,26 @@ class _Content:
     canon: Any = None  # the CanonicalAtom of the content's (first) substrate
 
 
+@dataclass(frozen=True)
+class Selection:
+    """A link's selection applied while lowering its target element: ``kind`` (position, channel,
+    class, group) with ``value`` drives ``target`` (from, to, class, group, position, channel)."""
+
+    kind: str
+    value: Any
+    target: str
+    source_layer: str = ""
+    source_shape: tuple[int, ...] = ()
+
+
+def map_position(xy: tuple[int, int], src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, int]:
+    """A position of a (C, H, W) layer → the position covering the same place in another layer."""
+    (h1, w1), (h2, w2) = src[-2:], dst[-2:]
+    x = min(w2 - 1, int((xy[0] + 0.5) * w2 / w1))
+    y = min(h2 - 1, int((xy[1] + 0.5) * h2 / h1))
+    return x, y
+
+
 @dataclass
 class _Builder:
     loaded: LoadedSpec
@@ -99,6 +121,9 @@ class _Builder:
     element_targets: set = field(default_factory=set)
     element_paths: int = 0
     batches: dict[tuple, str] = field(default_factory=dict)  # (layer, icon settings) -> batch id
+    sel: Optional[Selection] = None  # set while lowering a link's variant of its target element
+    sel_used: bool = False
+    sel_problem: str = ""
 
     # ------------------------------------------------------------ helpers
     def fail(self, path: tuple, msg: str, *, key: bool = False) -> None:
@@ -124,7 +149,7 @@ class _Builder:
     def gradient(self, target: Target, layer: str) -> str:
         self.element_targets.add(target)
         self.capture(layer)
-        if target.kind == "norm":
+        if target.kind in ("norm", "channel"):
             self.capture(target.layer)
         wrt = self.grad_wrt.setdefault(target, [])
         if layer not in wrt:
@@ -132,6 +157,46 @@ class _Builder:
         if target not in self.grad_ids:
             self.grad_ids[target] = f"grad{len(self.grad_ids)}"
         return self.grad_ids[target]
+
+    # ------------------------------------------------------------ link selections
+    def select_atom(self, atom: CanonicalAtom, layer: str) -> CanonicalAtom:
+        """The content's atom as a link's selection (``from``, ``position``, ``channel``) changes it."""
+        sel = self.sel
+        if sel is None or sel.target not in ("from", "position", "channel"):
+            return atom
+        shape = self.info.shape(layer)
+        if sel.kind == "position" and sel.target in ("from", "position"):
+            if len(shape) != 3:
+                self.sel_problem = f"{layer!r} has no positions to select"
+                return atom
+            x, y = map_position(sel.value, sel.source_shape, shape)
+            if atom.kind == "channel":  # the channels at the selected position
+                self.sel_used = True
+                return CanonicalAtom(kind="channel", at=(x, y), channels=atom.channels)
+            if atom.kind == "spatial":
+                self.sel_used = True
+                return CanonicalAtom(kind="spatial", at=(x, y))
+            if atom.kind == "neuron" and atom.at is not None:
+                self.sel_used = True
+                return CanonicalAtom(kind="neuron", at=(x, y, atom.at[2]))
+            self.sel_problem = f"a position selects spatial, channel or neuron atoms, not {atom.kind}"
+            return atom
+        if sel.kind == "channel" and sel.target in ("from", "channel"):
+            if layer != sel.source_layer:
+                self.sel_problem = (f"a channel of {sel.source_layer!r} selects channels of the same layer, "
+                                    f"but this content is in {layer!r}")
+                return atom
+            c = int(sel.value)
+            if atom.kind in ("channel", "spatial"):  # spatial: the map of that channel alone
+                self.sel_used = True
+                return CanonicalAtom(kind=atom.kind, at=atom.at, channels=(c,))
+            if atom.kind == "neuron" and atom.at is not None:
+                self.sel_used = True
+                return CanonicalAtom(kind="neuron", at=(*atom.at[:2], c))
+            self.sel_problem = f"a channel selects channel, spatial or neuron atoms, not {atom.kind}"
+            return atom
+        self.sel_problem = f"a {sel.kind} selection cannot drive {sel.target!r}"
+        return atom
 
     # ------------------------------------------------------------ substrates
     def check_layer(self, layer: str, path: tuple) -> None:
@@ -220,6 +285,7 @@ class _Builder:
         else:
             atom = canonical_atom(sub.atom, "spatial")
         self.check_atom(atom, sub.layer, path)
+        atom = self.select_atom(atom, sub.layer)
         cap = self.capture(sub.layer)
         sentence = f"Activation(Network {sub.layer} {atom.kind.capitalize()})"
         if atom.kind == "group":
@@ -251,6 +317,25 @@ class _Builder:
                          lambda i: Reduce(i, capture=cap, layer=layer, atom="neuron"))
 
     def targets(self, to: NetworkSubstrate, frm_layer: str, path: tuple) -> list[tuple[str, Target]]:
+        sel = self.sel
+        if sel is not None and sel.target in ("to", "class"):
+            if sel.kind == "class" and to.layer == "output":
+                self.sel_used = True
+                idx = int(sel.value)
+                return [(self.info.classes[idx], Target("logit", idx))]
+            if sel.kind == "channel" and sel.target == "to" and to.layer == sel.source_layer:
+                if canonical_atom(to.atom, "spatial").kind == "channel":
+                    self.sel_used = True
+                    c = int(sel.value)
+                    return [(f"{to.layer}:{c}", Target("channel", layer=to.layer, channel=c))]
+            if sel.kind == "position" and sel.target == "to" and to.layer not in ("input", "output"):
+                shape = self.info.shape(to.layer)
+                if len(shape) == 3 and self.info.order(to.layer) > self.info.order(frm_layer):
+                    self.sel_used = True
+                    x, y = map_position(sel.value, sel.source_shape, shape)
+                    return [(f"{to.layer} at ({x}, {y})", Target("norm", layer=to.layer, at=(x, y)))]
+            self.sel_problem = (f"a {sel.kind} selection drives `{sel.target}` of an attribution to "
+                                + ("the output (select a class)" if to.layer == "output" else f"{to.layer!r} (select a position)"))
         if to.layer == "output":
             if to.atom is not None and canonical_atom(to.atom).kind not in ("neuron", "channel"):
                 self.fail(path + ("to", "atom"), "the output layer's atoms are its class logits: use select: [class, ...]")
@@ -271,8 +356,16 @@ class _Builder:
         if atom.kind == "spatial":
             label = f"{to.layer} at ({atom.at[0]}, {atom.at[1]})" if atom.at else f"{to.layer} strongest position"
             return [(label, Target("norm", layer=to.layer, at=atom.at))]
+        if atom.kind == "channel":
+            if len(self.info.shape(to.layer)) != 3:
+                self.fail(path + ("to", "atom"), f"channel targets need a layer with positions; {to.layer!r} has shape "
+                                                 f"{self.info.shape(to.layer)}")
+            if atom.channels is None:
+                return [(f"{to.layer} strongest channel", Target("channel", layer=to.layer))]
+            return [(f"{to.layer}:{c}", Target("channel", layer=to.layer, channel=c)) for c in atom.channels]
         self.fail(path + ("to", "atom"),
-                  f"layer-to-layer attribution targets a spatial position of {to.layer!r}: atom: spatial or {{spatial: [x, y]}}")
+                  f"layer-to-layer attribution targets a position ({{spatial: [x, y]}}, atom: spatial) or a channel "
+                  f"({{channel: c}}, atom: channel) of {to.layer!r}")
         raise AssertionError
 
     def attribution(self, c: AttributionContent, path: tuple) -> _Content:
@@ -286,6 +379,7 @@ class _Builder:
         if atom.kind == "direction":
             self.fail(path + ("from", "atom"), "direction atoms are shown as activations ({activation: {layer: L, atom: {direction: ...}}}); "
                                                "attribution works on neuron, spatial, channel, group and whole atoms")
+        atom = self.select_atom(atom, frm.layer)
         targets = self.targets(to, frm.layer, path)
         cap = self.capture(frm.layer)
         to_name = "Output " + ", ".join(t[0] for t in targets) if to.layer == "output" else f"Network {to.layer}"
@@ -315,6 +409,9 @@ class _Builder:
                 series.append(Series(label, ga))
             return _Content(series, "group", frm.layer, "attribution", sentence, groups=groups, canon=atom)
         for label, t in targets:
+            if a.method == "integrated" and t.kind == "channel":
+                self.fail(path + ("method",), "method: integrated is available for class and position targets; "
+                                              "use grad_x_act for channel targets")
             if a.method == "integrated":
                 self.element_targets.add(("path", t, frm.layer, a.steps))
                 if t.kind == "norm":
@@ -459,11 +556,253 @@ class _Builder:
                                                                top=opts["top"], both_signs=True, settings=settings,
                                                                seed=self.seed, batch=batch)))
             return tuple(out), None
+        if name == "examples":  # dataset examples: detail = the Examples op (no icons)
+            import os
+            from pathlib import Path
+
+            from .plan import Examples
+            shape = self.info.shape(c.layer)
+            if c.layer == "input" or len(shape) not in (1, 3):
+                self.fail(path, f"examples rank data-set images by a hidden layer's (or the output's) activation; "
+                                f"{c.layer!r} has shape {shape}")
+            atom, kind = c.canon, c.atom
+            vectors = ""
+            explicit: tuple = ()
+            if kind == "channel" and atom is not None and atom.channels:
+                explicit = tuple(atom.channels)
+            elif kind == "neuron" and atom is not None and atom.at:
+                explicit = (tuple(atom.at),)
+            elif kind == "spatial":
+                vectors = self.neurons(c.layer)
+                explicit = (tuple(atom.at[:2]),) if atom is not None and atom.at else ()
+            elif kind == "direction":
+                explicit = (self.dense(atom, c.layer),)
+            src = c.series[0].op if c.series else ""
+            groups = (c.groups or "") if kind == "group" else ""
+            ds = opts["dataset"]
+            if not ds.startswith("builtin:"):  # a folder: relative to the spec's folder
+                p = Path(os.path.expanduser(ds))
+                ds = str(p if p.is_absolute() else self.loaded.base_dir / p)
+            fields = dict(source=src, vectors=vectors, groups=groups, layer=c.layer, atom=kind, atoms=explicit,
+                          top=opts["top"], count=opts["atoms"], dataset=ds, n=opts["n"], split=opts["split"],
+                          patch=opts["patch"], batch_size=opts["batch_size"])
+            return (), self.node("ex", tuple(fields.values()), lambda i: Examples(i, **fields))
         return (), None
 
     @property
     def seed(self) -> int:
         return self.loaded.spec.execution.seed
+
+
+def _with_layer(content, layer: str):
+    """``content`` with its (source) layer replaced: the activation's layer, an attribution's
+    ``from`` layer, recursively through transforms."""
+    if isinstance(content, ActivationContent):
+        return content.model_copy(update={"activation": content.activation.model_copy(update={"layer": layer})})
+    if isinstance(content, AttributionContent):
+        a = content.attribution
+        return content.model_copy(update={"attribution": a.model_copy(update={"from_": a.from_.model_copy(update={"layer": layer})})})
+    if isinstance(content, TransformContent):
+        t = content.transform
+        upd = {k: _with_layer(getattr(t, k), layer) for k in ("of", "a", "b") if getattr(t, k) is not None}
+        if t.by is not None and not isinstance(t.by, str):
+            upd["by"] = _with_layer(t.by, layer)
+        return content.model_copy(update={"transform": t.model_copy(update=upd)})
+    return content
+
+
+def _lower_varied(b: _Builder, el_id: str, el) -> tuple[list[Present], Optional[set]]:
+    """An element with ``vary``: one set of presents per class or layer, side by side (models are
+    compared by the pipeline, which compiles the element again for each other model)."""
+    v = el.vary
+    vpath = ("elements", el_id, "vary", v.kind if v.kind != "class" else "class")
+    out: list[Present] = []
+    targets: set = set()
+    if v.kind == "model":
+        got, t = _lower_element(b, el_id, el, side=str(b.loaded.spec.model_spec.source))
+        return got, t
+    for i, value in enumerate(v.values):
+        n = len(b.diags)
+        if v.kind == "class":
+            try:
+                idx = b.class_index(value, vpath + (i,))
+            except _Invalid:
+                continue
+            side = b.info.classes[idx]
+            got, problem = _apply_selection(b, el_id, el, Selection("class", idx, "class"), side=side)
+            if problem:
+                b.diags.append(b.loaded.error(vpath + (i,), f"vary class: {problem} (vary class re-targets an "
+                                                             "attribution to the output)"))
+                continue
+            t = set(b.element_targets)
+        else:
+            try:
+                b.check_layer(value, vpath[:-1] + (i,))
+            except _Invalid:
+                continue
+            got, t = _lower_element(b, el_id, el.model_copy(update={"content": _with_layer(el.content, value)}),
+                                    side=value)
+            if t is None or len(b.diags) > n:
+                continue
+        out.extend(got)
+        targets |= t or set()
+    return out, (targets if out else None)
+
+
+def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int = -1,
+                   focus: Optional[int] = None, side: str = "") -> tuple[list[Present], Optional[set]]:
+    """One element → its Present ops (one per presentation); diagnostics go to ``b.diags``.
+    Returns (presents, the gradient targets it needed) — targets is None when the content failed."""
+    epath = ("elements", el_id)
+    b.element_targets = set()
+    try:
+        content = b.content(el.content, epath + ("content",))
+    except _Invalid:
+        return [], None
+    targets = set(b.element_targets)
+    out = []
+    for i, (name, opts) in enumerate(canonical_presentations(el.presentation)):
+        ppath = epath + ("presentation",) + ((i,) if isinstance(el.presentation, list) else ())
+        kind = PRESENTATIONS[name]
+        try:
+            options = kind.options.model_validate(opts)
+        except Exception as err:  # pydantic ValidationError
+            for e in getattr(err, "errors", lambda: [])():
+                b.diags.append(_option_error(b.loaded, ppath, name, kind.options, opts, e))
+            continue
+        if content.kind not in kind.contents:
+            b.diags.append(b.loaded.error(ppath, f"presentation {name!r} shows {' or '.join(kind.contents)} content, "
+                                                 f"but this element's content is {content.kind}"))
+            continue
+        if content.atom not in kind.atoms:
+            want = " or ".join(kind.atoms)
+            fits = [n for n, k in PRESENTATIONS.items() if content.atom in k.atoms]
+            hint = f"; for {content.atom} content use {' or '.join(fits)}" if fits else ""
+            b.diags.append(b.loaded.error(ppath, f"presentation {name!r} shows {want} atoms, but this content is "
+                                                 f"{content.layer}·{content.atom}{hint}"))
+            continue
+        try:
+            icons, detail = b.icons_for(name, content, options.model_dump(), ppath)
+        except _Invalid:
+            continue
+        pid = (f"el:{el_id}" + (f":{i}" if i else "") + (f"@{link}:{variant}" if link >= 0 else "")
+               + (f"@side:{side}" if side else ""))
+        title = (el.title or _title(el_id, name, content)) + (f" · {side}" if side else "")
+        out.append(Present(
+            pid, element=el_id, presentation=name, options=tuple(sorted(options.model_dump().items())),
+            atom=content.atom, layer=content.layer, content_kind=content.kind, series=tuple(content.series),
+            groups=content.groups, title=title, icons=icons, detail=detail,
+            grammar=_grammar(name, content.sentence), focus=focus, variant=variant, link=link, side=side,
+        ))
+    return out, targets
+
+
+def _selection_kind(p: Present, info: ModelInfo) -> Optional[str]:
+    """What clicking or hovering an atom of this element selects."""
+    if p.atom == "group":
+        return "group"
+    if p.atom == "channel":
+        return "class" if p.layer == "output" else "channel"
+    if p.atom in ("spatial", "direction", "neuron") and len(info.shape(p.layer)) == 3:
+        return "position"
+    return None
+
+
+def _apply_selection(b: _Builder, el_id: str, el, sel: Selection, *, variant: str = "",
+                     link: int = -1, side: str = "") -> tuple[list[Present], str]:
+    """Lower ``el`` with ``sel`` applied. Returns (presents, problem: "" when the selection took effect)."""
+    b.sel, b.sel_used, b.sel_problem = sel, False, ""
+    focus = None
+    if sel.target == "group":
+        if sel.kind != "group":
+            b.sel = None
+            return [], f"a {sel.kind} selection cannot drive `group` (a group selection from a groups element can)"
+        focus = int(sel.value)
+    n_diags = len(b.diags)
+    try:
+        presents, _ = _lower_element(b, el_id, el, variant=variant, link=link, focus=focus, side=side)
+    finally:
+        b.sel = None
+    if sel.target == "group" and sel.kind == "group":
+        ok = presents and all(p.groups for p in presents)
+        if ok:
+            k = b.ops[presents[0].groups].k
+            if int(sel.value) >= k:
+                return [], f"group {sel.value} does not exist ({k} groups)"
+            b.sel_used = True
+        else:
+            b.sel_problem = "`group` drives an element whose content is NMF groups"
+    if len(b.diags) > n_diags:
+        del b.diags[n_diags:]
+        return [], b.sel_problem or "the selection does not apply to this element's content"
+    if not b.sel_used:
+        return [], b.sel_problem or f"nothing in this element's content takes a {sel.kind} as `{sel.target}`"
+    return presents, ""
+
+
+def _resolve_links(b: _Builder, presents: list[Present]) -> list[LinkInfo]:
+    spec, loaded, info = b.loaded.spec, b.loaded, b.info
+    by_el: dict[str, Present] = {}
+    for p in presents:
+        by_el.setdefault(p.element, p)
+    out = []
+    for i, link in enumerate(spec.links):
+        src_el, _, event = link.from_.partition(".")
+        dst_el, _, target = link.to.partition(".")
+        if src_el not in spec.elements or dst_el not in spec.elements:
+            continue  # reported by the caller
+        src = by_el.get(src_el)
+        if src is None or dst_el not in by_el:
+            continue  # the element itself has an error, already reported
+        varied = [e for e in (src_el, dst_el) if spec.elements[e].vary is not None]
+        if varied:
+            b.diags.append(loaded.error(("links", i), f"link {link.from_} → {link.to}: element {varied[0]!r} compares "
+                                        "several views (vary); links join elements that show one view each"))
+            continue
+        kind = _selection_kind(src, info)
+        if kind is None:
+            b.diags.append(loaded.error(("links", i, "from"), f"link from {link.from_!r}: element {src_el!r} shows "
+                                        f"{src.layer}·{src.atom}, which has no atoms to {event} (positions, channels, "
+                                        "classes or groups)"))
+            continue
+        shape = info.shape(src.layer) if src.layer not in ("output",) else (len(info.classes),)
+        sample = {"position": (0, 0), "channel": 0, "class": 0, "group": 0}[kind]
+        sel = Selection(kind, sample, target, src.layer, shape)
+        probe = _Builder(loaded, info)  # a throwaway builder: checking must not add ops to the plan
+        _, problem = _apply_selection(probe, dst_el, spec.elements[dst_el], sel)
+        if problem:
+            what = {"position": f"a position of {src.layer}", "channel": f"a channel of {src.layer}",
+                    "class": "a class", "group": "an NMF group"}[kind]
+            b.diags.append(loaded.error(("links", i, "to"), f"link {link.from_} → {link.to}: {src_el!r} selects {what}, "
+                                        f"but {problem}"))
+            continue
+        out.append(LinkInfo(i, src_el, event, dst_el, target, kind, src.layer, tuple(shape), link.precompute))
+    return out
+
+
+def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple[LinkInfo, Any]],
+                     *, base: Optional[Plan] = None) -> Plan:
+    """The linked elements' variants for ``selections`` ((link, value) pairs) as one fused plan:
+    one forward pass, one backward per distinct target, shared nodes — as for the spec itself.
+    Presents carry ``link`` (the link's index) and ``variant`` (the selection key)."""
+    spec = loaded.spec
+    b = _Builder(loaded, info)
+    presents: list[Present] = []
+    for li, value in selections:
+        sel = Selection(li.kind, value, li.target, li.source_layer, li.source_shape)
+        got, problem = _apply_selection(b, li.element, spec.elements[li.element], sel, variant=li.key(value),
+                                        link=li.index)
+        if problem:
+            raise SpecError([loaded.error(("links", li.index), f"link {li.source} → {li.element}.{li.target}, "
+                                                               f"selection {li.key(value)}: {problem}")])
+        presents.extend(got)
+    if b.diags:
+        raise SpecError(b.diags)
+    plan = _finish(b, loaded, info, presents, layout=[], unfused=(0, 0))
+    if base is not None:
+        plan.link_info = list(base.link_info)
+        plan.n_images, plan.resolved_device = base.n_images, base.resolved_device
+    return plan
 
 
 def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
@@ -473,47 +812,12 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
     presents: list[Present] = []
     unfused_fwd = unfused_bwd = 0
     for el_id, el in spec.elements.items():
-        epath = ("elements", el_id)
-        b.element_targets = set()
-        try:
-            content = b.content(el.content, epath + ("content",))
-        except _Invalid:
+        got, targets = _lower_varied(b, el_id, el) if el.vary is not None else _lower_element(b, el_id, el)
+        if targets is None:
             continue
-        n_targets = len(b.element_targets)
-        unfused_fwd += 1 + sum(1 for t in b.element_targets if isinstance(t, tuple))
-        unfused_bwd += n_targets
-        for i, (name, opts) in enumerate(canonical_presentations(el.presentation)):
-            ppath = epath + ("presentation",) + ((i,) if isinstance(el.presentation, list) else ())
-            kind = PRESENTATIONS[name]
-            try:
-                options = kind.options.model_validate(opts)
-            except Exception as err:  # pydantic ValidationError
-                for e in getattr(err, "errors", lambda: [])():
-                    b.diags.append(_option_error(loaded, ppath, name, kind.options, opts, e))
-                continue
-            if content.kind not in kind.contents:
-                b.diags.append(loaded.error(ppath, f"presentation {name!r} shows {' or '.join(kind.contents)} content, "
-                                                   f"but this element's content is {content.kind}"))
-                continue
-            if content.atom not in kind.atoms:
-                want = " or ".join(kind.atoms)
-                fits = [n for n, k in PRESENTATIONS.items() if content.atom in k.atoms]
-                hint = f"; for {content.atom} content use {' or '.join(fits)}" if fits else ""
-                b.diags.append(loaded.error(ppath, f"presentation {name!r} shows {want} atoms, but this content is "
-                                                   f"{content.layer}·{content.atom}{hint}"))
-                continue
-            try:
-                icons, detail = b.icons_for(name, content, options.model_dump(), ppath)
-            except _Invalid:
-                continue
-            pid = f"el:{el_id}" + (f":{i}" if i else "")
-            title = el.title or _title(el_id, name, content)
-            presents.append(Present(
-                pid, element=el_id, presentation=name, options=tuple(sorted(options.model_dump().items())),
-                atom=content.atom, layer=content.layer, content_kind=content.kind, series=tuple(content.series),
-                groups=content.groups, title=title, icons=icons, detail=detail,
-                grammar=_grammar(name, content.sentence),
-            ))
+        unfused_fwd += 1 + sum(1 for t in targets if isinstance(t, tuple))
+        unfused_bwd += len(targets)
+        presents.extend(got)
 
     ids = set(spec.elements)
     for i, link in enumerate(spec.links):
@@ -534,9 +838,19 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
         missing = [e for e in spec.elements if e not in placed]
         if missing:
             b.diags.append(loaded.error(("layout",), f"layout leaves out element(s) {', '.join(missing)}; add them to a row"))
+    links = _resolve_links(b, presents)
     if b.diags:
         raise SpecError(b.diags)
+    plan = _finish(b, loaded, info, presents, layout=layout, unfused=(unfused_fwd, unfused_bwd))
+    plan.link_info = links
+    plan.vary_models = {e: list(el.vary.model) for e, el in spec.elements.items()
+                        if el.vary is not None and el.vary.kind == "model"}
+    return plan
 
+
+def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Present], *,
+            layout: list, unfused: tuple[int, int]) -> Plan:
+    spec = loaded.spec
     plan = Plan(model=spec.model_spec.source, inputs=tuple(spec.inputs), title=spec.title or "",
                 source=loaded.file, seed=spec.execution.seed, device=spec.execution.device,
                 dtype=spec.execution.dtype, classes=list(info.classes),
@@ -554,7 +868,7 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
     for op in plan.ops.values():
         if isinstance(op, PathGradient):
             plan.layer_shapes.setdefault(op.layer, info.shape(op.layer))
-    plan.unfused = {"forward": unfused_fwd, "backward": unfused_bwd}
+    plan.unfused = {"forward": unfused[0], "backward": unfused[1]}
     return plan
 
 

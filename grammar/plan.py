@@ -18,13 +18,16 @@ class Target:
 
     - ``logit``: the logit of ``cls`` (a class index, or ``None`` for each input's top-1 prediction);
     - ``norm``: the L2 norm of ``layer``'s activation vector at position ``at`` = (x, y), as the
-      article's layer-to-layer spatial attribution uses it.
+      article's layer-to-layer spatial attribution uses it;
+    - ``channel``: the total activation (Σ over positions) of ``channel`` of ``layer`` (``None``: each
+      input's strongest channel): layer-to-layer channel attribution.
     """
 
-    kind: str  # "logit" | "norm"
+    kind: str  # "logit" | "norm" | "channel"
     cls: Optional[int] = None
     layer: Optional[str] = None
     at: Optional[tuple[int, int]] = None
+    channel: Optional[int] = None  # kind "channel": Σ over positions of this channel of ``layer``
 
     def describe(self, classes: list[str] | None = None) -> str:
         if self.kind == "logit":
@@ -32,6 +35,8 @@ class Target:
                 return "logit[predicted]"
             name = classes[self.cls] if classes and self.cls < len(classes) else str(self.cls)
             return f"logit[{name}]"
+        if self.kind == "channel":
+            return f"Σ {self.layer}:{'strongest' if self.channel is None else self.channel}"
         if self.at is None:
             return f"‖{self.layer}[strongest position]‖"
         return f"‖{self.layer}[x={self.at[0]},y={self.at[1]}]‖"
@@ -199,6 +204,39 @@ class ActivationGrid(Op):
 
 
 @dataclass(frozen=True)
+class Examples(Op):
+    """Dataset examples: for each atom, the ``top`` images of a data set whose activation of
+    ``layer`` scores highest for it (always activation, whatever the content), found in one
+    streaming pass over the first ``n`` images of ``dataset``/``split``.
+
+    ``atom``: channel (max over positions of A[c]) | neuron (A[c, y, x]) | spatial (max over
+    positions of the cosine similarity to this input's activation vector at (x, y), taken from
+    ``vectors``) | direction (max over positions of ⟨A, w⟩) | group (a ``groups`` NMF group's channel
+    factor, as a direction). ``atoms``: explicit channels, neurons (x, y, c), positions (x, y) or one
+    direction; when empty, the ``count`` strongest atoms of ``source`` for each input (every group
+    for group atoms). ``patch``: crop to the receptive field of the best position.
+    """
+
+    source: str = ""  # the content (a Reduce/Combine op whose values pick the atoms); "" when not needed
+    vectors: str = ""  # spatial atoms: the neuron-level activation the query vectors come from
+    groups: str = ""  # group atoms: the Factorize op
+    layer: str = ""
+    atom: str = "channel"
+    atoms: tuple = ()
+    top: int = 6
+    count: int = 4
+    dataset: str = "builtin:shapes"  # builtin:shapes, or a folder (resolved against the spec's folder)
+    n: int = 2000
+    split: str = "test"
+    patch: bool = True
+    batch_size: int = 256
+
+    @property
+    def deps(self):
+        return tuple(x for x in (self.source, self.vectors, self.groups) if x)
+
+
+@dataclass(frozen=True)
 class Series:
     """One labelled series of an element's content (e.g. the map for one class)."""
 
@@ -222,6 +260,10 @@ class Present(Op):
     grammar: str = ""
     icons: tuple[str, ...] = ()  # FeatureVis ops (one per series for bars) or one ActivationGrid op
     detail: Optional[str] = None  # neuron-level activation (semantic dictionaries)
+    focus: Optional[int] = None  # group presentations: the one group a link selected
+    variant: str = ""  # a linked element's variant: the selection key it was compiled for ("3,5", "star", "g2")
+    link: int = -1  # index of the link that selects this variant (-1: the element as the spec states it)
+    side: str = ""  # comparisons (an element's ``vary``): which class, layer or model this view shows
 
     @property
     def deps(self):
@@ -244,7 +286,33 @@ def _size(n: int) -> str:
 
 
 AnyOp = Union[Capture, Gradient, PathGradient, Reduce, Factorize, GroupAttribution, Combine, FeatureVis,
-              ActivationGrid, Present]
+              ActivationGrid, Examples, Present]
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """A link between two elements, resolved against the model.
+
+    ``kind`` is what the source selects: ``position`` (x, y) of ``source_layer``, ``channel`` of
+    ``source_layer``, ``class`` (an output class) or ``group`` (an NMF group index). ``target`` is
+    what it drives in the target element: from | to | class | group | position | channel.
+    """
+
+    index: int
+    source: str  # element id
+    event: str  # hover | click | select
+    element: str  # target element id
+    target: str
+    kind: str
+    source_layer: str = ""
+    source_shape: tuple[int, ...] = ()
+    precompute: int = 64
+
+    def key(self, value) -> str:
+        """The selection's key, as charts and the report name it: "x,y", a channel, a class, a group."""
+        if self.kind == "position":
+            return f"{int(value[0])},{int(value[1])}"
+        return str(value)
 
 
 @dataclass
@@ -256,6 +324,8 @@ class Plan:
     classes: list[str] = field(default_factory=list)
     unfused: dict[str, int] = field(default_factory=dict)  # passes an element-at-a-time run would do
     links: list[tuple[str, str]] = field(default_factory=list)
+    link_info: list[LinkInfo] = field(default_factory=list)
+    vary_models: dict[str, list[str]] = field(default_factory=dict)  # element -> other models to compare with
     layout: list[list[str]] = field(default_factory=list)
     title: str = ""
     source: str = ""
@@ -272,6 +342,11 @@ class Plan:
     @property
     def elements(self) -> list[Present]:
         return self.of_type(Present)
+
+    @property
+    def base_elements(self) -> list[Present]:
+        """The elements as the spec states them (no link variants)."""
+        return [p for p in self.of_type(Present) if p.link < 0]
 
     def passes(self) -> dict[str, int]:
         fwd = len(self.of_type(Capture))
@@ -372,9 +447,14 @@ class Plan:
             batches = sorted({op.batch for op in fv})
             lines.append(f"  icons: {len(fv)} feature-visualisation request(s) in {len(batches)} batched optimisation(s) "
                          f"({', '.join(batches)}); each icon is cached on its own")
-        if self.links:
-            lines.append("  links: " + ", ".join(f"{a} → {b}" for a, b in self.links)
-                         + "  (interactive in the dashboard)")
+        if self.link_info:
+            for li in self.link_info:
+                lines.append(f"  link {li.source}.{li.event} → {li.element}.{li.target}: selects a {li.kind}"
+                             + (f" of {li.source_layer}" if li.kind in ("position", "channel") else "")
+                             + f"; up to {li.precompute} selections precomputed for the static report, any live in "
+                               "`interpgram serve`")
+        elif self.links:
+            lines.append("  links: " + ", ".join(f"{a} → {b}" for a, b in self.links))
         return "\n".join(lines)
 
     def _describe(self, op: AnyOp) -> str:
@@ -408,6 +488,11 @@ class Plan:
             st = dict(op.settings)
             return (f"{op.id:<{w}} ActGrid      {op.layer}: a {st.get('cell_size')} px icon per position, "
                     f"{st.get('steps')} steps × {st.get('sample')} cells, {st.get('groups')} shared NMF images")
+        if isinstance(op, Examples):
+            which = (f"{len(op.atoms)} given" if op.atoms else "every group" if op.atom == "group"
+                     else f"top {op.count} per image")
+            return (f"{op.id:<{w}} Examples     top {op.top} of {op.dataset} ({op.split}, n={op.n}) per {op.atom} atom "
+                    f"of {op.layer} ({which}){', patches' if op.patch else ''}")
         if isinstance(op, Present):
             return f"{op.id:<{w}} Present      {op.element}: {op.presentation} of {', '.join(s.label for s in op.series)}"
         return f"{op.id:<{w}} {name}"

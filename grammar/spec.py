@@ -361,12 +361,48 @@ def canonical_presentations(p: Any) -> list[tuple[str, dict]]:
     return out
 
 
+class Vary(Node):
+    """Comparison: the same element side by side for several classes, layers or models.
+
+    - ``class: [star, crescent]``: the element once per class (its attribution targets that class);
+    - ``layer: [conv3, conv4]``: once per layer (the content's layer is replaced);
+    - ``model: [file:other.safetensors, ...]``: the spec's model first, then each of these models.
+    """
+
+    class_: Optional[list[Union[str, int]]] = Field(None, alias="class", description="classes, one view each")
+    layer: Optional[list[str]] = Field(None, description="layers, one view each")
+    model: Optional[list[Union[str, "ModelSpec"]]] = Field(
+        None, description="other models shown after the spec's own (sources, or mappings like the spec's model)")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Vary":
+        given = [n for n, v in (("class", self.class_), ("layer", self.layer), ("model", self.model)) if v is not None]
+        if len(given) != 1:
+            raise ValueError("vary names exactly one of class, layer, model" + (f" (got {', '.join(given)})" if given else ""))
+        values = self.class_ or self.layer or self.model
+        least = 1 if self.model is not None else 2
+        if len(values) < least:
+            raise ValueError(f"vary {given[0]} needs at least {least} value{'s' if least > 1 else ''} to compare")
+        if len(values) > 8:
+            raise ValueError(f"vary {given[0]} compares at most 8 side by side, got {len(values)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "class" if self.class_ is not None else "layer" if self.layer is not None else "model"
+
+    @property
+    def values(self) -> list:
+        return list(self.class_ or self.layer or self.model)
+
+
 class Element(Node):
     """``InfoVis Content`` or ``FeatureVis Content``: content shown through a presentation."""
 
     content: Content
     presentation: Presentation
     title: Optional[str] = None
+    vary: Optional[Vary] = Field(None, description="compare: the same element for several classes, layers or models side by side")
 
 
 # --------------------------------------------------------------------------- interface
@@ -379,6 +415,8 @@ class Link(Node):
 
     from_: str = Field(..., alias="from", description="<element>.<event>: hover | click | select")
     to: str = Field(..., description="<element>.<target>: from | to | class | group | position | channel")
+    precompute: int = Field(64, ge=0, le=4096, description="selections precomputed for the static report "
+                            "(positions beyond it are subsampled evenly); every selection is computed live in `interpgram serve`")
 
     @field_validator("from_")
     @classmethod
@@ -419,6 +457,10 @@ class Execution(Node):
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
             raise ValueError(f"device {v!r} is not one of auto, cpu, cuda, cuda:N, mps")
         return v
+
+
+Vary.model_rebuild()
+Element.model_rebuild()
 
 
 class Spec(Node):

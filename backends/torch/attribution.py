@@ -17,8 +17,14 @@ from .capture import hooks
 
 def target_values(kind: str, logits: torch.Tensor, acts: dict[str, torch.Tensor], *, cls: Optional[int] = None,
                   layer: Optional[str] = None, at: Optional[tuple[int, int]] = None,
-                  predicted: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  predicted: Optional[torch.Tensor] = None, channel: Optional[int] = None) -> torch.Tensor:
     """The per-sample scalar (N,) whose gradient is taken."""
+    if kind == "channel":  # Σ over positions of one channel (layer-to-layer channel attribution)
+        a = acts[layer]
+        totals = a.sum(dim=(2, 3)) if a.dim() == 4 else a
+        if channel is not None:
+            return totals[:, channel]
+        return totals.gather(1, totals.detach().argmax(1, keepdim=True)).squeeze(1)
     if kind == "logit":
         if cls is not None:
             return logits[:, cls]
@@ -57,12 +63,24 @@ def reduce(act: torch.Tensor, grad: Optional[torch.Tensor], atom: str, *, at=Non
     Activation (``grad`` is None): neuron → A; spatial → ‖A‖₂ over channels (magnitude);
     channel → mean over positions; whole → ‖A‖₂.
     Attribution: neuron → A·G; spatial → Σ_c A·G; channel → Σ_{x,y} A·G; whole → Σ A·G.
-    ``at`` picks one position (x, y) or neuron (x, y, c); ``channels`` keeps a subset.
+    ``at`` picks one position (x, y) or neuron (x, y, c); ``channels`` keeps a subset. Channel
+    atoms with ``at`` are the channels at that position; spatial atoms with ``channels`` the map of
+    those channels alone (both are what a linked selection asks for).
     direction (activation only) → the projection A·v at each position (or of the vector).
     """
     spatial = act.dim() == 4
     if atom == "gradient":
         return grad
+    if spatial and at is not None and atom == "channel":
+        # the channels at one position (a linked selection): activation or A·∇ at (x, y)
+        x, y = at[0], at[1]
+        out = act[:, :, y, x] if grad is None else (act * grad)[:, :, y, x]
+        return out[:, list(channels)] if channels is not None else out
+    if spatial and channels is not None and atom == "spatial":
+        # the map of some channels only: their magnitude (activation) or Σ_{c in channels} A·∇
+        idx = list(channels)
+        out = act[:, idx].norm(dim=1) if grad is None else (act * grad)[:, idx].sum(dim=1)
+        return out[:, at[1], at[0]] if at is not None else out
     if atom == "direction":
         v = torch.as_tensor(vector, dtype=act.dtype, device=act.device)
         return torch.einsum("bc...,c->b...", act, v)

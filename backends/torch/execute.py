@@ -17,6 +17,7 @@ from interpgram.grammar.plan import (
     Capture,
     FeatureVis,
     Combine,
+    Examples,
     Factorize,
     Gradient,
     GroupAttribution,
@@ -44,6 +45,9 @@ class Stats:
     icons_cached: int = 0
     grids_rendered: int = 0
     grids_cached: int = 0
+    examples_computed: int = 0  # atoms whose dataset examples were searched for
+    examples_cached: int = 0  # atoms whose dataset examples came from the cache
+    dataset_images: int = 0  # data-set images streamed through the model for them
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, t: float) -> None:
@@ -134,7 +138,7 @@ class Executor:
 
         def need(op_id: str) -> None:
             op = plan.ops[op_id]
-            if isinstance(op, (FeatureVis, ActivationGrid)):
+            if isinstance(op, (FeatureVis, ActivationGrid, Examples)):
                 for d in op.deps:
                     need(d)
                 return
@@ -195,6 +199,10 @@ class Executor:
             from .optvis_ops import run_grids
             run_grids(self, grids, values)
             self.stats.add_time("activation grids", time.perf_counter() - t)
+        examples = [op for op in plan.topological() if isinstance(op, Examples)]
+        if examples:
+            from .examples import run_examples
+            run_examples(self, examples, values)
         return Results(values, self.stats, str(self.device))
 
     # ------------------------------------------------------------------ network
@@ -206,7 +214,7 @@ class Executor:
         layers = {r.layer for r in reduces}
         for g in grads:
             layers |= {r.layer for r in reduces if r.gradient == g.id}
-            if g.target.kind == "norm":
+            if g.target.kind in ("norm", "channel"):
                 layers.add(g.target.layer)
         for p in paths:
             if p.target.kind == "norm":
@@ -232,7 +240,8 @@ class Executor:
             for i, g in enumerate(grads):
                 t = time.perf_counter()
                 tg = g.target
-                vals = A.target_values(tg.kind, logits, acts, cls=tg.cls, layer=tg.layer, at=tg.at, predicted=predicted)
+                vals = A.target_values(tg.kind, logits, acts, cls=tg.cls, layer=tg.layer, at=tg.at, predicted=predicted,
+                                       channel=tg.channel)
                 wrt = grad_wrt[g.id]
                 last = i == len(grads) - 1
                 gs = A.gradients(vals, [acts[l] for l in wrt], retain=not last or bool(paths))

@@ -197,6 +197,26 @@ def _cell_layer(rows: list[dict[str, Any]], gh: int, gw: int) -> alt.Chart:
                     y=alt.Y("row:Q", scale=ys, axis=None), y2="row_end:Q"))
 
 
+def link_param(view: ElementView, fields: list[str]):
+    """The selection parameter ``link`` of a view that is the source of a link (else None): the
+    report's script and the dashboard listen to it. Hover links select on pointer-over, others on click."""
+    src = view.link_source
+    if not src:
+        return None
+    on = "pointerover" if src.get("event") == "hover" else "click"
+    return alt.selection_point(name="link", fields=fields, on=on, clear=False, nearest=False, toggle=False)
+
+
+def _pick_layer(view: ElementView, gh: int, gw: int, param) -> alt.Chart:
+    """Transparent cells over a map that select their position (col, row) for a link."""
+    rows = [{"row": i, "col": j} for i in range(gh) for j in range(gw)]
+    return _cell_layer(rows, gh, gw).mark_rect(fill="#000000", fillOpacity=0.0, strokeWidth=1.5).encode(
+        stroke=alt.condition(param, alt.value("#e8710a"), alt.value("#ffffff"), empty=False),
+        strokeOpacity=alt.condition(param, alt.value(1.0), alt.value(0.0), empty=False),
+        tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y")],
+    ).add_params(param)
+
+
 def _panel_px(image: np.ndarray, width: int) -> tuple[int, int]:
     h, w = image.shape[:2]
     return width, max(1, round(width * h / w))
@@ -260,18 +280,21 @@ def heatmap(view: ElementView) -> alt.TopLevelMixin:
             colour = alt.Color("value:Q", legend=legend, scale=alt.Scale(scheme="viridis", domain=[lo, hi]))
         layer = _cell_layer(rows, gh, gw).encode(
             color=colour, opacity=ALPHA, tooltip=[*where, alt.Tooltip("value:Q", title=labels[0], format=".4g")])
-        panels.append(panel([layer], labels[0]))
+        pick = link_param(view, ["col", "row"])
+        panels.append(panel([layer] + ([_pick_layer(view, gh, gw, pick)] if pick is not None else []), labels[0]))
         return alt.hconcat(*panels, spacing=18)
 
     # several classes: positive evidence only, one colour per class
     colours = _distinct_colours(len(maps), CLASS_COLOURS)
     pos = np.stack([np.maximum(m, 0) for m in maps])
     top = float(pos.max()) or 1.0
+    pick = link_param(view, ["col", "row"])
     for k, label in enumerate(labels):
         layer = _cell_layer(_cells(pos[k], _ramp(pos[k], 0, top, 0, opacity)), gh, gw).encode(
             color=alt.value(colours[k]), opacity=ALPHA,
             tooltip=[*where, alt.Tooltip("value:Q", title=label, format=".4g")])
-        panels.append(panel([layer], alt.TitleParams(label, color=colours[k])))
+        extra = [_pick_layer(view, gh, gw, pick)] if pick is not None and k == 0 else []
+        panels.append(panel([layer] + extra, alt.TitleParams(label, color=colours[k])))
     winner, strength = pos.argmax(0), pos.max(0)
     rows = _cells(strength, _ramp(strength, 0, top, 0, opacity))
     nothing = "(no positive evidence)"  # positions no class supports: drawn fully transparent
@@ -314,8 +337,8 @@ def bars(view: ElementView) -> alt.TopLevelMixin:
     labels = _labels(view, "labels", view.data["labels"], values.shape[0])
     target = str(view.data["target"])
     pos, neg = top_channels(values, top)
-    rows = ([{"channel": labels[i], "value": _sig(values[i]), "sign": "positive"} for i in pos]
-            + [{"channel": labels[i], "value": _sig(values[i]), "sign": "negative"} for i in neg])
+    rows = ([{"channel": labels[i], "atom": int(i), "value": _sig(values[i]), "sign": "positive"} for i in pos]
+            + [{"channel": labels[i], "atom": int(i), "value": _sig(values[i]), "sign": "negative"} for i in neg])
     icons = view.data.get("icons")
     if icons is not None:
         if not isinstance(icons, Mapping):
@@ -334,6 +357,10 @@ def bars(view: ElementView) -> alt.TopLevelMixin:
                         legend=alt.Legend(title=None, orient="bottom")),
         tooltip=[alt.Tooltip("channel:N"), alt.Tooltip("value:Q", format=".4g")],
     )
+    pick = link_param(view, ["atom"])
+    if pick is not None:  # a link source: the selected bar is outlined
+        bar = bar.encode(stroke=alt.condition(pick, alt.value("#e8710a"), alt.value(None), empty=False),
+                         strokeWidth=alt.condition(pick, alt.value(2), alt.value(0), empty=False)).add_params(pick)
     zero = alt.Chart({"values": [{"zero": 0}]}).mark_rule(color="#777777").encode(x="zero:Q")
     title = alt.TitleParams(
         f"strongest channels for {target}",
@@ -398,15 +425,25 @@ def groups(view: ElementView) -> alt.TopLevelMixin:
     cw, ch = _panel_px(image, PANEL)
     winner, strength = share.argmax(0), share.max(0)
     rows = _cells(strength, _ramp(strength, 0, peak, 0, 0.85))
+    focus = view.data.get("focus")
     for r in rows:
-        r["group"] = names[int(winner[r["row"], r["col"]])]
-    combined = alt.layer(
-        _image_layer(png_data_url(image, cw), gh, gw),
-        _cell_layer(rows, gh, gw).encode(
-            color=alt.Color("group:N", scale=group_colour, legend=alt.Legend(title=None, orient="left")),
-            opacity=ALPHA,
-            tooltip=[*where, alt.Tooltip("group:N", title="strongest"), alt.Tooltip("value:Q", title="share", format=".4g")]),
-    ).properties(width=cw, height=ch, title=f"{k} neuron groups: the strongest at each position")
+        r["gid"] = int(winner[r["row"], r["col"]])
+        r["group"] = names[r["gid"]]
+    if focus is not None:  # a link selected one group: the map shows that group's share alone
+        focus = int(focus)
+        if not 0 <= focus < k:
+            raise _fail(view, f"focus group {focus} is outside 0..{k - 1}")
+        rows = _cells(share[focus], _ramp(share[focus], 0, peak, 0, 0.85), group=names[focus], gid=focus)
+    cells = _cell_layer(rows, gh, gw).encode(
+        color=alt.Color("group:N", scale=group_colour, legend=alt.Legend(title=None, orient="left")),
+        opacity=ALPHA,
+        tooltip=[*where, alt.Tooltip("group:N", title="strongest"), alt.Tooltip("value:Q", title="share", format=".4g")])
+    pick = link_param(view, ["gid"])
+    if pick is not None:
+        cells = cells.add_params(pick)
+    combined = alt.layer(_image_layer(png_data_url(image, cw), gh, gw), cells).properties(
+        width=cw, height=ch, title=(f"{names[focus]} (selected)" if focus is not None
+                                    else f"{k} neuron groups: the strongest at each position"))
     first_row: list[alt.TopLevelMixin] = [combined]
     if attr:
         arows = [{"group": names[g], "class": cls, "value": _sig(a[g])} for cls, a in attr.items() for g in range(k)]

@@ -12,7 +12,7 @@ from typing import Any
 import altair as alt
 import numpy as np
 
-from ._charts import (PANEL, _array, _cell_layer, _cells, _fail, _image, _image_layer, _need, _options, _panel_px,
+from ._charts import (PANEL, link_param, _pick_layer, _array, _cell_layer, _cells, _fail, _image, _image_layer, _need, _options, _panel_px,
                       _ramp, _sig, png_data_url)
 from interpgram.grammar._presentations import ActivationGridOptions, FeatureVisOptions
 
@@ -56,6 +56,8 @@ def featurevis(view: ElementView) -> alt.TopLevelMixin:
     rows = []
     for i, (lab, url) in enumerate(zip(labels, urls)):
         r = {"i": i, "col": i % cols, "row": i // cols, "url": url, "label": lab}
+        if view.data.get("atom_ids") is not None:
+            r["atom"] = int(view.data["atom_ids"][i])
         r["caption"] = lab + (f" · {_sig(float(values[i])):.3g}" if values is not None else "")
         if values is not None:
             r["value"] = _sig(float(values[i]))
@@ -75,6 +77,9 @@ def featurevis(view: ElementView) -> alt.TopLevelMixin:
     img = base.mark_image(aspect=False).encode(
         x=alt.X("x0:Q", scale=xs, axis=None), x2="x1:Q", y=alt.Y("y0:Q", scale=ys, axis=None), y2="y1:Q",
         url="url:N", tooltip=tips)
+    pick = link_param(view, ["atom"]) if view.data.get("atom_ids") is not None else None
+    if pick is not None:
+        img = img.add_params(pick)
     text = base.mark_text(fontSize=10, baseline="middle", color="#3c4043").encode(
         x=alt.X("xc:Q", scale=xs, axis=None), y=alt.Y("yt:Q", scale=ys, axis=None), text="caption:N"
     ).transform_calculate(xc="datum.col + 0.5")
@@ -122,6 +127,9 @@ def semantic_dictionary(view: ElementView) -> alt.TopLevelMixin:
         tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y"),
                  alt.Tooltip("value:Q", title="‖activation‖", format=".4g")],
     ).mark_rect(fill="#000000", fillOpacity=0.0, strokeWidth=1.5).add_params(hover)
+    pick = link_param(view, ["col", "row"])
+    if pick is not None:
+        cells = cells.add_params(pick)
     left = alt.layer(_image_layer(png_data_url(image, pw), gh, gw), cells).properties(
         width=pw, height=ph, title=alt.TitleParams("input: hover a position", subtitle=f"{layer}: {gw}×{gh} positions"))
 
@@ -188,7 +196,12 @@ def activation_grid(view: ElementView) -> alt.TopLevelMixin:
         x=alt.X("x0:Q", scale=xs, axis=None), x2="x1:Q", y=alt.Y("y0:Q", scale=ys, axis=None), y2="y1:Q", url="url:N",
         tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y"),
                  alt.Tooltip("value:Q", title="‖activation‖", format=".4g")],
-    ).properties(width=side_px, height=round(side_px * gh / gw),
+    )
+    pick = link_param(view, ["col", "row"])
+    if pick is not None:
+        grid = alt.layer(grid, _pick_layer(view, gh, gw, pick).encode(
+            x=alt.X("col:Q", scale=xs, axis=None), y=alt.Y("row:Q", scale=ys, axis=None)))
+    grid = grid.properties(width=side_px, height=round(side_px * gh / gw),
                  title=alt.TitleParams(f"activation grid of {view.data['layer']}",
                                        subtitle="one icon per position, area ∝ activation magnitude"))
     left = _image_layer(png_data_url(image, pw), gh, gw).properties(width=pw, height=ph, title="input")

@@ -49,17 +49,24 @@ section.element .grammar { contain: inline-size; margin: 0 0 14px; font: 12px/1.
 section.element .grammar code { background: var(--code); border-radius: 4px; padding: 2px 6px; box-decoration-break: clone;
   -webkit-box-decoration-break: clone; }
 section.element > .chart { display: block; overflow-x: auto; min-height: 40px; }
+section.element > .chart[hidden] { display: none; }
 .chart .error { color: var(--err); font: 13px/1.4 ui-monospace, monospace; white-space: pre-wrap; margin: 0; }
+section.element .selection { margin: -8px 0 10px; font-size: 12px; color: var(--muted); min-height: 1.2em; }
+section.element .selection b { color: #e8710a; font-weight: 600; }
 footer { padding-top: 16px; padding-bottom: 32px; border-top: 1px solid var(--rule); font-size: 12px; color: var(--muted); }
 @media (max-width: 700px) { header, main, footer { padding-left: 16px; padding-right: 16px; } }
 @media print { .vega-embed details { display: none; } .row { break-inside: avoid; } }
 """
 
 # Finds every section, parses its embedded spec and draws it; data-rendered becomes "ok" or "error".
+# Then wires the links: a source view's "link" selection parameter picks a precomputed variant of
+# the target view (drawn on first use, then kept), or the nearest precomputed position.
 EMBED_JS = """
 (function () {
   "use strict";
   var options = {renderer: "svg", actions: {export: true, source: false, compiled: false, editor: false}};
+  var views = {}, pending = [];
+  var images = null;
   function fail(section, target, err) {
     target.setAttribute("data-rendered", "error");
     var p = document.createElement("p");
@@ -68,15 +75,111 @@ EMBED_JS = """
     target.replaceChildren(p);
     console.error("interpgram: element " + section.id + ": " + err);
   }
+  function embed(section, target, spec) {
+    return vegaEmbed(target, spec, options).then(function (res) {
+      target.setAttribute("data-rendered", "ok");
+      return res.view;
+    }, function (err) { fail(section, target, err); return null; });
+  }
   document.querySelectorAll("section.element").forEach(function (section) {
     var target = section.querySelector(".chart");
     var spec;
     try {
       spec = JSON.parse(section.querySelector("script.spec").textContent);
     } catch (err) { fail(section, target, err); return; }
-    vegaEmbed(target, spec, options).then(function () {
-      target.setAttribute("data-rendered", "ok");
-    }, function (err) { fail(section, target, err); });
+    pending.push(embed(section, target, spec).then(function (view) { if (view) views[section.dataset.view] = view; }));
+  });
+  // ------------------------------------------------------------------ links
+  var table = document.getElementById("interpgram-links");
+  if (!table) return;
+  var links = JSON.parse(table.textContent);
+  function restore(x) {  // images shared between variants are stored once: "@img:N" -> data URL
+    if (typeof x === "string") return x.lastIndexOf("@img:", 0) === 0 ? images[+x.slice(5)] : x;
+    if (Array.isArray(x)) return x.map(restore);
+    if (x && typeof x === "object") { var o = {}; Object.keys(x).forEach(function (k) { o[k] = restore(x[k]); }); return o; }
+    return x;
+  }
+  function variantsOf(section) {
+    if (!section._variants) {
+      var s = section.querySelector("script.variants");
+      if (images === null) { var t = document.getElementById("interpgram-images"); images = t ? JSON.parse(t.textContent) : []; }
+      section._variants = s ? JSON.parse(s.textContent) : {};
+    }
+    return section._variants;
+  }
+  function keyOf(kind, v) {
+    if (!v || typeof v !== "object") return null;
+    function one(f) { var x = v[f]; return Array.isArray(x) ? x[0] : x; }
+    if (kind === "position") {
+      var c = one("col"), r = one("row");
+      return (c === undefined || c === null || r === undefined || r === null) ? null : c + "," + r;
+    }
+    var a = one(kind === "group" ? "gid" : "atom");
+    return (a === undefined || a === null) ? null : String(a);
+  }
+  function nearest(L, key) {
+    if (L.kind !== "position" || !L.keys.length) return null;
+    var p = key.split(",").map(Number), best = null, bd = Infinity;
+    L.keys.forEach(function (k) {
+      var q = k.split(",").map(Number), d = (q[0] - p[0]) * (q[0] - p[0]) + (q[1] - p[1]) * (q[1] - p[1]);
+      if (d < bd) { bd = d; best = k; }
+    });
+    return best;
+  }
+  function label(L, key) {
+    if (L.kind === "position") return "position (" + key.replace(",", ", ") + ")";
+    if (L.kind === "group") return "group " + (+key + 1);
+    if (L.kind === "class") return "class " + (L.names && L.names[key] !== undefined ? L.names[key] : key);
+    return "channel " + key;
+  }
+  function show(L, key) {
+    var section = document.getElementById("el-" + L.target);
+    if (!section) return;
+    var caption = section.querySelector(".selection");
+    var variants = variantsOf(section), shown = key, note = "";
+    if (!(L.link + "|" + key in variants)) {
+      shown = nearest(L, key);
+      if (shown === null) {
+        caption.textContent = label(L, key) + " is not precomputed in this static report (the " + L.keys.length +
+          " it holds are those the source shows); interpgram serve computes any selection live";
+        section.dataset.selected = "";
+        return;
+      }
+      note = " (this report precomputes " + L.keys.length + " of " + L.total + " positions; nearest shown: " + label(L, shown) + ")";
+    }
+    var id = L.link + "|" + shown;
+    section.querySelectorAll(".chart").forEach(function (d) { d.hidden = true; });
+    var div = null;
+    section.querySelectorAll(".chart[data-variant]").forEach(function (d) { if (d.dataset.variant === id) div = d; });
+    if (!div) {
+      div = document.createElement("div");
+      div.className = "chart";
+      div.dataset.variant = id;
+      div.setAttribute("role", "figure");
+      section.appendChild(div);
+      embed(section, div, restore(variants[id])).then(function (view) { if (view) wire(L.target, view); });
+    }
+    div.hidden = false;
+    section.dataset.selected = id;
+    caption.innerHTML = "";
+    var b = document.createElement("b");
+    b.textContent = label(L, key);
+    caption.append("selected in " + L.source_element + " (" + L.event + "): ", b, note);
+  }
+  function wire(vid, view) {  // the links whose source is view `vid` (its base chart or a variant of it)
+    links.forEach(function (L) {
+      if (L.source !== vid) return;
+      try {
+        view.addSignalListener("link", function (name, value) {
+          var key = keyOf(L.kind, value);
+          if (key !== null) show(L, key);
+        });
+      } catch (err) { console.error("interpgram: link " + L.label + ": " + err); }
+    });
+  }
+  Promise.all(pending).then(function () {
+    Object.keys(views).forEach(function (vid) { wire(vid, views[vid]); });
+    document.body.setAttribute("data-links", "ready");
   });
 })();
 """
@@ -173,9 +276,53 @@ def _rows(views: list[ElementView], layout: list[list[str]] | None) -> list[list
     return [r for r in rows if r] + [[i] for i in ids if i not in placed]
 
 
+def _share_images(variant_specs: dict[str, dict[str, Any]]) -> list[str]:
+    """Images (data URLs) that occur in more than one variant are stored once in the page and
+    referenced as "@img:N" (the page's script puts them back before drawing)."""
+    counts: dict[str, int] = {}
+
+    def walk(x, f):
+        if isinstance(x, str):
+            return f(x)
+        if isinstance(x, list):
+            return [walk(i, f) for i in x]
+        if isinstance(x, dict):
+            return {k: walk(v, f) for k, v in x.items()}
+        return x
+
+    def count(x: str) -> str:
+        if x.startswith("data:image/"):
+            counts[x] = counts.get(x, 0) + 1
+        return x
+
+    for specs in variant_specs.values():
+        for spec in specs.values():
+            walk(spec, count)
+    shared = [u for u, n in counts.items() if n > 1]
+    index = {u: i for i, u in enumerate(shared)}
+    for specs in variant_specs.values():
+        for key in list(specs):
+            specs[key] = walk(specs[key], lambda x: f"@img:{index[x]}" if x in index else x)
+    return shared
+
+
+def _link_hint(vid: str, links: list[dict] | None) -> str:
+    for L in links or []:
+        if L["target"] == vid:
+            what = {"position": "a position", "channel": "a channel", "class": "a class", "group": "a group"}[L["kind"]]
+            verb = "hover" if L["event"] == "hover" else "click"
+            return (f"{verb} {what} in {L['source_element']} to change this view "
+                    f"({len(L['keys'])} of {L['total']} selections precomputed here)")
+    return ""
+
+
 def render_html(views: list[ElementView], *, title: str, layout: list[list[str]] | None = None,
-                meta: dict | None = None) -> str:
-    """The whole report page as a string (nothing is written)."""
+                meta: dict | None = None, links: list[dict] | None = None,
+                variants: dict[str, list[ElementView]] | None = None) -> str:
+    """The whole report page as a string (nothing is written).
+
+    ``links`` (see :func:`interpgram.backends.links.report_links`) and ``variants`` (base view id →
+    its precomputed variant views) make the page interactive across elements."""
     import vl_convert
 
     by_id = {v.id: v for v in views}
@@ -186,6 +333,14 @@ def render_html(views: list[ElementView], *, title: str, layout: list[list[str]]
             specs[v.id] = spec_for(v)
         except Exception as e:
             raise ElementRenderError(v, e) from e
+    variant_specs: dict[str, dict[str, Any]] = {}
+    for base, vs in (variants or {}).items():
+        for v in vs:
+            try:
+                variant_specs.setdefault(base, {})[f"{v.link}|{v.key}"] = spec_for(v)
+            except Exception as e:
+                raise ElementRenderError(v, e) from e
+    images = _share_images(variant_specs)
     meta_html = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{_fmt(val)}</dd>" for k, val in (meta or {}).items())
     body = []
     for r in rows:
@@ -194,12 +349,15 @@ def render_html(views: list[ElementView], *, title: str, layout: list[list[str]]
             v = by_id[vid]
             e = html.escape
             cells.append(
-                f'<section class="element" id="el-{e(vid)}" data-presentation="{e(v.presentation)}">'
+                f'<section class="element" id="el-{e(vid)}" data-view="{e(vid)}" data-presentation="{e(v.presentation)}">'
                 f"<h2>{e(v.title)}</h2>"
                 f'<p class="grammar" title="the grammar sentence of this element"><code>{e(v.grammar)}</code></p>'
-                f'<div class="chart" id="chart-{e(vid)}" role="figure" aria-label="{e(v.title)}"></div>'
+                + (f'<p class="selection" aria-live="polite">{e(_link_hint(vid, links))}</p>' if vid in variant_specs else "")
+                + f'<div class="chart" id="chart-{e(vid)}" role="figure" aria-label="{e(v.title)}"></div>'
                 f'<script type="application/json" class="spec">{_script_json(specs[vid])}</script>'
-                "</section>")
+                + (f'<script type="application/json" class="variants">{_script_json(variant_specs[vid])}</script>'
+                   if vid in variant_specs else "")
+                + "</section>")
         body.append(f'<div class="row">{"".join(cells)}</div>')
     libs = (f"Vega {vl_convert.get_vega_version()}, Vega-Lite {vegalite_version()}, "
             f"vega-embed {vl_convert.get_vega_embed_version()}")
@@ -215,18 +373,21 @@ def render_html(views: list[ElementView], *, title: str, layout: list[list[str]]
         f"<footer>interpgram {html.escape(interpgram_version())} · static report: every chart and image is "
         f"embedded in this file ({html.escape(libs)}) and it opens without a network. "
         "Each chart's ⋯ menu saves it as SVG or PNG.</footer>\n"
-        f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
+        + (f'<script type="application/json" id="interpgram-links">{_script_json(links)}</script>\n' if links else "")
+        + (f'<script type="application/json" id="interpgram-images">{_script_json(images)}</script>\n' if images else "")
+        + f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
     )
 
 
 def write_report(views: list[ElementView], out_dir: Path, *, title: str, layout: list[list[str]] | None = None,
-                 meta: dict | None = None) -> Path:
+                 meta: dict | None = None, links: list[dict] | None = None,
+                 variants: dict[str, list[ElementView]] | None = None) -> Path:
     """Write ``out_dir/index.html`` (creating ``out_dir``); returns its path.
 
     ``layout`` is rows of element ids (default: one element per row, in order); views it does not
     mention follow, one per row. Everything is rendered before anything touches the disk.
     """
-    text = render_html(views, title=title, layout=layout, meta=meta)
+    text = render_html(views, title=title, layout=layout, meta=meta, links=links, variants=variants)
     return atomic_write_text(Path(out_dir) / "index.html", text)
 
 

@@ -13,3 +13,11 @@ class ElementView:
     grammar: str  # the grammar sentence, e.g. InfoVis(Attribution(Network conv3 Spatial, Output star))
     options: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
+    image: int = 0  # which input image
+    # links: a view that is the source of a link carries {"event": hover|click|select, "kind": ...};
+    # its chart then defines a selection parameter named "link" over the atoms it shows
+    link_source: dict | None = None
+    # a link's variant of an element: the base view it replaces, the link's index and the selection key
+    base: str = ""
+    link: int = -1
+    key: str = ""

@@ -1,0 +1,177 @@
+"""Data sets streamed through a model: the images behind dataset examples (and, later, atlases).
+
+A data set reference is one of
+
+- ``builtin:shapes``: the built-in shapes data set (``backends/data/shapes.py``); image *i* of a split
+  is a pure function of (seed 0, split, *i*) and equals the input ``builtin:shapes/[train/]i``;
+- a folder of images (PNG, JPEG, ...; a path relative to the spec's folder): every image file under
+  it, searched recursively, in sorted order of their paths relative to the folder. When the folder
+  has ``train/`` or ``test/`` subfolders, the split's subfolder is used (and must exist); otherwise
+  the split is ignored. Images are centre-cropped to the model's aspect ratio and resized
+  (antialiased), exactly as input images are.
+
+:func:`open_dataset` resolves a reference to a :class:`Dataset` of its first ``n`` images (fewer when
+the folder holds fewer). Nothing is read until asked for: :meth:`Dataset.batches` streams the images
+in index order, :meth:`Dataset.load` fetches any of them by index, and :attr:`Dataset.identity` is a
+stable description for cache keys (for a folder it covers the chosen files' names, sizes and
+modification times, so an edited folder is never served stale results).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .inputs import IMAGE_SUFFIXES, InputError, _resize
+
+BUILTIN_DATASETS = ("builtin:shapes",)
+SPLITS = ("train", "test")
+VALID_FORMS = "builtin:shapes, or a folder of images (a path, relative to the spec's folder)"
+
+__all__ = ["BUILTIN_DATASETS", "Dataset", "DatasetError", "VALID_FORMS", "check_dataset_ref", "open_dataset"]
+
+
+class DatasetError(InputError):
+    """A data set reference that cannot be opened (or an image in it that cannot be read); the
+    message names the bad value and the valid forms."""
+
+
+def _bad(ref: str, why: str) -> DatasetError:
+    return DatasetError(f"data set {ref!r}: {why}; a data set is {VALID_FORMS}")
+
+
+def check_dataset_ref(ref: str) -> None:
+    """Check the form of a reference without touching the disk (a ``builtin:`` name must exist)."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise _bad(str(ref), "empty reference")
+    if ref.startswith("builtin:") and ref not in BUILTIN_DATASETS:
+        from interpgram.grammar import did_you_mean
+        known = did_you_mean(ref, BUILTIN_DATASETS, listing="built-in data sets")
+        raise DatasetError(f"unknown built-in data set {ref!r} {known}; a data set is {VALID_FORMS}")
+
+
+@dataclass
+class Dataset:
+    """The first ``len(self)`` images of a data set, at ``size`` = (H, W), read on demand."""
+
+    ref: str
+    split: str
+    size: tuple[int, int]
+    kind: str  # "shapes" | "folder"
+    root: Optional[Path] = None
+    files: list[Path] = field(default_factory=list)
+    length: int = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    # ------------------------------------------------------------------ names and identity
+    def name(self, i: int) -> str:
+        """A short human name of image ``i``: ``shapes/test/17 (star)`` or the file's path in the folder."""
+        if self.kind == "shapes":
+            return self.load_named([i])[1][0]
+        return self.files[int(i)].relative_to(self.root).as_posix()
+
+    @cached_property
+    def identity(self) -> dict:
+        """What the images depend on, for cache keys (computed once per opened data set)."""
+        if self.kind == "shapes":
+            return {"dataset": self.ref, "split": self.split, "n": self.length, "size": list(self.size), "seed": 0}
+        h = hashlib.sha256()
+        for p in self.files:
+            st = p.stat()
+            h.update(f"{p.relative_to(self.root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return {"dataset": "folder", "root": str(self.root), "n": self.length, "size": list(self.size),
+                "files": h.hexdigest()}
+
+    # ------------------------------------------------------------------ images
+    def load(self, indices: Sequence[int]) -> torch.Tensor:
+        """Images ``indices`` as (B, 3, H, W) float32 in [0, 1]."""
+        return self.load_named(indices)[0]
+
+    def load_named(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
+        """(images ``indices`` as (B, 3, H, W) float32 in [0, 1], their names)."""
+        idx = [int(i) for i in indices]
+        for i in idx:
+            if not 0 <= i < self.length:
+                raise IndexError(f"image {i} is outside the data set {self.ref!r} of {self.length} images")
+        if not idx:
+            return torch.zeros(0, 3, *self.size), []
+        if self.kind == "shapes":
+            from .shapes import CLASSES, generate
+            b = generate(idx, split=self.split)
+            imgs = b.images
+            if tuple(imgs.shape[-2:]) != self.size:
+                imgs = torch.stack([_resize(im, self.size) for im in imgs])
+            return imgs.float(), [f"shapes/{self.split}/{i} ({CLASSES[l]})" for i, l in zip(idx, b.labels.tolist())]
+        return torch.stack([self._read(self.files[i]) for i in idx]).float(), [self.name(i) for i in idx]
+
+    def _read(self, p: Path) -> torch.Tensor:
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as e:
+            raise DatasetError(f"data set {self.ref!r}: {p} cannot be read as an image: {e}") from None
+        return _resize(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.size)
+
+    def batches(self, batch_size: int, start: int = 0,
+                stop: Optional[int] = None) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        """``(images (B, 3, H, W) in [0, 1], names)`` for images ``start .. stop-1`` in index order."""
+        stop = self.length if stop is None else min(stop, self.length)
+        b = max(1, int(batch_size))
+        for a in range(start, stop, b):
+            yield self.load_named(range(a, min(a + b, stop)))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        return self.batches(256)
+
+
+def _image_files(root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in filenames:
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                out.append(Path(dirpath) / f)
+    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+
+
+def open_dataset(ref: str, *, n: int, split: str = "test", size: tuple[int, int] | int = 64,
+                 base_dir: str | Path | None = None) -> Dataset:
+    """The first ``n`` images of data set ``ref`` (see the module docstring) at ``size``.
+
+    Raises :class:`DatasetError` (an :class:`~.inputs.InputError`) naming the bad value and the valid
+    forms when ``ref`` is neither a built-in data set nor a folder holding images.
+    """
+    size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if split not in SPLITS:
+        raise DatasetError(f"data set {ref!r}: unknown split {split!r} (splits: {', '.join(SPLITS)})")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise DatasetError(f"data set {ref!r}: n must be a whole number ≥ 1, got {n!r}")
+    check_dataset_ref(ref)
+    if ref == "builtin:shapes":
+        return Dataset(ref, split, size, "shapes", length=n)
+    p = Path(os.path.expanduser(ref))
+    if not p.is_absolute():
+        p = Path(base_dir or Path.cwd()) / p
+    if not p.exists():
+        hint = " (did you mean builtin:shapes?)" if ref.strip().lower() in ("shapes", "builtin/shapes") else ""
+        raise _bad(ref, f"no such folder {p}{hint}")
+    if not p.is_dir():
+        raise _bad(ref, f"{p} is a file, not a folder")
+    splits = [s for s in SPLITS if (p / s).is_dir()]
+    if splits and split not in splits:
+        raise _bad(ref, f"the folder {p} has {'/, '.join(splits)}/ but no {split}/ subfolder for split {split!r}")
+    root = p / split if splits else p
+    files = _image_files(root)
+    if not files:
+        raise _bad(ref, f"the folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    files = files[:n]
+    return Dataset(ref, split, size, "folder", root=root.resolve(), files=[f.resolve() for f in files], length=len(files))

@@ -1,0 +1,176 @@
+"""Links: a selection in one element (a position, a channel, a class, a group) drives another.
+
+A link's target element is re-planned for each selection (``compile_variants``): the selection
+goes through the same compiler, fused plan and result cache as the spec itself, so a selection
+asked for twice is computed once. Two consumers:
+
+* the static report precomputes the selections a reader can make, within the link's
+  ``precompute`` bound (all positions of the source layer when they fit, else an even subsample;
+  the channels or classes the source element shows; every group), and switches between them in
+  the page;
+* the dashboard (``interpgram serve``) computes any selection when it is made
+  (:func:`variant_views`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from interpgram.grammar import Plan
+from interpgram.grammar.compiler import compile_variants
+from interpgram.grammar.plan import FeatureVis, LinkInfo, Present
+
+
+def position_domain(shape: tuple[int, ...], bound: int) -> list[tuple[int, int]]:
+    """Positions (x, y) of a (C, H, W) layer to precompute: all of them when ``H·W ≤ bound``,
+    else every s-th position in both directions (s the smallest stride that fits)."""
+    h, w = shape[-2:]
+    if bound <= 0:
+        return []
+    if h * w <= bound:
+        return [(x, y) for y in range(h) for x in range(w)]
+    s = 2
+    while math.ceil(h / s) * math.ceil(w / s) > bound:
+        s += 1
+    return [(x, y) for y in range(min(s // 2, h - 1), h, s) for x in range(min(s // 2, w - 1), w, s)]
+
+
+def _sources(plan: Plan, li: LinkInfo) -> list[Present]:
+    return [p for p in plan.elements if p.element == li.source]
+
+
+def _shown_atoms(plan: Plan, p: Present, results) -> list[int]:
+    """Channel (or class) indices the source element shows, over every input image, strongest first."""
+    from .view._charts import top_channels
+
+    if p.presentation == "featurevis" and p.icons:
+        fv = results.values[p.icons[0]]
+        out = []
+        for atoms in fv["atoms"]:
+            out += [int(a) for a in atoms if isinstance(a, (int, np.integer)) or np.ndim(a) == 0]
+        return list(dict.fromkeys(out))
+    if not p.series:
+        return []
+    v = results.values[p.series[0].op]["value"].float().numpy()
+    if v.ndim != 2:
+        return []
+    out: list[int] = []
+    if p.presentation == "bars":
+        top = int(p.option_dict.get("top", 8))
+        for row in v:
+            pos, neg = top_channels(row, top)
+            out += [int(i) for i in pos] + [int(i) for i in neg]
+    else:
+        for row in v:
+            out += [int(i) for i in np.argsort(-np.abs(row), kind="stable")]
+    return list(dict.fromkeys(out))
+
+
+def domain(plan: Plan, li: LinkInfo, results, extra: tuple = ()) -> list[Any]:
+    """The selections of ``li`` that a static report precomputes (at most ``li.precompute``).
+    ``extra``: (plan, results) pairs of link variants already computed — when the source element is
+    itself the target of a link, the atoms its variants show can be selected too."""
+    if li.precompute <= 0:
+        return []
+    if li.kind == "position":
+        return position_domain(li.source_shape, li.precompute)
+    srcs = _sources(plan, li)
+    if li.kind == "group":
+        k = plan.ops[srcs[0].groups].k if srcs and srcs[0].groups else 0
+        return list(range(min(k, li.precompute)))
+    atoms: list[int] = []
+    for p in srcs:
+        atoms += _shown_atoms(plan, p, results)
+    for vplan, vresults in extra:
+        for p in _sources(vplan, li):
+            atoms += _shown_atoms(vplan, p, vresults)
+    if not atoms:  # nothing to go by: every channel or class, in order
+        n = li.source_shape[0] if li.source_shape else 0
+        atoms = list(range(n))
+    return list(dict.fromkeys(atoms))[:li.precompute]
+
+
+def selections(plan: Plan, results, extra: tuple = ()) -> list[tuple[LinkInfo, Any]]:
+    return [(li, v) for li in plan.link_info for v in domain(plan, li, results, extra)]
+
+
+def variant_plan(prep, sels: list[tuple[LinkInfo, Any]]) -> Plan:
+    plan = compile_variants(prep.loaded, prep.info, sels, base=prep.plan)
+    if getattr(prep, "icon_steps", None) is not None:  # a draft (render --icon-steps): its variants too
+        from .pipeline import _override_steps
+        _override_steps(plan, prep.icon_steps)
+    if prep.plan.device == "auto":
+        plan.resolved_device = prep.plan.resolved_device
+    return plan
+
+
+def run_variants(prep, inputs, sels: list[tuple[LinkInfo, Any]], *, cache,
+                 progress: Optional[Callable[[str, int, int], None]] = None):
+    """Compute the variants of ``sels`` as one fused plan. Returns (plan, results, views), views
+    keyed by element id as :func:`backends.views.build_views` returns them."""
+    from .torch.execute import execute
+    from .views import build_views
+
+    plan = variant_plan(prep, sels)
+    results = execute(plan, prep.model, inputs, cache=cache, batch_size=prep.loaded.spec.execution.batch_size,
+                      progress=progress)
+    return plan, results, build_views(plan, inputs, results)
+
+
+def variant_views(prep, inputs, link_index: int, value: Any, *, cache) -> list:
+    """The target element's views for one selection of link ``link_index`` (the dashboard's path)."""
+    li = next((l for l in prep.plan.link_info if l.index == link_index), None)
+    if li is None:
+        raise KeyError(f"no link {link_index} (links: {[l.index for l in prep.plan.link_info]})")
+    _, _, views = run_variants(prep, inputs, [(li, value)], cache=cache)
+    return [v for vs in views.values() for v in vs]
+
+
+def parse_key(li: LinkInfo, key: str) -> Any:
+    """A selection key as charts report it ("3,5", "17") → the link's value."""
+    if li.kind == "position":
+        x, y = (int(t) for t in str(key).split(","))
+        return (x, y)
+    return int(key)
+
+
+def describe(li: LinkInfo, value: Any, classes: list[str] | None = None) -> str:
+    if li.kind == "position":
+        return f"position ({value[0]}, {value[1]}) of {li.source_layer}"
+    if li.kind == "class":
+        return f"class {classes[int(value)] if classes else value}"
+    if li.kind == "group":
+        return f"group {int(value) + 1}"
+    return f"channel {li.source_layer}:{value}"
+
+
+def report_links(plan: Plan, vplan: Optional[Plan], base_views: dict[str, list], variant_views_: dict[str, list],
+                 n_images: int) -> tuple[list[dict], dict[str, list]]:
+    """The static report's link table and the variant views by base view id.
+
+    Each entry: {link, source (view id), target (base view id), kind, event, keys (precomputed),
+    label, bound, total}. Views are paired per input image."""
+    def per_image(views: list, i: int) -> list:
+        return [v for v in views if getattr(v, "image", 0) == i]
+
+    variants: dict[str, list] = {}
+    for vs in variant_views_.values():
+        for v in vs:
+            variants.setdefault(v.base, []).append(v)
+    table = []
+    for li in plan.link_info:
+        keys = sorted({v.key for vs in variants.values() for v in vs if v.link == li.index})
+        total = (li.source_shape[-1] * li.source_shape[-2] if li.kind == "position" else
+                 li.source_shape[0] if li.source_shape else len(keys))
+        for i in range(n_images):
+            for s in per_image(base_views.get(li.source, []), i):
+                for t in per_image(base_views.get(li.element, []), i):
+                    entry = {"link": li.index, "source": s.id, "target": t.id, "kind": li.kind,
+                             "event": li.event, "keys": keys, "bound": li.precompute, "total": total,
+                             "source_element": li.source, "label": f"{li.source}.{li.event} → {li.element}.{li.target}"}
+                    if li.kind == "class":
+                        entry["names"] = {str(k): plan.classes[int(k)] for k in keys}
+                    table.append(entry)
+    return table, variants
