@@ -12,6 +12,8 @@ examples:
   interpgram plan specs/shapes/demo.yaml           show the fused plan (passes, ops, memory)
   interpgram render specs/shapes/demo.yaml -o report
                                                    compute and write report/index.html
+  interpgram serve specs/shapes/demo.yaml --port 5006
+                                                   live dashboard at http://127.0.0.1:5006/ (reloads on edit)
   interpgram layers builtin:shapes-cnn             list addressable layers and their shapes
   interpgram schema > interpgram.schema.json       JSON Schema for editor autocompletion
   interpgram sprites builtin:shapes-cnn conv4 -o conv4.png
@@ -63,7 +65,8 @@ def cmd_render(args) -> int:
         if not bars or bars[-1].total != total or done < bars[-1].n:
             if bars:
                 bars[-1].close()
-            unit = "step" if ("icons" in stage or "grid" in stage) else "pass"
+            unit = ("step" if ("icons" in stage or "grid" in stage) else
+                    "image" if "examples" in stage else "pass")
             bars.append(tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, disable=args.quiet, leave=False))
         bar = bars[-1]
         bar.n = done
@@ -86,6 +89,13 @@ def cmd_render(args) -> int:
               + (f" · activation grids: {st.grids_rendered} rendered, {st.grids_cached} from the cache"
                  if st.grids_rendered or st.grids_cached else ""))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(args.spec, host=args.host, port=args.port, allow_code=args.allow_code, cache_dir=args.cache_dir,
+                 icon_steps=args.icon_steps, show=not args.no_show)
 
 
 def _load_model(args):
@@ -226,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--icon-steps", type=_positive, metavar="N",
                    help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
+
+    sv = spec_cmd("serve", "serve a live dashboard of the spec: class and input pickers, live links, reload on edit",
+                  cmd_serve)
+    sv.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
+    sv.add_argument("--cache-dir", help="result cache folder (default: the spec's execution.cache)")
+    sv.add_argument("--icon-steps", type=_positive, metavar="N",
+                    help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
+    sv.add_argument("--no-show", action="store_true", help="do not open a browser tab")
 
     la = sub.add_parser("layers", help="list a model's addressable layers and output shapes")
     la.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")
