@@ -12,6 +12,7 @@ names: a :class:`ModelInfo`, which backends provide. It imports nothing from bac
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -98,6 +99,15 @@ class Selection:
     target: str
     source_layer: str = ""
     source_shape: tuple[int, ...] = ()
+
+
+def _top_rank(c: Any, classes: list[str]) -> Optional[int]:
+    """``top1``, ``top2``, ... (unless a class has that name) → 0, 1, ...; else None."""
+    if isinstance(c, str) and c not in classes:
+        m = re.fullmatch(r"top([1-9][0-9]*)", c)
+        if m:
+            return int(m.group(1)) - 1
+    return None
 
 
 def map_position(xy: tuple[int, int], src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, int]:
@@ -321,6 +331,9 @@ class _Builder:
         if sel is not None and sel.target in ("to", "class"):
             if sel.kind == "class" and to.layer == "output":
                 self.sel_used = True
+                rank = _top_rank(sel.value, self.info.classes)
+                if rank is not None:  # vary: {class: [top1, top2]}
+                    return [("predicted class" if rank == 0 else f"top-{rank + 1} class", Target("logit", None, rank=rank))]
                 idx = int(sel.value)
                 return [(self.info.classes[idx], Target("logit", idx))]
             if sel.kind == "channel" and sel.target == "to" and to.layer == sel.source_layer:
@@ -343,6 +356,12 @@ class _Builder:
                 return [("predicted class", Target("logit", None))]
             out = []
             for i, c in enumerate(to.select):
+                rank = _top_rank(c, self.info.classes)
+                if rank is not None:  # top1, top2, ...: each input's k-th most likely class
+                    if rank >= len(self.info.classes):
+                        self.fail(path + ("to", "select", i), f"{c!r}: the model has only {len(self.info.classes)} classes")
+                    out.append(("predicted class" if rank == 0 else f"top-{rank + 1} class", Target("logit", None, rank=rank)))
+                    continue
                 idx = self.class_index(c, path + ("to", "select", i))
                 out.append((self.info.classes[idx], Target("logit", idx)))
             return out
@@ -624,11 +643,15 @@ def _lower_varied(b: _Builder, el_id: str, el) -> tuple[list[Present], Optional[
     for i, value in enumerate(v.values):
         n = len(b.diags)
         if v.kind == "class":
-            try:
-                idx = b.class_index(value, vpath + (i,))
-            except _Invalid:
-                continue
-            side = b.info.classes[idx]
+            rank = _top_rank(value, b.info.classes)
+            if rank is not None:
+                idx, side = value, str(value)
+            else:
+                try:
+                    idx = b.class_index(value, vpath + (i,))
+                except _Invalid:
+                    continue
+                side = b.info.classes[idx]
             got, problem = _apply_selection(b, el_id, el, Selection("class", idx, "class"), side=side)
             if problem:
                 b.diags.append(b.loaded.error(vpath + (i,), f"vary class: {problem} (vary class re-targets an "

@@ -28,11 +28,12 @@ class Target:
     layer: Optional[str] = None
     at: Optional[tuple[int, int]] = None
     channel: Optional[int] = None  # kind "channel": Σ over positions of this channel of ``layer``
+    rank: int = 0  # kind "logit" without ``cls``: the rank-th most likely class of each input (0: predicted)
 
     def describe(self, classes: list[str] | None = None) -> str:
         if self.kind == "logit":
             if self.cls is None:
-                return "logit[predicted]"
+                return "logit[predicted]" if self.rank == 0 else f"logit[top-{self.rank + 1}]"
             name = classes[self.cls] if classes and self.cls < len(classes) else str(self.cls)
             return f"logit[{name}]"
         if self.kind == "channel":

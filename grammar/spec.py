@@ -160,7 +160,8 @@ class NetworkSubstrate(Node):
     layer: str = Field(..., description="'input', 'output', or a module path such as conv3 / mixed4d")
     atom: Optional[Atom] = Field(None, description="neuron | spatial | channel | group | whole")
     select: Optional[list[Union[str, int]]] = Field(
-        None, description="output layer: the classes (names or indices); default: the predicted class"
+        None, description="output layer: the classes (names, indices, or top1, top2, … for each input's most "
+                          "likely classes); default: the predicted class"
     )
 
     @field_validator("select")

@@ -301,3 +301,35 @@ def test_vary_model_compares_two_checkpoints(tmp_path):
     out, prep, _ = pipeline.render(path, tmp_path / "out", allow_code=True)
     html = out.read_text()
     assert "· builtin:shapes-cnn<" in html and "· file:other.safetensors<" in html
+
+
+def test_top_k_classes_are_each_inputs_most_likely_classes(tmp_path):
+    path = write(tmp_path, """
+    elements:
+      top:
+        content: {attribution: {from: {layer: conv3}, to: {layer: output, select: [top1, top2]}}}
+        presentation: heatmap
+      side:
+        content: {attribution: {from: {layer: conv3}, to: {layer: output}}}
+        presentation: heatmap
+        vary: {class: [top2, top1]}
+    """)
+    prep = pipeline.prepare(path)
+    inputs, results = pipeline.run(prep)
+    top = next(p for p in prep.plan.base_elements if p.element == "top")
+    side = next(p for p in prep.plan.base_elements if p.element == "side")
+    assert [s.label for s in top.series] == ["predicted class", "top-2 class"] and side.side == "top2"
+    net = prep.model.module
+    with torch.no_grad():
+        order = net(prep.model.preprocess(inputs.images)).argsort(dim=1, descending=True)[0]
+    names = [prep.info.classes[int(i)] for i in order[:2]]
+    by_hand = write(tmp_path, f"""
+    elements:
+      h:
+        content: {{attribution: {{from: {{layer: conv3}}, to: {{layer: output, select: [{names[0]}, {names[1]}]}}}}}}
+        presentation: heatmap
+    """, "hand.yaml")
+    want = values_of(by_hand, "h")
+    for s, w in zip(top.series, want):
+        np.testing.assert_allclose(results.values[s.op]["value"][0].numpy(), w, rtol=1e-6)
+    np.testing.assert_allclose(results.values[side.series[0].op]["value"][0].numpy(), want[1], rtol=1e-6)

@@ -235,12 +235,14 @@ class Executor:
             self.stats.add_time("forward", time.perf_counter() - t)
             self.progress("forward pass", 1, total_steps)
             predicted = logits.detach().argmax(1)
+            ranked = logits.detach().argsort(dim=1, descending=True)  # for top-k class targets
             out: dict[str, torch.Tensor] = {}
             grad_vals: dict[str, dict[str, torch.Tensor]] = {}
             for i, g in enumerate(grads):
                 t = time.perf_counter()
                 tg = g.target
-                vals = A.target_values(tg.kind, logits, acts, cls=tg.cls, layer=tg.layer, at=tg.at, predicted=predicted,
+                vals = A.target_values(tg.kind, logits, acts, cls=tg.cls, layer=tg.layer, at=tg.at,
+                                       predicted=ranked[:, tg.rank] if tg.rank else predicted,
                                        channel=tg.channel)
                 wrt = grad_wrt[g.id]
                 last = i == len(grads) - 1
@@ -255,7 +257,8 @@ class Executor:
                 pos = A.strongest_position(acts[tg.layer]) if tg.kind == "norm" and tg.at is None else None
                 g = A.path_gradient(module, x, p.layer, acts[p.layer].detach(), kind=tg.kind, cls=tg.cls,
                                     target_layer=tg.layer, at=tg.at,
-                                    predicted=pos if pos is not None else predicted, steps=p.steps)
+                                    predicted=pos if pos is not None else (ranked[:, tg.rank] if tg.rank else predicted),
+                                    steps=p.steps)
                 grad_vals[p.id] = {p.layer: g}
                 self.stats.forward_passes += 1
                 self.stats.backward_passes += 1

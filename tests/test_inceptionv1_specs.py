@@ -1,0 +1,70 @@
+"""The Building Blocks interfaces on InceptionV1 (specs/inceptionv1): every spec compiles against the
+real InceptionV1 graph, and the spatial-attribution, channel-attribution and neuron-group specs
+render end to end (links precomputed) with weights these tests make themselves — the published
+file cannot be downloaded here. With the real weights and image the same specs run unchanged."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from interpgram.backends import pipeline
+from interpgram.backends.models.inceptionv1 import INTERNAL_TO_PUBLISHED, WEIGHTS_ENV_VAR, InceptionV1
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "specs" / "inceptionv1").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def spec_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("inceptionv1")
+    torch.manual_seed(0)
+    net = InceptionV1().eval()
+    torch.save({INTERNAL_TO_PUBLISHED.get(k, k): v for k, v in net.state_dict().items()}, tmp / "inception5h.pth")
+    # a smooth synthetic photo stand-in with the article's file name
+    yy, xx = np.mgrid[0:224, 0:224] / 223.0
+    img = np.stack([0.5 + 0.4 * np.sin(7 * xx + 2 * yy), 0.5 + 0.4 * np.cos(5 * yy), 0.5 + 0.3 * np.sin(9 * xx * yy)], -1)
+    for spec in SPECS:
+        shutil.copy(spec, tmp / spec.name)
+    Image.fromarray((img * 255).astype(np.uint8)).save(tmp / "dog_cat.png")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(WEIGHTS_ENV_VAR, str(tmp / "inception5h.pth"))
+    yield tmp
+    mp.undo()
+
+
+def test_there_is_one_spec_per_article_interface():
+    assert {s.stem for s in SPECS} == {"semantic_dictionary", "activation_grid", "spatial_attribution",
+                                       "channel_attribution", "neuron_groups", "combined"}
+    shapes = {s.stem for s in (ROOT / "specs" / "shapes").glob("*.yaml")}
+    assert {s.stem for s in SPECS} <= shapes  # and each exists for the built-in model
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.stem for s in SPECS])
+def test_every_spec_compiles_against_the_inceptionv1_graph(spec, spec_dir):
+    prep = pipeline.prepare(spec_dir / spec.name)
+    assert prep.model.name.startswith("inceptionv1")
+    assert prep.plan.passes()["forward"] == 1
+    assert {p.element for p in prep.plan.base_elements} == set(prep.loaded.spec.elements)
+    assert all(l.startswith("mixed") for l in prep.plan.layer_shapes if l not in ("output",))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spatial_attribution", "channel_attribution", "neuron_groups"])
+def test_specs_render_end_to_end(name, spec_dir, tmp_path):
+    out, prep, results = pipeline.render(spec_dir / f"{name}.yaml", tmp_path / "report", cache=tmp_path / "cache",
+                                         icon_steps=1)
+    html = out.read_text()
+    for el in prep.loaded.spec.elements:
+        assert f'id="el-{el}' in html
+    if name == "spatial_attribution":
+        # mixed4d has 14×14 positions: 49 (every second) are precomputed within the default bound of 64
+        assert 'class="variants"' in html and "49 of 196 selections precomputed" in html
+    for vals in results.values.values():
+        for t in vals.values():
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                assert torch.isfinite(t).all()
