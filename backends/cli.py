@@ -76,12 +76,15 @@ def cmd_render(args) -> int:
     cache = False if args.no_cache else (args.cache_dir if args.cache_dir else None)
     try:
         path, prep, results = render(args.spec, args.out, allow_code=args.allow_code, cache=cache, progress=progress,
-                                     icon_steps=args.icon_steps)
+                                     icon_steps=args.icon_steps, export=tuple(args.export))
     finally:
         for bar in bars:
             bar.close()
     st = results.stats
     print(f"wrote {path.resolve()}")
+    if args.export:
+        n = len(list((path.parent / "figures").glob("*")))
+        print(f"  figures: {n} file(s) in {(path.parent / 'figures').resolve()}")
     print(f"  {len(prep.loaded.spec.elements)} elements · {st.forward_passes} forward / {st.backward_passes} backward "
           f"passes computed · cache {st.cache_hits} hits, {st.cache_misses} misses · device {results.device}")
     if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
@@ -96,6 +99,14 @@ def cmd_serve(args) -> int:
 
     return serve(args.spec, host=args.host, port=args.port, allow_code=args.allow_code, cache_dir=args.cache_dir,
                  icon_steps=args.icon_steps, show=not args.no_show)
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    out = tuple(f.strip().lower() for f in text.split(",") if f.strip())
+    bad = [f for f in out if f not in ("svg", "png")]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"formats are svg and png (comma-separated), not {text!r}")
+    return out
 
 
 def _load_model(args):
@@ -236,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--icon-steps", type=_positive, metavar="N",
                    help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
+    r.add_argument("--export", type=_formats, default=(), metavar="svg,png",
+                   help="also write every element's figure to OUT/figures/<element>.svg / .png (for papers)")
 
     sv = spec_cmd("serve", "serve a live dashboard of the spec: class and input pickers, live links, reload on edit",
                   cmd_serve)

@@ -159,8 +159,12 @@ def build_views(plan: Plan, inputs: Inputs, results: Results):
 
 def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
            cache: Optional[str | Path | bool] = None, progress=None,
-           icon_steps: Optional[int] = None) -> tuple[Path, Prepared, Results]:
-    """Compute and write ``out_dir/index.html``. Returns (path, prepared, results)."""
+           icon_steps: Optional[int] = None, export: tuple[str, ...] = ()) -> tuple[Path, Prepared, Results]:
+    """Compute and write ``out_dir/index.html`` (and, for each format in ``export`` — svg, png —
+    every element's figure as ``out_dir/figures/<view>.<format>``). Returns (path, prepared, results)."""
+    bad = [f for f in export if f not in ("svg", "png")]
+    if bad:
+        raise ValueError(f"export formats are svg and png, not {', '.join(bad)}")
     from .view import write_report
 
     t0 = time.perf_counter()
@@ -210,6 +214,11 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
         meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
     path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta,
                         links=links_table, variants=variants)
+    if export:
+        from .view import to_png, to_svg
+        for v in views:  # figures for papers: each element with its title and grammar sentence
+            for fmt in export:
+                (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
     return path, prep, results
 
 

@@ -807,12 +807,24 @@ class Dashboard:
             for v in r.views:
                 if v.image != image or v.base not in self.panes:
                     continue
-                self.panes[v.base].object = json.loads(r.charts[v.id])
+                set_chart(self.panes[v.base], json.loads(r.charts[v.id]))
                 self.captions[v.base].object = cap(v.base, f"{what} · {r.timing()}")
             self.shown[slot] = key
             self.log.append(f"link {link_index} {key}: {r.timing()}")
 
         self.submit(work, done)
+
+
+def set_chart(pane, spec: dict) -> None:
+    """Replace a Vega pane's chart. Panel resets the pane's selection values to None when the new
+    chart has the same selection parameters, but declares them as lists that refuse None (the
+    watcher raised, and everything after the assignment was skipped): allow None first."""
+    sel = getattr(pane, "selection", None)
+    if sel is not None:
+        for name in sel.param:
+            if name != "name":
+                sel.param[name].allow_None = True
+    pane.object = spec
 
 
 # ============================================================================ the server

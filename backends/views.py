@@ -114,7 +114,11 @@ def _bars(c: ViewContext) -> list:
     p, out = c.p, []
     for j, (s, v) in enumerate(zip(p.series, c.vals)):
         labels = list(c.plan.classes) if p.layer == "output" else [f"{p.layer}:{ch}" for ch in range(v.shape[1])]
-        data = {"labels": labels, "values": v[c.i].numpy().astype(np.float32), "target": s.label}
+        data = {"labels": labels, "values": v[c.i].numpy().astype(np.float32), "target": s.label,
+                "axis": "activation" if p.content_kind == "activation" else f"attribution to {s.label}"}
+        if p.content_kind == "activation":
+            data["heading"] = "logits: the most and least likely classes" if p.layer == "output" else \
+                f"{p.layer}: the most active channels"
         if p.icons:
             atoms, icons = c.icons_of(p.icons[j])
             data["icons"] = {labels[int(ch)]: ic for ch, ic in zip(atoms, icons)}

@@ -132,3 +132,27 @@ def test_file_source_refuses_pickled_modules(tmp_path):
                     "elements:\n  e: {content: {activation: {layer: x}}, presentation: heatmap}\n")
     r = cli("check", spec)
     assert r.returncode == 1 and "not a TorchScript archive" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_render_exports_every_element_as_svg_and_png(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "report"
+    r = subprocess.run([sys.executable, "-m", "interpgram.backends.cli", "render", "specs/shapes/demo.yaml", "-o", str(out),
+                        "--cache-dir", str(tmp_path / "cache"), "--icon-steps", "2", "--export", "svg,png", "-q"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    figs = sorted((out / "figures").iterdir())
+    names = {f.name for f in figs}
+    for el in ("where", "versus", "channels", "groups", "magnitude", "upstream"):
+        assert f"{el}.svg" in names and f"{el}.png" in names
+    for f in figs:
+        if f.suffix == ".svg":
+            root = ET.parse(f).getroot()
+            assert root.tag.endswith("svg") and len(list(root.iter())) > 20
+        else:
+            assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 2000
+    assert "figures: 12 file(s)" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "interpgram.backends.cli", "render", "specs/shapes/demo.yaml", "-o",
+                          str(tmp_path / "x"), "--export", "pdf"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "formats are svg and png" in bad.stderr

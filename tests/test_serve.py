@@ -325,3 +325,35 @@ def test_the_server_survives_a_broken_spec(tmp_path):
         loop.add_callback(loop.stop)
         thread.join(timeout=10)
         engine.stop()
+
+
+def test_replacing_a_link_source_chart_keeps_its_selection_watchable():
+    """Panel resets a replaced chart's selection values to None, which its list parameters refuse;
+    set_chart allows None first, so a target that is itself a link source can be redrawn."""
+    import altair as alt
+    import panel as pn
+
+    from interpgram.backends.serve import set_chart
+
+    pick = alt.selection_point(name="link", fields=["atom"], on="click")
+
+    def chart(v: float) -> dict:
+        return alt.Chart({"values": [{"atom": 1, "v": v}]}).mark_bar().encode(x="v:Q", y="atom:N").add_params(pick).to_dict()
+
+    pane = pn.pane.Vega(chart(2.0))
+    seen = []
+    pane.selection.param.watch(lambda e: seen.append(e.new), "link")
+    pane.selection.link = [{"atom": 1}]
+    with pytest.raises(ValueError, match="must be a list"):  # what Panel does on its own
+        _plain_replace(chart)
+    set_chart(pane, chart(3.0))  # raised ValueError inside Panel's watcher before
+    assert seen[-1] is None
+    pane.selection.link = [{"atom": 1}]
+    assert seen[-1] == [{"atom": 1}]
+
+
+def _plain_replace(chart) -> None:
+    import panel as pn
+    pane = pn.pane.Vega(chart(2.0))
+    pane.selection.link = [{"atom": 1}]
+    pane.object = chart(3.0)

@@ -352,7 +352,7 @@ def bars(view: ElementView) -> alt.TopLevelMixin:
     n_pos, n_neg = int((values > 0).sum()), int((values < 0).sum())
     bar = alt.Chart({"values": rows}).mark_bar(height={"band": 0.8}).encode(
         y=alt.Y("channel:N", sort=alt.EncodingSortField("value", order="descending"), title=None),
-        x=alt.X("value:Q", title=f"attribution to {target}", scale=alt.Scale(domain=[-m, m])),
+        x=alt.X("value:Q", title=str(view.data.get("axis", f"attribution to {target}")), scale=alt.Scale(domain=[-m, m])),
         color=alt.Color("sign:N", scale=alt.Scale(domain=["positive", "negative"], range=[POSITIVE, NEGATIVE]),
                         legend=alt.Legend(title=None, orient="bottom")),
         tooltip=[alt.Tooltip("channel:N"), alt.Tooltip("value:Q", format=".4g")],
@@ -363,7 +363,7 @@ def bars(view: ElementView) -> alt.TopLevelMixin:
                          strokeWidth=alt.condition(pick, alt.value(2), alt.value(0), empty=False)).add_params(pick)
     zero = alt.Chart({"values": [{"zero": 0}]}).mark_rule(color="#777777").encode(x="zero:Q")
     title = alt.TitleParams(
-        f"strongest channels for {target}",
+        str(view.data.get("heading", f"strongest channels for {target}")),
         subtitle=f"top {len(pos)} of {n_pos} positive, top {len(neg)} of {n_neg} negative ({values.shape[0]} channels)")
     if icons is None:
         return alt.layer(bar, zero).properties(width=360, height=alt.Step(17), title=title)
