@@ -758,6 +758,10 @@ def _apply_selection(b: _Builder, el_id: str, el, sel: Selection, *, variant: st
     if len(b.diags) > n_diags:
         del b.diags[n_diags:]
         return [], b.sel_problem or "the selection does not apply to this element's content"
+    maps = [p.presentation for p in presents if p.presentation in ("heatmap", "semantic_dictionary", "activation_grid")]
+    if maps and sel.kind == "position" and sel.target in ("from", "position") and presents[0].atom == "spatial":
+        return [], (f"{maps[0]} draws a map over positions, and one selected position is a single value; "
+                    "drive `to` of a layer-to-layer attribution, or the channels at the position (atom: channel)")
     if not b.sel_used:
         return [], b.sel_problem or f"nothing in this element's content takes a {sel.kind} as `{sel.target}`"
     return presents, ""

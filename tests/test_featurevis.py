@@ -194,7 +194,9 @@ def test_sprites_errors_name_the_problem(argv, msg, capsys):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = sorted((ROOT / "specs").rglob("*.yaml"))
+# the built-in model's specs; specs/inceptionv1 needs weights that cannot be downloaded here and is
+# compiled (with weights the tests make) in tests/test_inceptionv1_specs.py
+SPECS = sorted((ROOT / "specs" / "shapes").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])

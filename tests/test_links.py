@@ -210,6 +210,8 @@ def test_reduce_channels_at_a_position_and_the_map_of_one_channel():
      "'logits' selects a class, but a class selection drives `to` of an attribution to 'conv4' (select a position)"),
     ("[{from: where.hover, to: groupmap.group}]", "to", "'where' selects a position of conv4, but a position selection "
      "cannot drive `group`"),
+    ("[{from: where.hover, to: upstream.from}]", "to", "but heatmap draws a map over positions, and one selected "
+     "position is a single value"),
 ])
 def test_wrong_links_are_positioned_errors(tmp_path, links_yaml, where, message):
     path = write(tmp_path, f"""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import sys
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -278,53 +280,84 @@ def test_defaults_bind_loopback():
     assert websocket_origins("0.0.0.0", 8000) == ["*:8000"]  # asked to be reachable from anywhere
 
 
-def _page_text(url: str) -> str:
-    """The text of every model of a session's page, as a Bokeh client pulls it from the server."""
+def _page_text(url: str, timeout: float = 60.0) -> str:
+    """The text of every model of a session's page, as a Bokeh client pulls it from the server.
+    Pulled on a thread of its own: the Bokeh client runs a Tornado loop, which must not meet an
+    asyncio loop another library (Playwright's sync API, in the browser tests) left on this one."""
+    import importlib
+    import pkgutil
+
+    import panel.models
     from bokeh.client import pull_session
 
-    with pull_session(url=url) as session:
-        texts = [getattr(m, "text", None) for m in session.document.models]
-    return "\n".join(html.unescape(html.unescape(t)) for t in texts if isinstance(t, str))
+    for m in pkgutil.iter_modules(panel.models.__path__):  # the page's Panel models, so the client can read them
+        try:
+            importlib.import_module(f"panel.models.{m.name}")
+        except Exception:  # optional extras (e.g. a model needing a package not installed)
+            pass
+
+    out: dict = {}
+
+    def pull() -> None:
+        try:
+            with pull_session(url=url) as session:
+                out["texts"] = [getattr(m, "text", None) for m in session.document.models]
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=pull, daemon=True)
+    t.start()
+    t.join(timeout)
+    if "error" in out:
+        raise out["error"]
+    if "texts" not in out:
+        raise TimeoutError(f"no page from {url} in {timeout} s")
+    return "\n".join(html.unescape(html.unescape(x)) for x in out["texts"] if isinstance(x, str))
 
 
 def test_the_server_survives_a_broken_spec(tmp_path):
-    """The real Panel server on a free loopback port: pages open before, while and after the spec is
-    broken (each pull makes a session's page on the server, as a browser would)."""
+    """The real server (`interpgram serve` in a subprocess on a free loopback port): pages open
+    before, while and after the spec is broken (each pull makes a session's page on the server, as
+    a browser would), and the watcher reloads the spec on its own."""
     import requests
-    from tornado.ioloop import IOLoop
 
     path = linked_spec(tmp_path)
     good_text = path.read_text()
-    engine = Engine(path)
-    engine.load()
     port = free_port()
-    loop = IOLoop(make_current=False)
-    server = make_server(engine, port=port, loop=loop)
-    assert server.address == "127.0.0.1" and server.port == port
-    thread = threading.Thread(target=lambda: (server.start(), loop.start()), daemon=True)
-    thread.start()
+    proc = subprocess.Popen([sys.executable, "-m", "interpgram.backends.cli", "serve", str(path), "--port", str(port),
+                             "--no-show"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+
+    def until(check, what: str, timeout: float = 90.0) -> str:
+        end = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < end:
+            assert proc.poll() is None, f"the server died: {proc.stdout.read()}"
+            try:
+                text = _page_text(url)
+                if check(text):
+                    return text
+            except (OSError, requests.RequestException, RuntimeError):
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}; last page text:\n{text[:2000]}")
+
     try:
-        url = f"http://127.0.0.1:{port}/"
+        until(lambda t: "<h1>linked test</h1>" in t and "upstream: conv2 spatial attribution" in t, "the first page")
         assert requests.get(url, timeout=60).status_code == 200
-        text = _page_text(url)
-        assert "<h1>linked test</h1>" in text and "upstream: conv2 spatial attribution" in text
         bad, at = _broken(good_text)
         path.write_text(bad)
-        assert engine.poll()
-        assert requests.get(url, timeout=60).status_code == 200
-        text = _page_text(url)
-        assert f"{path}:{at}: unknown layer 'conv22'" in text
+        text = until(lambda t: f"{path}:{at}: unknown layer 'conv22'" in t, "the positioned error")
         assert "upstream: conv2 spatial attribution" in text  # the last good dashboard below the errors
         path.write_text(good_text)
-        assert engine.poll()
-        text = _page_text(url)
-        assert "unknown layer" not in text and "<h1>linked test</h1>" in text
-        assert len(engine.sessions) >= 1
+        until(lambda t: "unknown layer" not in t and "<h1>linked test</h1>" in t, "the recovery")
+        assert proc.poll() is None
     finally:
-        loop.add_callback(server.stop)
-        loop.add_callback(loop.stop)
-        thread.join(timeout=10)
-        engine.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_replacing_a_link_source_chart_keeps_its_selection_watchable():
@@ -357,3 +390,16 @@ def _plain_replace(chart) -> None:
     pane = pn.pane.Vega(chart(2.0))
     pane.selection.link = [{"atom": 1}]
     pane.object = chart(3.0)
+
+
+def test_the_server_binds_loopback_unless_told(tmp_path):
+    from tornado.ioloop import IOLoop
+
+    engine = Engine(linked_spec(tmp_path))
+    loop = IOLoop(make_current=False)
+    server = make_server(engine, port=0, loop=loop)  # made, not started
+    try:
+        assert server.address == DEFAULT_HOST == "127.0.0.1" and server.port > 0
+    finally:
+        server.stop()
+        loop.close()
