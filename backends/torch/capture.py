@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -68,3 +68,41 @@ def run_capture(model: nn.Module, x: torch.Tensor, layers: list[str], *, grad: b
     acts["input"] = x
     acts["output"] = logits
     return acts, logits
+
+
+class _Stop(Exception):
+    """Raised by a forward hook once every needed layer has run (the rest of the pass is not needed)."""
+
+
+def capture_until(module: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The outputs of ``layers`` for model input ``x`` (already preprocessed); the forward pass stops
+    once every one of them has run (``output``, the logits, needs the whole pass). The caller
+    chooses grad mode and any autocast. A module that runs more than once keeps its first output.
+    Used where only some layers are needed: feature visualisation steps, dataset examples."""
+    hidden = [l for l in dict.fromkeys(layers) if l not in ("input", "output")]
+    need_output = "output" in layers
+    store: dict[str, torch.Tensor] = {}
+
+    def make(name: str):
+        def hook(_m, _i, out):
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor; address one of its submodules")
+            store.setdefault(name, out)
+            if not need_output and all(h in store for h in hidden):
+                raise _Stop
+        return hook
+
+    handles = [resolve_module(module, name).register_forward_hook(make(name)) for name in hidden]
+    try:
+        out = module(x)
+        if need_output:
+            store["output"] = out if isinstance(out, torch.Tensor) else out.logits
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [l for l in hidden if l not in store]
+    if missing:
+        raise RuntimeError(f"layer(s) {', '.join(map(repr, missing))} did not run in the model's forward pass")
+    return store

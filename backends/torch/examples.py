@@ -53,48 +53,11 @@ from interpgram.grammar.plan import Examples
 
 from ..data.datasets import Dataset, open_dataset
 from .cache import ResultCache, cache_key
-from .capture import resolve_module
+from .capture import capture_until, resolve_module
 from .device import run_batched
 
 PATCH_PX = 96  # largest side of a stored patch
 _EPS = 1e-12
-
-
-class _Stop(Exception):
-    """Raised by a forward hook once the layer has run (the rest of the forward pass is not needed)."""
-
-
-def capture_until(module: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """The outputs of ``layers`` for model input ``x`` (already preprocessed); the forward pass stops
-    once every one of them has run (``output``, the logits, needs the whole pass). The caller
-    chooses grad mode. A module that runs more than once keeps its first output."""
-    hidden = [l for l in dict.fromkeys(layers) if l != "output"]
-    need_output = "output" in layers
-    store: dict[str, torch.Tensor] = {}
-
-    def make(name: str):
-        def hook(_m, _i, out):
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor; address one of its submodules")
-            store.setdefault(name, out)
-            if not need_output and all(h in store for h in hidden):
-                raise _Stop
-        return hook
-
-    handles = [resolve_module(module, name).register_forward_hook(make(name)) for name in hidden]
-    try:
-        out = module(x)
-        if need_output:
-            store["output"] = out if isinstance(out, torch.Tensor) else out.logits
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [l for l in hidden if l not in store]
-    if missing:
-        raise RuntimeError(f"layer(s) {', '.join(map(repr, missing))} did not run in the model's forward pass")
-    return store
 
 
 def forward_to(module: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:

@@ -36,16 +36,16 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def offline_page(browser):
-    """A page that may load file:, data: and blob: URLs only: every other request is aborted and
-    recorded in ``page.blocked``; console errors (and uncaught exceptions) go to ``page.errors``,
-    console warnings to ``page.warnings``."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+def guarded_page(browser, allowed: tuple[str, ...], viewport: dict | None = None):
+    """(context, page) in a browser context of its own that may load URLs starting with ``allowed``
+    (and data: / blob:) only: every other request is aborted and recorded in ``page.blocked``;
+    console errors (and uncaught exceptions) go to ``page.errors``, console warnings to
+    ``page.warnings``."""
+    ctx = browser.new_context(viewport=viewport or {"width": 1400, "height": 900})
     blocked: list[str] = []
 
     def route(r):
-        if r.request.url.startswith(("file:", "data:", "blob:")):
+        if r.request.url.startswith(tuple(allowed) + ("data:", "blob:")):
             r.continue_()
         else:
             blocked.append(r.request.url)
@@ -65,6 +65,13 @@ def offline_page(browser):
 
     page.on("console", console)
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    return ctx, page
+
+
+@pytest.fixture
+def offline_page(browser):
+    """A page that may load file:, data: and blob: URLs only (see :func:`guarded_page`)."""
+    ctx, page = guarded_page(browser, ("file:",))
     yield page
     ctx.close()
 

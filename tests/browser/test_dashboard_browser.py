@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import guarded_page
+
 pytestmark = pytest.mark.browser
 
 SPEC = """\
@@ -139,22 +141,7 @@ def open_page(browser, server: Server):
     """A page in its own browser context that may reach the server only (everything else is
     aborted and recorded in ``page.blocked``); console errors and uncaught exceptions go to
     ``page.errors``."""
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    blocked: list[str] = []
-    origin = f"http://127.0.0.1:{server.port}/"
-
-    def route(r):
-        if r.request.url.startswith((origin, "data:", "blob:")):
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
-
-    ctx.route("**/*", route)
-    page = ctx.new_page()
-    page.errors, page.blocked = [], blocked
-    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    ctx, page = guarded_page(browser, (f"http://127.0.0.1:{server.port}/",), {"width": 1400, "height": 1000})
     page.goto(server.url)
     return ctx, page
 

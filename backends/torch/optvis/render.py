@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..capture import resolve_module
+from ..capture import capture_until
 from ..device import pick_device, run_batched
 from . import objectives as O
 from .param import ImageParam
@@ -78,10 +78,6 @@ class RenderResult:
     history: list[float] = field(default_factory=list)  # mean objective per step (last attempt)
 
 
-class _Stop(Exception):
-    """Raised by a forward hook once every layer the objective reads has been captured."""
-
-
 class _RedirectedReLU(torch.autograd.Function):
     """lucid's redirected ReLU gradient: where the true ReLU gradient of an element is all zero, let
     through the gradient that would raise negative inputs, so that optimisation can start."""
@@ -107,24 +103,13 @@ def _seed_int(*parts: Any) -> int:
 
 def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redirect: bool,
              autocast: str) -> dict[str, torch.Tensor]:
-    """Forward ``x`` until every layer in ``layers`` has been seen; returns their outputs (float32)."""
-    hidden = [l for l in layers if l not in ("input", "output")]
-    need_output = "output" in layers
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def grab(name: str):
-        def fn(_m, _i, out):
-            if name not in store:
-                store[name] = out
-            if not need_output and len(store) == len(hidden):
-                raise _Stop
-        return fn
+    """Forward ``x`` until every layer in ``layers`` has been seen; returns their outputs (float32).
+    ``redirect``: lucid's redirected ReLU gradient (the first steps of an optimisation)."""
+    handles, inplace = [], []
 
     def relu_hook(m, inp, out):
         return _RedirectedReLU.apply(inp[0])
 
-    inplace = []
     try:
         if redirect:
             for m in module.modules():
@@ -133,17 +118,10 @@ def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redir
                         inplace.append(m)
                         m.inplace = False
                     handles.append(m.register_forward_hook(relu_hook))
-        for name in dict.fromkeys(hidden):
-            handles.append(resolve_module(module, name).register_forward_hook(grab(name)))
         on = autocast == "bfloat16" or (autocast == "auto" and x.device.type == "cuda")
         ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if on else _null()
-        try:
-            with ctx:
-                out = module(x)
-            if need_output:
-                store["output"] = out if isinstance(out, torch.Tensor) else out.logits
-        except _Stop:
-            pass
+        with ctx:
+            store = capture_until(module, x, list(layers))
     finally:
         for h in handles:
             h.remove()
