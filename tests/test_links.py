@@ -147,7 +147,7 @@ def test_position_domain_subsamples_evenly_within_the_bound():
 
 
 def test_layer_to_layer_channel_attribution_matches_captum(tmp_path):
-    captum = pytest.importorskip("captum.attr")
+    import captum.attr as captum  # a test dependency (pip install .[test]): missing fails, never skips
     path = write(tmp_path, """
     elements:
       flow:
