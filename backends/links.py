@@ -96,6 +96,14 @@ def selections(plan: Plan, results, extra: tuple = ()) -> list[tuple[LinkInfo, A
     return [(li, v) for li in plan.link_info for v in domain(plan, li, results, extra)]
 
 
+def mark_sources(plan: Plan, by_element: dict[str, list]) -> None:
+    """Views of a link's source element (as the spec states it, or a variant of it) carry
+    ``link_source``: their chart then defines the ``link`` selection the page listens to."""
+    for li in plan.link_info:
+        for v in by_element.get(li.source, []):
+            v.link_source = {"event": li.event, "kind": li.kind}
+
+
 def variant_plan(prep, sels: list[tuple[LinkInfo, Any]]) -> Plan:
     plan = compile_variants(prep.loaded, prep.info, sels, base=prep.plan)
     if getattr(prep, "icon_steps", None) is not None:  # a draft (render --icon-steps): its variants too
@@ -116,7 +124,9 @@ def run_variants(prep, inputs, sels: list[tuple[LinkInfo, Any]], *, cache,
     plan = variant_plan(prep, sels)
     results = execute(plan, prep.model, inputs, cache=cache, batch_size=prep.loaded.spec.execution.batch_size,
                       progress=progress)
-    return plan, results, build_views(plan, inputs, results)
+    views = build_views(plan, inputs, results)
+    mark_sources(prep.plan, views)  # a target that is itself a link's source stays one
+    return plan, results, views
 
 
 def variant_views(prep, inputs, link_index: int, value: Any, *, cache) -> list:
@@ -146,8 +156,7 @@ def describe(li: LinkInfo, value: Any, classes: list[str] | None = None) -> str:
     return f"channel {li.source_layer}:{value}"
 
 
-def report_links(plan: Plan, vplan: Optional[Plan], base_views: dict[str, list], variant_views_: dict[str, list],
-                 n_images: int) -> tuple[list[dict], dict[str, list]]:
+def report_links(plan: Plan, base_views: dict[str, list], variant_views_: dict[str, list], n_images: int) -> tuple[list[dict], dict[str, list]]:
     """The static report's link table and the variant views by base view id.
 
     Each entry: {link, source (view id), target (base view id), kind, event, keys (precomputed),

@@ -100,6 +100,23 @@ def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: O
         raise SpecError([d for _, d in diags])
 
 
+def with_input(prep: Prepared, ref: str) -> Prepared:
+    """``prep`` for another input (an image path or ``builtin:shapes/N``): the plan is compiled
+    again, the loaded model is reused, a draft's icon steps are kept."""
+    from interpgram.grammar import LoadedSpec
+
+    loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
+    try:
+        n = len(expand_refs(loaded.spec.inputs))
+    except InputError as e:
+        raise SpecError([loaded.error(("input",), str(e))]) from None
+    plan = compile_spec(loaded, prep.info)
+    if prep.icon_steps is not None:
+        _override_steps(plan, prep.icon_steps)
+    plan.resolved_device, plan.n_images = prep.plan.resolved_device, n
+    return Prepared(loaded, prep.model, prep.info, plan, prep.icon_steps)
+
+
 def _override_steps(plan: Plan, steps: int) -> None:
     from dataclasses import replace
 
@@ -270,12 +287,10 @@ def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_elemen
 
     if not prep.plan.link_info:
         return [], {}, None
-    for li in prep.plan.link_info:  # source views define the selection parameter the page listens to
-        for v in by_element.get(li.source, []):
-            v.link_source = {"event": li.event, "kind": li.kind}
+    links.mark_sources(prep.plan, by_element)
     sels = links.selections(prep.plan, results)
     if not sels:
-        table, variants = links.report_links(prep.plan, None, by_element, {}, len(inputs.names))
+        table, variants = links.report_links(prep.plan, by_element, {}, len(inputs.names))
         return table, variants, None
     vplan, vresults, vviews = links.run_variants(prep, inputs, sels, cache=cache, progress=progress)
     stats = vresults.stats
@@ -290,8 +305,5 @@ def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_elemen
             vviews.setdefault(el, []).extend(vs)
         for f in ("forward_passes", "backward_passes", "cache_hits", "cache_misses"):
             setattr(stats, f, getattr(stats, f) + getattr(more_results.stats, f))
-    for li in prep.plan.link_info:  # a variant of a source element is a source too
-        for v in vviews.get(li.source, []):
-            v.link_source = {"event": li.event, "kind": li.kind}
-    table, variants = links.report_links(prep.plan, vplan, by_element, vviews, len(inputs.names))
+    table, variants = links.report_links(prep.plan, by_element, vviews, len(inputs.names))
     return table, variants, stats

@@ -119,13 +119,6 @@ def chart_json(view) -> str:
     return json.dumps(spec)
 
 
-def mark_link_sources(plan, by_element: dict[str, list]) -> None:
-    """Source views of a link define the ``link`` selection parameter (as ``precompute_links`` does)."""
-    for li in plan.link_info:
-        for v in by_element.get(li.source, []):
-            v.link_source = {"event": li.event, "kind": li.kind}
-
-
 def _charts(by_element: dict[str, list]) -> dict[str, str]:
     return {v.id: chart_json(v) for vs in by_element.values() for v in vs}
 
@@ -229,10 +222,10 @@ class Engine:
         return ok
 
     def _finish_run(self, ref: Optional[str], prep, inputs, results, t0: float) -> Computed:
-        from . import pipeline
+        from . import links, pipeline
 
         by_element = pipeline.build_views(prep.plan, inputs, results)
-        mark_link_sources(prep.plan, by_element)
+        links.mark_sources(prep.plan, by_element)
         return Computed(ref, prep, inputs, results, by_element, _charts(by_element), time.perf_counter() - t0)
 
     def start_watching(self, interval: float = POLL_S) -> None:
@@ -269,21 +262,10 @@ class Engine:
             if ref in good.runs:
                 good.runs.move_to_end(ref)
                 return good.runs[ref]
-        from interpgram.grammar import LoadedSpec, SpecError, compile_spec
-
         from . import pipeline
-        from .data.inputs import InputError, expand_refs
 
         t0 = time.perf_counter()
-        base = good.prep
-        loaded = LoadedSpec(base.loaded.spec.model_copy(update={"input": ref}), base.loaded.located)
-        try:
-            n = len(expand_refs(loaded.spec.inputs))
-        except InputError as e:
-            raise SpecError([loaded.error(("input",), str(e))]) from None
-        plan = self._steps(compile_spec(loaded, base.info))
-        plan.resolved_device, plan.n_images = base.plan.resolved_device, n
-        prep = pipeline.Prepared(loaded, base.model, base.info, plan)
+        prep = pipeline.with_input(good.prep, ref)
         with self.lock:
             inputs, results = pipeline.run(prep, cache=good.cache)
         comp = self._finish_run(ref, prep, inputs, results, t0)
@@ -292,12 +274,6 @@ class Engine:
             while len(good.runs) > self.max_runs:
                 good.runs.popitem(last=False)
         return comp
-
-    def _steps(self, plan):
-        if self.icon_steps is not None:
-            from .pipeline import _override_steps
-            _override_steps(plan, self.icon_steps)
-        return plan
 
     def class_driven(self, comp: Computed) -> list[str]:
         """The elements a class selection re-targets: those whose attribution goes to the output
@@ -322,10 +298,7 @@ class Engine:
         with comp.lock:
             if index in comp.classes:
                 return comp.classes[index]
-        from interpgram.grammar.compiler import compile_variants
-
-        from . import pipeline
-        from .torch.execute import execute
+        from . import links
 
         n = len(comp.prep.info.classes)
         if not 0 <= int(index) < n:
@@ -335,13 +308,10 @@ class Engine:
         prep = comp.prep
         stats, by_element = None, {}
         if driven:
-            plan = self._steps(compile_variants(prep.loaded, prep.info, [(class_link(el), int(index)) for el in driven],
-                                                base=prep.plan))
             with self.lock:
-                results = execute(plan, prep.model, comp.inputs, cache=good.cache,
-                                  batch_size=prep.loaded.spec.execution.batch_size)
-            by_element = pipeline.build_views(plan, comp.inputs, results)
-            mark_link_sources(prep.plan, by_element)
+                _, results, by_element = links.run_variants(prep, comp.inputs,
+                                                            [(class_link(el), int(index)) for el in driven],
+                                                            cache=good.cache)
             stats = results.stats
         run = ClassRun(int(index), by_element, _charts(by_element), stats, time.perf_counter() - t0)
         with comp.lock:
@@ -355,17 +325,8 @@ class Engine:
 
         t0 = time.perf_counter()
         li = next(l for l in comp.prep.plan.link_info if l.index == link_index)
-        with self.lock:
-            if self.icon_steps is None:
-                _, results, views = links.run_variants(comp.prep, comp.inputs, [(li, value)], cache=good.cache)
-            else:  # run_variants' steps, with the draft's icon steps
-                from . import pipeline
-                from .torch.execute import execute
-                plan = self._steps(links.variant_plan(comp.prep, [(li, value)]))
-                results = execute(plan, comp.prep.model, comp.inputs, cache=good.cache,
-                                  batch_size=comp.prep.loaded.spec.execution.batch_size)
-                views = pipeline.build_views(plan, comp.inputs, results)
-        mark_link_sources(comp.prep.plan, views)  # a target that is itself a source keeps its selection
+        with self.lock:  # run_variants marks a target that is itself a link's source
+            _, results, views = links.run_variants(comp.prep, comp.inputs, [(li, value)], cache=good.cache)
         flat = [v for vs in views.values() for v in vs]
         # the same selection of the same computation draws the same charts: keep their JSON
         memo_key = (link_index, li.key(value))

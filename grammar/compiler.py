@@ -880,8 +880,7 @@ def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Pre
     spec = loaded.spec
     plan = Plan(model=spec.model_spec.source, inputs=tuple(spec.inputs), title=spec.title or "",
                 source=loaded.file, seed=spec.execution.seed, device=spec.execution.device,
-                dtype=spec.execution.dtype, classes=list(info.classes),
-                links=[(l.from_, l.to) for l in spec.links], layout=[list(r) for r in layout])
+                dtype=spec.execution.dtype, classes=list(info.classes), layout=[list(r) for r in layout])
     needs_grad = bool(b.grad_ids) or any(isinstance(o, PathGradient) for o in b.ops.values())
     ordered = sorted(b.capture_layers, key=info.order)
     plan.ops[CAPTURE_ID] = Capture(CAPTURE_ID, inputs=tuple(spec.inputs), layers=tuple(ordered), needs_grad=needs_grad)

@@ -324,7 +324,6 @@ class Plan:
     layer_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     unfused: dict[str, int] = field(default_factory=dict)  # passes an element-at-a-time run would do
-    links: list[tuple[str, str]] = field(default_factory=list)
     link_info: list[LinkInfo] = field(default_factory=list)
     vary_models: dict[str, list[str]] = field(default_factory=dict)  # element -> other models to compare with
     layout: list[list[str]] = field(default_factory=list)
@@ -454,8 +453,6 @@ class Plan:
                              + (f" of {li.source_layer}" if li.kind in ("position", "channel") else "")
                              + f"; up to {li.precompute} selections precomputed for the static report, any live in "
                                "`interpgram serve`")
-        elif self.links:
-            lines.append("  links: " + ", ".join(f"{a} → {b}" for a, b in self.links))
         return "\n".join(lines)
 
     def _describe(self, op: AnyOp) -> str:

@@ -199,8 +199,7 @@ def activation_grid(view: ElementView) -> alt.TopLevelMixin:
     )
     pick = link_param(view, ["col", "row"])
     if pick is not None:
-        grid = alt.layer(grid, _pick_layer(view, gh, gw, pick).encode(
-            x=alt.X("col:Q", scale=xs, axis=None), y=alt.Y("row:Q", scale=ys, axis=None)))
+        grid = alt.layer(grid, _pick_layer(view, gh, gw, pick))
     grid = grid.properties(width=side_px, height=round(side_px * gh / gw),
                  title=alt.TitleParams(f"activation grid of {view.data['layer']}",
                                        subtitle="one icon per position, area ∝ activation magnitude"))
