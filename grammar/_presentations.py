@@ -115,6 +115,7 @@ class PresentationKind:
     atoms: tuple[str, ...]  # atoms of the content it can show
     help: str
     contents: tuple[str, ...] = ("activation", "attribution", "transform")  # content kinds it can show
+    per_input: bool = True  # False: one view for the whole spec (atlases show a data set, not an input)
 
 
 PRESENTATIONS: dict[str, PresentationKind] = {}
@@ -182,4 +183,58 @@ class ExamplesOptions(_Options):
 register_presentation(PresentationKind(
     "examples", ExamplesOptions, ("channel", "neuron", "spatial", "direction", "group"),
     "dataset examples: for each atom, the data-set images (or receptive-field patches) that activate it most",
+))
+
+
+class AtlasLayoutOptions(_Options):
+    """UMAP of the (whitened) activation vectors (REFERENCE.md §3.3)."""
+
+    n_neighbors: int = Field(20, ge=2, le=1000, description="UMAP n_neighbors (the article's class atlas: 20; full atlases: 50)")
+    min_dist: float = Field(0.01, ge=0.0, le=1.0, description="UMAP min_dist")
+    metric: Literal["cosine", "euclidean"] = Field("cosine", description="UMAP metric")
+    fit_sample: int = Field(20000, ge=100, le=10_000_000, description="UMAP is fitted on this many samples; the rest are transformed")
+
+
+class AtlasIconOptions(IconOptions):
+    """Feature inversion of each cell's mean activation (the whitened cosine-power direction objective)."""
+
+    steps: int = Field(256, ge=1, le=20000, description="optimisation steps (the article: 1024)")
+    attempts: int = Field(2, ge=1, le=16, description="independent attempts per icon; the best final objective is kept")
+    cossim_pow: float = Field(4.0, ge=0, le=16, description="cosine-similarity power (lucid's notebooks: 4, recipe: 2)")
+    batch: int = Field(64, ge=1, le=4096, description="icons per batched optimisation (and per Ray task)")
+
+
+class PatchTestOptions(_Options):
+    """The article's adversarial-patch check, for every cell of a class atlas: paste the cell's icon onto
+    data-set images the model does not already call the class, and count how often it then does."""
+
+    size: Optional[int] = Field(None, ge=2, le=1024, description="patch side in px (default: a seventh of the model's input)")
+    crop: Literal["centre", "whole"] = Field("centre", description="the icon's centre size × size px (its native scale), "
+                                                                   "or the whole icon scaled down to size")
+    n: int = Field(500, ge=10, le=100000, description="images the patch is pasted onto (one random place each)")
+    split: Literal["train", "test"] = Field("test", description="the data set's split the images come from")
+
+
+class AtlasOptions(_Options):
+    """An activation atlas: the data set's activation vectors laid out in 2-D, gridded, one icon per cell."""
+
+    grid: int = Field(20, ge=2, le=400, description="cells per side")
+    min_count: int = Field(5, ge=1, le=100000, description="cells with fewer samples are left empty")
+    whiten: bool = Field(True, description="lay out whitened vectors (the uncentred second moment); icons always use "
+                                           "the whitened objective v·S")
+    layout: AtlasLayoutOptions = Field(default_factory=AtlasLayoutOptions)
+    icon: AtlasIconOptions = Field(default_factory=AtlasIconOptions)
+    sized: bool = Field(False, description="size each icon by its cell's density (log count / log max)")
+    winners: bool = Field(True, description="class atlas: keep samples whose strongest attribution is the class")
+    top: int = Field(2000, ge=0, le=10_000_000, description="class atlas: and the top samples by attribution to the class")
+    examples: int = Field(4, ge=0, le=16, description="data-set patches shown per cell when hovering")
+    patch_test: Optional[PatchTestOptions] = Field(None, description="class atlas: how often each cell's icon, pasted "
+                                                                     "as a patch, turns other images into the class")
+
+
+register_presentation(PresentationKind(
+    "atlas", AtlasOptions, ("spatial",),
+    "activation atlas: the activation vectors of a data set at one layer laid out by UMAP, averaged per grid cell and "
+    "drawn by feature inversion; an attribution to a class makes a class atlas, a compare of two a two-class atlas",
+    per_input=False,
 ))

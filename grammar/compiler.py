@@ -21,7 +21,12 @@ from ._load import LoadedSpec
 from ._presentations import PRESENTATIONS
 from .plan import (
     ActivationGrid,
+    AtlasIcons,
     Capture,
+    Collect,
+    Grid,
+    Layout,
+    PatchTest,
     FeatureVis,
     Combine,
     Factorize,
@@ -48,6 +53,7 @@ from .spec import (
 )
 
 CAPTURE_ID = "fwd"
+COLLECT_ID = "collect"
 
 
 @dataclass
@@ -134,6 +140,7 @@ class _Builder:
     sel: Optional[Selection] = None  # set while lowering a link's variant of its target element
     sel_used: bool = False
     sel_problem: str = ""
+    atlas_layers: list[str] = field(default_factory=list)  # layers the spec's one data-set collection stores
 
     # ------------------------------------------------------------ helpers
     def fail(self, path: tuple, msg: str, *, key: bool = False) -> None:
@@ -678,6 +685,8 @@ def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int 
     Returns (presents, the gradient targets it needed) — targets is None when the content failed."""
     epath = ("elements", el_id)
     b.element_targets = set()
+    if any(name == "atlas" for name, _ in canonical_presentations(el.presentation)):
+        return _lower_atlas(b, el_id, el, side=side)
     try:
         content = b.content(el.content, epath + ("content",))
     except _Invalid:
@@ -720,8 +729,154 @@ def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int 
     return out, targets
 
 
+# ---------------------------------------------------------------------------- atlases
+def _atlas_source(b: _Builder, c, path: tuple) -> tuple[str, Optional[int], str]:
+    """An atlas's content → (layer, class or None, sentence). Activation: the layer's vectors;
+    attribution to one class: that class's atlas."""
+    if isinstance(c, ActivationContent):
+        sub = b.network(c.activation, path + ("activation",), "activation")
+        layer, atom, apath = sub.layer, sub.atom, path + ("activation",)
+    elif isinstance(c, AttributionContent):
+        a = c.attribution
+        apath = path + ("attribution",)
+        frm = b.network(a.from_, apath + ("from",), "from")
+        to = b.network(a.to, apath + ("to",), "to")
+        layer, atom = frm.layer, frm.atom
+        apath = apath + ("from",)
+        if to.layer != "output":
+            b.fail(path + ("attribution", "to", "layer"), "a class atlas attributes to the output: "
+                                                         "to: {layer: output, select: [<class>]}")
+        if a.method != "grad_x_act":
+            b.fail(path + ("attribution", "method"), "an atlas stores gradient × activation attributions (the article's); "
+                                                     "method: integrated is not available for atlases")
+        if b.sel is not None and b.sel.kind == "class" and b.sel.target == "class":
+            cls = int(b.sel.value) if not isinstance(b.sel.value, str) else None
+            if cls is None:
+                b.sel_problem = "an atlas has no input whose top classes it could use; name a class"
+                raise _Invalid
+            b.sel_used = True
+        else:
+            sel = to.select or []
+            if len(sel) != 1:
+                b.fail(path + ("attribution", "to", "select"), f"a class atlas shows one class: select: [<class>] "
+                                                               f"(got {len(sel)}); compare two with a transform compare")
+            if _top_rank(sel[0], b.info.classes) is not None:
+                b.fail(path + ("attribution", "to", "select", 0), f"{sel[0]!r} picks an input's likely classes, but an atlas "
+                                                                  "shows a data set: name a class "
+                                                                  f"{did_you_mean(str(sel[0]), b.info.classes, listing='classes')}")
+            cls = b.class_index(sel[0], path + ("attribution", "to", "select", 0))
+        return layer, cls, _atlas_check_layer(b, layer, atom, apath)
+    else:
+        b.fail(path, "an atlas shows an activation, an attribution to one class (class atlas) "
+                     "or a compare of two such attributions (two-class atlas)")
+    return layer, None, _atlas_check_layer(b, layer, atom, apath)
+
+
+def _atlas_check_layer(b: _Builder, layer: str, atom, path: tuple) -> str:
+    if layer in ("input", "output"):
+        b.fail(path + ("layer",), f"an atlas lays out a hidden layer's activation vectors, not {layer!r}")
+    b.check_layer(layer, path + ("layer",))
+    if len(b.info.shape(layer)) != 3:
+        b.fail(path + ("layer",), f"an atlas needs a spatial layer (C, H, W); {layer} has shape {b.info.shape(layer)}")
+    if atom is not None and atom != "spatial":
+        b.fail(path + ("atom",), "an atlas shows activation vectors at positions: atom: spatial (or leave atom out)")
+    return layer
+
+
+def _lower_atlas(b: _Builder, el_id: str, el, *, side: str = "") -> tuple[list[Present], Optional[set]]:
+    """An atlas element: the spec's data-set collection (one for every atlas) → Layout → Grid → icons."""
+    epath = ("elements", el_id)
+    pres = canonical_presentations(el.presentation)
+    if len(pres) != 1:
+        b.diags.append(b.loaded.error(epath + ("presentation",), "an atlas is an element of its own: give the other "
+                                                                  "presentations their own element"))
+        return [], None
+    name, opts = pres[0]
+    ppath = epath + ("presentation",)
+    options = None
+    try:
+        options = PRESENTATIONS[name].options.model_validate(opts)
+    except Exception as err:  # pydantic ValidationError (the content is still checked below)
+        for e in getattr(err, "errors", lambda: [])():
+            b.diags.append(_option_error(b.loaded, ppath, name, PRESENTATIONS[name].options, opts, e))
+    c = el.content
+    cpath = epath + ("content",)
+    try:
+        if isinstance(c, TransformContent):
+            t = c.transform
+            if t.op != "compare" or not all(isinstance(x, AttributionContent) for x in (t.a, t.b)):
+                b.fail(cpath + ("transform",), "a two-class atlas compares two attributions to one class each: "
+                                               "{transform: {op: compare, a: {attribution: ...}, b: {attribution: ...}}}")
+            la, ca, _ = _atlas_source(b, t.a, cpath + ("transform", "a"))
+            lb, cb, _ = _atlas_source(b, t.b, cpath + ("transform", "b"))
+            if la != lb:
+                b.fail(cpath + ("transform", "b"), f"a two-class atlas compares attributions of one layer ({la} vs {lb})")
+            if ca == cb:
+                b.fail(cpath + ("transform", "b"), f"a two-class atlas needs two different classes (both are {b.info.classes[ca]})")
+            layer, kind, classes = la, "compare", (ca, cb)
+        else:
+            layer, cls, _ = _atlas_source(b, c, cpath)
+            kind, classes = ("activation", ()) if cls is None else ("class", (cls,))
+    except _Invalid:
+        return [], None
+    if options is None:
+        return [], None
+    o = options.model_dump()
+    ds = b.loaded.spec.dataset
+    seed = b.seed if ds is None or ds.seed is None else ds.seed
+    if layer not in b.atlas_layers:
+        b.atlas_layers.append(layer)
+    lo = o["layout"]
+    lay = b.node("layout", (layer, kind, classes, o["whiten"], lo["n_neighbors"], lo["min_dist"], lo["metric"],
+                            lo["fit_sample"], o["winners"] if kind != "activation" else True,
+                            o["top"] if kind != "activation" else 0, seed),
+                 lambda i: Layout(i, collect=COLLECT_ID, layer=layer, kind=kind, classes=classes, whiten=o["whiten"],
+                                  n_neighbors=lo["n_neighbors"], min_dist=lo["min_dist"], metric=lo["metric"],
+                                  fit_sample=lo["fit_sample"], winners=o["winners"] if kind != "activation" else True,
+                                  top=o["top"] if kind != "activation" else 0, seed=seed))
+    grid = b.node("grid", (lay, o["grid"], o["min_count"], o["examples"]),
+                  lambda i: Grid(i, layout=lay, n=o["grid"], min_count=o["min_count"], examples=o["examples"]))
+    io = o["icon"]
+    settings = b.icon_settings(io)
+    icons = b.node("aicons", (grid, settings, io["cossim_pow"], io["batch"], b.seed),
+                   lambda i: AtlasIcons(i, grid=grid, layer=layer, settings=settings, cossim_pow=io["cossim_pow"],
+                                        batch=io["batch"], seed=b.seed))
+    src = (ds.source if ds is not None else "builtin:shapes")
+    deps = (icons,)
+    if o.get("patch_test") is not None:
+        pt = o["patch_test"]
+        if kind != "class":
+            b.diags.append(b.loaded.error(ppath + ("atlas", "patch_test"), "patch_test applies to a class atlas "
+                                          "(an attribution to one class): it counts how often a cell's icon turns "
+                                          "other images into that class"))
+            return [], None
+        size = pt["size"] or max(2, round(int(b.info.input_shape[-1]) / 7))
+        test = b.node("ptest", (icons, classes[0], size, pt["crop"], pt["n"], src, pt["split"], seed),
+                      lambda i: PatchTest(i, icons=icons, cls=classes[0], size=size, crop=pt["crop"], n=pt["n"],
+                                          dataset=src, split=pt["split"], seed=seed))
+        deps = (icons, test)
+    cname = [b.info.classes[x] for x in classes]
+    what = {"activation": f"Activation(Dataset {src}, Network {layer} Spatial)",
+            "class": f"Attribution(Dataset {src}, Network {layer} Spatial, Output {cname[0] if cname else ''})",
+            "compare": f"Transform(compare, Attribution(… Output {cname[0] if cname else ''}), "
+                       f"Attribution(… Output {cname[-1] if cname else ''}))"}[kind]
+    default_title = {"activation": f"{el_id}: activation atlas of {layer}",
+                     "class": f"{el_id}: class atlas of {layer} → {cname[0] if cname else ''}",
+                     "compare": f"{el_id}: {layer}, {' vs '.join(cname)}"}[kind]
+    title = (el.title or default_title) + (f" · {side}" if side else "")
+    variant = ""
+    p = Present(f"el:{el_id}" + (f"@side:{side}" if side else ""), element=el_id, presentation=name,
+                options=tuple(sorted((k, _freeze(v)) for k, v in o.items())), atom="spatial", layer=layer,
+                content_kind={"activation": "activation", "class": "attribution", "compare": "transform"}[kind],
+                series=(), title=title, icons=deps, detail=grid,
+                grammar=f"FeatureVis({what}) on a UMAP grid", variant=variant, side=side)
+    return [p], set()
+
+
 def _selection_kind(p: Present, info: ModelInfo) -> Optional[str]:
     """What clicking or hovering an atom of this element selects."""
+    if not PRESENTATIONS[p.presentation].per_input:
+        return None  # an atlas shows a data set, not positions of an input
     if p.atom == "group":
         return "group"
     if p.atom == "channel":
@@ -866,6 +1021,17 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
         if missing:
             b.diags.append(loaded.error(("layout",), f"layout leaves out element(s) {', '.join(missing)}; add them to a row"))
     links = _resolve_links(b, presents)
+    if spec.input is None:
+        needs = sorted({p.element for p in presents if PRESENTATIONS[p.presentation].per_input})
+        if needs:
+            b.diags.append(loaded.error((), f"input is missing: element{'s' if len(needs) > 1 else ''} "
+                                            f"{', '.join(needs)} show{'' if len(needs) > 1 else 's'} an input image "
+                                            "(input: builtin:shapes/7 or an image path); only atlases need none"))
+    if spec.dataset is not None and not any(n == "atlas" for el in spec.elements.values()
+                                            for n, _ in canonical_presentations(el.presentation)):
+        b.diags.append(loaded.error(("dataset",), "dataset: is the data set of atlases, and no element is an atlas "
+                                                  "(dataset examples name their data set in the examples presentation)",
+                                    key=True))
     if b.diags:
         raise SpecError(b.diags)
     plan = _finish(b, loaded, info, presents, layout=layout, unfused=(unfused_fwd, unfused_bwd))
@@ -887,6 +1053,13 @@ def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Pre
     for t, gid in b.grad_ids.items():
         wrt = tuple(sorted(b.grad_wrt[t], key=info.order))
         plan.ops[gid] = Gradient(gid, capture=CAPTURE_ID, target=t, wrt=wrt)
+    if b.atlas_layers:
+        from .spec import AtlasDataset
+        ds = spec.dataset or AtlasDataset()
+        plan.ops[COLLECT_ID] = Collect(COLLECT_ID, dataset=ds.source, n=ds.n, split=ds.split,
+                                       layers=tuple(sorted(b.atlas_layers, key=info.order)), positions=ds.positions,
+                                       seed=spec.execution.seed if ds.seed is None else ds.seed, chunk=ds.chunk,
+                                       batch_size=ds.batch_size)
     plan.ops.update(b.ops)
     for p in presents:
         plan.ops[p.id] = p
@@ -894,6 +1067,8 @@ def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Pre
     for op in plan.ops.values():
         if isinstance(op, PathGradient):
             plan.layer_shapes.setdefault(op.layer, info.shape(op.layer))
+    for layer in b.atlas_layers:
+        plan.layer_shapes.setdefault(layer, info.shape(layer))
     plan.unfused = {"forward": unfused[0], "backward": unfused[1]}
     return plan
 

@@ -238,6 +238,98 @@ class Examples(Op):
 
 
 @dataclass(frozen=True)
+class Collect(Op):
+    """Stream ``n`` images of ``dataset`` through the model once; store, per sample, the activation
+    vector at each of ``layers`` (one ``positions`` sample per image: random | centre | all) and its
+    attribution to every class, in a chunked on-disk store (resumable)."""
+
+    dataset: str = "builtin:shapes"
+    n: int = 10000
+    split: str = "train"
+    layers: tuple[str, ...] = ()
+    positions: str = "random"
+    seed: int = 0
+    chunk: int = 2048
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class Layout(Op):
+    """UMAP of one layer's collected vectors to 2-D (``kind`` activation), of one class's samples
+    (``class``: winners ∪ the ``top`` by attribution), or a two-class layout (``compare``: x from the
+    attribution difference, y a 1-D layout)."""
+
+    collect: str = ""
+    layer: str = ""
+    kind: str = "activation"  # activation | class | compare
+    classes: tuple[int, ...] = ()
+    whiten: bool = True
+    n_neighbors: int = 20
+    min_dist: float = 0.01
+    metric: str = "cosine"
+    fit_sample: int = 20000
+    winners: bool = True
+    top: int = 2000
+    seed: int = 0
+
+    @property
+    def deps(self):
+        return (self.collect,)
+
+
+@dataclass(frozen=True)
+class Grid(Op):
+    """``n`` × ``n`` cells over a layout: count, mean activation, mean attribution and top class of
+    each cell with at least ``min_count`` samples, and ``examples`` data-set patches per cell."""
+
+    layout: str = ""
+    n: int = 20
+    min_count: int = 5
+    examples: int = 4
+
+    @property
+    def deps(self):
+        return (self.layout,)
+
+
+@dataclass(frozen=True)
+class AtlasIcons(Op):
+    """Feature inversion of each grid cell's mean activation: the whitened cosine-power direction
+    objective at the centre position, batched, best of several attempts, each icon cached."""
+
+    grid: str = ""
+    layer: str = ""
+    settings: tuple = ()
+    cossim_pow: float = 4.0
+    batch: int = 64
+    seed: int = 0
+
+    @property
+    def deps(self):
+        return (self.grid,)
+
+
+@dataclass(frozen=True)
+class PatchTest(Op):
+    """For each cell of a class atlas: paste its icon (``crop`` centre | whole, ``size`` px) at one
+    random place onto ``n`` data-set images the model does not predict as ``cls``; the fraction whose
+    prediction becomes ``cls``, next to a same-size uniform-noise patch at the same places."""
+
+    icons: str = ""
+    cls: int = 0
+    size: int = 9
+    crop: str = "centre"
+    n: int = 500
+    dataset: str = "builtin:shapes"
+    split: str = "test"
+    seed: int = 0
+
+    @property
+    def deps(self):
+        return (self.icons,)
+
+
+@dataclass(frozen=True)
 class Series:
     """One labelled series of an element's content (e.g. the map for one class)."""
 
@@ -287,7 +379,7 @@ def _size(n: int) -> str:
 
 
 AnyOp = Union[Capture, Gradient, PathGradient, Reduce, Factorize, GroupAttribution, Combine, FeatureVis,
-              ActivationGrid, Examples, Present]
+              ActivationGrid, Examples, Collect, Layout, Grid, AtlasIcons, PatchTest, Present]
 
 
 @dataclass(frozen=True)
@@ -349,7 +441,7 @@ class Plan:
         return [p for p in self.of_type(Present) if p.link < 0]
 
     def passes(self) -> dict[str, int]:
-        fwd = len(self.of_type(Capture))
+        fwd = sum(1 for c in self.of_type(Capture) if c.layers)
         bwd = len(self.of_type(Gradient))
         for pg in self.of_type(PathGradient):
             fwd += 1  # batched over the path points
@@ -418,7 +510,8 @@ class Plan:
         p = self.passes()
         lines = [
             f"plan for {self.source or '<spec>'}",
-            f"  model   {self.model}   input {_images(self.n_images or len(self.inputs))}: {', '.join(self.inputs)}",
+            f"  model   {self.model}   input "
+            + (f"{_images(self.n_images or len(self.inputs))}: {', '.join(self.inputs)}" if self.inputs else "none (atlases only)"),
             f"  device  {self.device}" + (f" ({self.resolved_device})" if self.resolved_device and
                                           self.resolved_device != self.device else "") + f"   dtype {self.dtype}",
             f"  passes  {p['forward']} forward, {p['backward']} backward"
@@ -430,6 +523,8 @@ class Plan:
         width = 0
         rows = []
         for op in self.topological():
+            if isinstance(op, Capture) and not op.layers and not op.needs_grad:
+                continue  # nothing read from the inputs (an atlas-only spec)
             est = self.estimated_bytes(op)
             total += est
             rows.append((op, est))
@@ -447,6 +542,13 @@ class Plan:
             batches = sorted({op.batch for op in fv})
             lines.append(f"  icons: {len(fv)} feature-visualisation request(s) in {len(batches)} batched optimisation(s) "
                          f"({', '.join(batches)}); each icon is cached on its own")
+        for c in self.of_type(Collect):
+            per = sum(self.layer_shapes.get(l, (1, 1, 1))[0] + len(self.classes) + 1 for l in c.layers)
+            rows = c.n * (1 if c.positions != "all" else max(
+                (self.layer_shapes.get(l, (1, 1, 1))[-1] * self.layer_shapes.get(l, (1, 1, 1))[-2] for l in c.layers), default=1))
+            atlases = sum(1 for p in self.elements if p.presentation == "atlas")
+            lines.append(f"  atlas collection: one pass over {c.n} images serves {atlases} atlas view(s); "
+                         f"store ≈ {_size(rows * per * 4).strip()} on disk (resumable, in the cache folder)")
         if self.link_info:
             for li in self.link_info:
                 lines.append(f"  link {li.source}.{li.event} → {li.element}.{li.target}: selects a {li.kind}"
@@ -454,6 +556,9 @@ class Plan:
                              + f"; up to {li.precompute} selections precomputed for the static report, any live in "
                                "`interpgram serve`")
         return "\n".join(lines)
+
+    def _cls(self, c: int) -> str:
+        return self.classes[c] if 0 <= c < len(self.classes) else str(c)
 
     def _describe(self, op: AnyOp) -> str:
         name = type(op).__name__
@@ -491,6 +596,24 @@ class Plan:
                      else f"top {op.count} per image")
             return (f"{op.id:<{w}} Examples     top {op.top} of {op.dataset} ({op.split}, n={op.n}) per {op.atom} atom "
                     f"of {op.layer} ({which}){', patches' if op.patch else ''}")
+        if isinstance(op, Collect):
+            return (f"{op.id:<{w}} Collect      {op.dataset} ({op.split}, n={op.n}, {op.positions} positions) → "
+                    f"{', '.join(op.layers)}: activation + attribution to every class, chunks of {op.chunk}")
+        if isinstance(op, Layout):
+            which = {"activation": "all samples", "class": f"class {self._cls(op.classes[0])}" if op.classes else "class",
+                     "compare": " vs ".join(self._cls(c) for c in op.classes)}[op.kind]
+            return (f"{op.id:<{w}} Layout       {op.layer} ({which}): UMAP {op.metric} n_neighbors={op.n_neighbors} "
+                    f"min_dist={op.min_dist:g}{', whitened' if op.whiten else ''}, fit on ≤{op.fit_sample}")
+        if isinstance(op, Grid):
+            return f"{op.id:<{w}} Grid         {op.n}×{op.n} over {op.layout}, cells with ≥{op.min_count} samples"
+        if isinstance(op, AtlasIcons):
+            st = dict(op.settings)
+            return (f"{op.id:<{w}} AtlasIcons   a whitened cossim^{op.cossim_pow:g} icon per cell of {op.grid}: "
+                    f"{st.get('size')} px, {st.get('steps')} steps × {st.get('attempts', 1)}, batches of {op.batch}")
+        if isinstance(op, PatchTest):
+            return (f"{op.id:<{w}} PatchTest    each cell's icon ({op.crop}, {op.size} px) pasted onto {op.n} images of "
+                    f"{op.dataset} ({op.split}) not predicted {self._cls(op.cls)}: how many become {self._cls(op.cls)}")
         if isinstance(op, Present):
-            return f"{op.id:<{w}} Present      {op.element}: {op.presentation} of {', '.join(s.label for s in op.series)}"
+            what = ", ".join(s.label for s in op.series) or f"{op.layer} ({op.content_kind})"
+            return f"{op.id:<{w}} Present      {op.element}: {op.presentation} of {what}"
         return f"{op.id:<{w}} {name}"

@@ -445,12 +445,43 @@ class ModelSpec(Node):
     labels: Optional[str] = Field(None, description="text file with one class name per line")
 
 
+class AtlasDataset(Node):
+    """The data set an atlas streams through the model (``dataset:`` at the top of a spec).
+
+    One collection serves every atlas element of the spec: each sample stores the activation vector
+    at every layer an atlas asks for, and its attribution to every class."""
+
+    source: str = Field("builtin:shapes", description="builtin:shapes, a folder of images (relative to the spec's folder), "
+                                                      "or python:MODULE:CALLABLE returning a torch Dataset (needs --allow-code)")
+    n: int = Field(10000, ge=1, le=100_000_000, description="images streamed (the first n of the split)")
+    split: Literal["train", "test"] = "train"
+    positions: Literal["random", "centre", "all"] = Field(
+        "random", description="activation vectors taken per image: one random position (the article), the centre, or all")
+    seed: Optional[int] = Field(None, description="seed of the random positions (default: execution.seed)")
+    chunk: int = Field(2048, ge=1, le=1_000_000, description="images per chunk of the on-disk store (the unit of resuming)")
+    batch_size: int = Field(256, ge=1, le=65536, description="images per forward pass")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("source is empty: use builtin:shapes, a folder of images, or python:MODULE:CALLABLE")
+        if v.startswith("builtin:") and v != "builtin:shapes":
+            from ._errors import did_you_mean
+            raise ValueError(f"unknown built-in data set {v!r} {did_you_mean(v, ['builtin:shapes'], listing='built-in data sets')}")
+        return v
+
+
 class Execution(Node):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     cache: Union[bool, str] = Field(True, description="true (default folder), false, or a folder")
     seed: int = 0
     batch_size: Optional[int] = Field(None, ge=1, description="images per forward pass (default: all, halved on out-of-memory)")
+    engine: Literal["local", "ray"] = Field("local", description="where atlas collection and icon rendering run: "
+                                                                 "this process, or Ray tasks (pip install 'interpgram[ray]')")
+    address: Optional[str] = Field(None, description="engine: ray — an existing cluster (ray://host:10001, host:6379, auto); "
+                                                     "default: a local Ray instance")
 
     @field_validator("device")
     @classmethod
@@ -473,10 +504,11 @@ class Spec(Node):
         Union[Annotated[str, Tag("ref")], Annotated[ModelSpec, Tag("spec")]],
         Discriminator(lambda v: "spec" if isinstance(v, (dict, ModelSpec)) else "ref"),
     ] = Field(..., description="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN, or a mapping")
-    input: Annotated[
+    input: Optional[Annotated[
         Union[Annotated[str, Tag("one")], Annotated[list[str], Tag("many")]],
         Discriminator(lambda v: "many" if isinstance(v, list) else "one"),
-    ] = Field(..., description="builtin:shapes/7, an image path, or a list of them")
+    ]] = Field(None, description="builtin:shapes/7, an image path, or a list of them (not needed when every element is an atlas)")
+    dataset: Optional[AtlasDataset] = Field(None, description="the data set atlases are collected from (default: builtin:shapes, n 10000)")
     elements: dict[str, Element]
     links: list[Link] = Field(default_factory=list)
     layout: Optional[list[list[str]]] = None
@@ -505,4 +537,6 @@ class Spec(Node):
 
     @property
     def inputs(self) -> list[str]:
+        if self.input is None:
+            return []
         return [self.input] if isinstance(self.input, str) else list(self.input)

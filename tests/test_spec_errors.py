@@ -38,14 +38,14 @@ CASES = [
      [(1, None, "missing the required key 'interpgram' (write 'interpgram: 1' at the top)")]),
     ("bad version", spec("elements: {e: {content: {activation: {layer: conv3}}, presentation: heatmap}}\n").replace("interpgram: 1", "interpgram: 2"),
      [(1, "2", "interpgram: 2 is not allowed")]),
-    ("unknown top key", spec("elemnts: {}\n"), [(4, "elemnts", "unknown key 'elemnts' (valid: interpgram, title, model, input, elements, links, layout, execution; did you mean 'elements'?)")]),
+    ("unknown top key", spec("elemnts: {}\n"), [(4, "elemnts", "unknown key 'elemnts' (valid: interpgram, title, model, input, dataset, elements, links, layout, execution; did you mean 'elements'?)")]),
     ("no elements", spec("elements: {}\n"), [(4, "{}", "a spec needs at least one element")]),
     ("elements a list", spec("elements: [a, b]\n"), [(4, "[a", "elements: expected a mapping, got a list")]),
     ("bad element id", spec("elements:\n  'my elem': {content: {activation: {layer: conv3}}, presentation: heatmap}\n"), [(5, "'my", "element ids are names")]),
     # ---- elements and content
     ("unknown element key", el("{activation: {layer: conv3}}\n    titel: x"), [(7, "titel", "unknown key 'titel' under 'e' (valid: content, presentation, title, vary; did you mean 'title'?)")]),
     ("unknown atom", el("{activation: {layer: conv3, atom: spatail}}"), [(6, "spatail", "atom: 'spatail' is not allowed (valid: neuron, spatial, channel, group, whole; did you mean 'spatial'?)")]),
-    ("unknown presentation", el("{activation: {layer: conv3}}", "heatmpa"), [(7, "heatmpa", "unknown presentation 'heatmpa' (valid: heatmap, bars, groups, featurevis, semantic_dictionary, activation_grid, examples; did you mean 'heatmap'?)")]),
+    ("unknown presentation", el("{activation: {layer: conv3}}", "heatmpa"), [(7, "heatmpa", "unknown presentation 'heatmpa' (valid: heatmap, bars, groups, featurevis, semantic_dictionary, activation_grid, examples, atlas; did you mean 'heatmap'?)")]),
     ("unknown attribution key", el("{attribution: {from: {layer: conv3}, to: {layer: output}, methd: x}}"),
      [(6, "methd", "unknown key 'methd' under 'attribution' (valid: from, to, method, steps; did you mean 'method'?)")]),
     ("bad method", el("{attribution: {from: {layer: conv3}, to: {layer: output}, method: integrated_gradients}}"),
@@ -98,14 +98,44 @@ CASES = [
      [(7, "stpes", "groups icon has no option 'stpes' (options: size, steps, lr, attempts, param, decorrelate, transforms, relu_redirect, autocast; did you mean 'steps'?)")]),
     ("bad nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {steps: -1}}}"),
      [(7, "-1", "groups option icon.steps: input should be greater than or equal to 1")]),
+    # ---- atlases
+    ("atlas option", el("{activation: {layer: conv4}}", "{atlas: {grdi: 10}}"),
+     [(7, "grdi", "atlas has no option 'grdi' (options: grid, min_count, whiten, layout, icon, sized, winners, top, examples; did you mean 'grid'?)")]),
+    ("atlas layout option", el("{activation: {layer: conv4}}", "{atlas: {layout: {metric: manhatan}}}"),
+     [(7, "manhatan", "atlas option layout.metric: input should be 'cosine' or 'euclidean'")]),
+    ("atlas of channels", el("{activation: {layer: conv4, atom: channel}}", "atlas"),
+     [(6, "channel}", "an atlas shows activation vectors at positions: atom: spatial (or leave atom out)")]),
+    ("atlas of output", el("{activation: {layer: output}}", "atlas"),
+     [(6, "output}", "an atlas lays out a hidden layer's activation vectors, not 'output'")]),
+    ("class atlas of two classes", el("{attribution: {from: {layer: conv4}, to: {layer: output, select: [star, cross]}}}", "atlas"),
+     [(6, "[star", "a class atlas shows one class: select: [<class>] (got 2); compare two with a transform compare")]),
+    ("class atlas top1", el("{attribution: {from: {layer: conv4}, to: {layer: output, select: [top1]}}}", "atlas"),
+     [(6, "top1", "'top1' picks an input's likely classes, but an atlas shows a data set: name a class")]),
+    ("class atlas unknown class", el("{attribution: {from: {layer: conv4}, to: {layer: output, select: [starr]}}}", "atlas"),
+     [(6, "starr", "unknown class 'starr'")]),
+    ("atlas with another presentation", el("{activation: {layer: conv4}}", "[heatmap, atlas]"),
+     [(7, "[heatmap", "an atlas is an element of its own")]),
+    ("two-class atlas of one class", el("{transform: {op: compare, a: {attribution: {from: {layer: conv4}, to: {layer: output, select: [star]}}}, "
+                                        "b: {attribution: {from: {layer: conv4}, to: {layer: output, select: [star]}}}}}", "atlas"),
+     [(6, "{attribution: {from: {layer: conv4}, to: {layer: output, select: [star]}}}}", "a two-class atlas needs two different classes (both are star)")]),
+    ("atlas data set typo", spec("dataset: {source: builtin:shape}\nelements: {e: {content: {activation: {layer: conv4}}, presentation: atlas}}\n"),
+     [(4, "builtin:shape}", "unknown built-in data set 'builtin:shape'")]),
+    ("data set without an atlas", spec("dataset: {n: 10}\nelements: {e: {content: {activation: {layer: conv4}}, presentation: heatmap}}\n"),
+     [(4, "dataset", "dataset: is the data set of atlases, and no element is an atlas")]),
+    ("no input for a heatmap", "interpgram: 1\nmodel: builtin:shapes-cnn\nelements: {e: {content: {activation: {layer: conv4}}, presentation: heatmap}}\n",
+     [(1, None, "input is missing: element e shows an input image")]),
+    ("ray engine typo", spec("execution: {engine: rey}\nelements: {e: {content: {activation: {layer: conv4}}, presentation: atlas}}\n"),
+     [(4, "rey", "engine: 'rey' is not allowed (valid: local, ray; did you mean 'ray'?)")]),
 ]
-
 # Rows checked by `interpgram check` (the compiler, with the real model) rather than by loading alone.
 MODEL_DEPENDENT = {"bad option", "unknown option", "presentation mismatch", "link to missing element",
                    "layout unknown element", "unknown layer", "unknown class", "class index out of range", "position outside", "backwards attribution",
                    "unknown model source", "unknown builtin model", "python model without permission",
                    "featurevis of the output", "dictionary of an attribution", "direction of the wrong length",
-                   "direction channel outside", "unknown transform", "unknown nested icon option", "bad nested icon option"}
+                   "direction channel outside", "unknown transform", "unknown nested icon option", "bad nested icon option",
+                   "atlas option", "atlas layout option", "atlas of channels", "atlas of output", "class atlas of two classes",
+                   "class atlas top1", "class atlas unknown class", "atlas with another presentation",
+                   "two-class atlas of one class", "data set without an atlas", "no input for a heatmap"}
 
 
 def _diagnose(text: str, name: str, tmp_path) -> list:
