@@ -1,0 +1,1 @@
+"""interpgram.backends.atlas: activation atlases (collect, store, layout, grid)."""
