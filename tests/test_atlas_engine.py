@@ -1,0 +1,302 @@
+"""The atlas execution engines: Ray tasks on a real local Ray instance give the local engine's
+results, in order, lazily, with the shared objects stored once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+import ray  # a missing ray fails this module: the `test` extra installs it
+import ray.cloudpickle
+import torch
+
+from interpgram.backends.atlas.engine import EngineError, LocalEngine, RayEngine, engine_for
+from interpgram.backends.models import load_model
+
+# The workers cannot import this test module (tests/ is not a package on their path): ship its
+# functions and classes by value. interpgram itself is imported normally on the workers.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def engine(ray_local):
+    with RayEngine() as e:  # reuses the fixture's Ray: close() must leave it running
+        yield e
+    assert ray.is_initialized()
+
+
+# ------------------------------------------------------------------ task functions (module level)
+
+def forward(shared, seed):
+    torch.manual_seed(seed)
+    x = torch.rand(3, *shared["input_shape"])
+    with torch.no_grad():
+        out = shared["model"](x)
+    return seed, out, torch.get_num_threads()
+
+
+def sleep_then_stamp(shared, item):
+    i, delay = item
+    time.sleep(delay)
+    return i, time.time()
+
+
+def interval(shared, i):
+    start = time.time()
+    time.sleep(shared["sleep"])
+    return i, start, time.time()
+
+
+def sleep_mark(shared, item):
+    i, delay = item
+    time.sleep(delay)
+    with open(os.path.join(shared["dir"], str(i)), "w"):
+        pass
+    return i
+
+
+class Counted:
+    """Appends one byte to a file each time it is pickled (deserialising does not count)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        with open(self.path, "ab") as f:
+            f.write(b".")
+        return (Counted, (self.path,))
+
+
+def uses_counted(shared, i):
+    return i, type(shared["counted"]).__name__, shared["counted"].path
+
+
+def visible_devices(shared, i):
+    return i, os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+class Boom(Exception):
+    pass
+
+
+def fail_on_three(shared, i):
+    if i == 3:
+        raise Boom(f"bad item {i}")
+    return i
+
+
+# ------------------------------------------------------------------ tests
+
+def test_ray_matches_local_on_a_real_model(engine):
+    loaded = load_model("builtin:shapes-cnn")
+    shared = {"model": loaded.module, "input_shape": (3, *loaded.preprocess.size)}
+    seeds = list(range(6))
+    local = list(LocalEngine().map(forward, seeds, shared=shared))
+    remote = list(engine.map(forward, seeds, shared=shared, max_in_flight=3))
+    assert [r[0] for r in remote] == seeds
+    for (s, a, _), (t, b, threads) in zip(local, remote):
+        assert s == t and a.shape == b.shape
+        assert torch.equal(a, b), f"seed {s}: max |diff| {float((a - b).abs().max())}"
+        assert threads == 1  # torch.set_num_threads(cpus_per_task) in the task
+    # a handle put once serves several maps
+    handle = engine.put(shared)
+    again = list(engine.map(forward, seeds[:2], shared=handle))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(local, again))
+
+
+def test_results_in_order_when_tasks_finish_out_of_order(engine):
+    n = 6
+    items = [(i, 0.15 * (n - i)) for i in range(n)]  # the last item finishes first
+    out = list(engine.map(sleep_then_stamp, items, shared={}, max_in_flight=n))
+    assert [i for i, _ in out] == list(range(n))
+    finished = [t for _, t in out]
+    assert finished != sorted(finished)  # they did finish out of order
+
+
+def test_lazy_and_bounded(engine):
+    pulled = []
+
+    def items():
+        for i in range(8):
+            pulled.append(i)
+            yield (i, 0.3 if i == 0 else 0.05)
+
+    it = engine.map(sleep_then_stamp, items(), shared={}, max_in_flight=3)
+    assert pulled == []  # nothing runs before the caller asks
+    first = next(it)
+    assert first[0] == 0
+    # at most max_in_flight tasks submitted beyond what the engine has handed back (+1 for the
+    # result just handed over): the item source is not drained ahead
+    assert len(pulled) <= 3 + 1
+    consumed = 1
+    for i, _ in it:
+        consumed += 1
+        assert i == consumed - 1
+        assert len(pulled) - consumed <= 3
+    assert consumed == 8 and pulled == list(range(8))
+
+
+def test_first_result_arrives_before_the_last_task_finishes(engine):
+    items = [(i, 0.25 * i) for i in range(6)]
+    got = []
+    for i, finished in engine.map(sleep_then_stamp, items, shared={}, max_in_flight=2):
+        got.append((i, time.time(), finished))
+    first_seen = got[0][1]
+    assert first_seen < max(f for _, _, f in got)
+
+
+def test_max_in_flight_one_runs_tasks_one_at_a_time(engine):
+    out = list(engine.map(interval, range(4), shared={"sleep": 0.2}, max_in_flight=1))
+    assert [i for i, _, _ in out] == [0, 1, 2, 3]
+    for (_, _, end), (_, start, _) in zip(out, out[1:]):
+        assert start >= end  # 2 CPUs, yet never two tasks at once
+
+
+def test_interrupt_and_early_stop_cancel_pending_tasks(engine, tmp_path):
+    t0 = time.time()
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C in ray.get
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in engine.map(sleep_mark, [(i, 3.0) for i in range(3)], shared={"dir": str(interrupted)},
+                                max_in_flight=3):
+                pass
+    finally:
+        timer.cancel()
+    t1 = time.time()
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    it = engine.map(sleep_mark, [(0, 0.0), (1, 2.0), (2, 2.0)], shared={"dir": str(stopped)}, max_in_flight=3)
+    assert next(it) == 0
+    it.close()  # the caller stops early
+    time.sleep(max(0.0, max(t0 + 4.0, t1 + 3.0) - time.time()))  # past when the tasks would end
+    assert os.listdir(interrupted) == []
+    assert os.listdir(stopped) == ["0"]
+
+
+def test_shared_is_serialised_once(engine, tmp_path):
+    path = str(tmp_path / "pickles")
+    shared = {"counted": Counted(path), "blob": torch.zeros(1000)}
+    out = list(engine.map(uses_counted, range(8), shared=shared, max_in_flight=4))
+    assert out == [(i, "Counted", path) for i in range(8)]
+    with open(path, "rb") as f:
+        assert f.read() == b"."  # once for ray.put, not once per task
+    assert list(LocalEngine().map(uses_counted, range(2), shared=shared)) == [(0, "Counted", path), (1, "Counted", path)]
+    with open(path, "rb") as f:
+        assert f.read() == b"."  # the local engine does not pickle
+
+
+def test_task_exception_keeps_type_and_message(engine):
+    got = []
+    with pytest.raises(Boom, match="bad item 3") as ei:
+        for r in engine.map(fail_on_three, range(8), shared={}, max_in_flight=4):
+            got.append(r)
+    assert got == [0, 1, 2]  # the items before the failing one, as the local engine gives them
+    notes = "\n".join(getattr(ei.value, "__notes__", []))
+    assert "item 3" in notes and "fail_on_three" in notes
+    with pytest.raises(Boom, match="bad item 3") as li:
+        list(LocalEngine().map(fail_on_three, range(8), shared={}))
+    assert "item 3" in "\n".join(getattr(li.value, "__notes__", []))
+    # the engine still works after a failure
+    assert list(engine.map(fail_on_three, range(3), shared={})) == [0, 1, 2]
+
+
+def test_gpus_on_a_cpu_cluster_run_on_cpu(engine):
+    assert engine.resources().get("GPU", 0) == 0
+    out = list(engine.map(visible_devices, range(3), shared={}, gpus=1))  # num_gpus=0: schedulable
+    assert out == [(0, ""), (1, ""), (2, "")]  # a task without a reserved GPU sees none
+
+
+def test_engine_for():
+    assert isinstance(engine_for(None), LocalEngine)
+    assert isinstance(engine_for({"engine": "local"}), LocalEngine)
+
+    class Execution:
+        engine = "nope"
+
+    with pytest.raises(EngineError, match="unknown execution engine 'nope'"):
+        engine_for(Execution())
+    with pytest.raises(EngineError, match="needs execution.engine: ray"):
+        engine_for({"engine": "local", "address": "ray://x:10001"})
+    with pytest.raises(ValueError):
+        LocalEngine().map(fail_on_three, [], shared={}, max_in_flight=0)
+
+
+def test_engine_for_ray_reuses_running_ray(ray_local):
+    class Execution:
+        engine = "ray"
+        address = None
+
+    e = engine_for(Execution())
+    assert isinstance(e, RayEngine) and not e.started
+    e.close()
+    assert ray.is_initialized()
+
+
+def test_missing_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(EngineError, match=r"pip install 'interpgram\[ray\]'"):
+        RayEngine()
+
+
+def _python(code: str, timeout: float) -> dict:
+    """Run code in a fresh interpreter (no Ray initialised there) and return its last JSON line."""
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=timeout, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_bad_address_fails_fast_with_engine_error():
+    out = _python("""
+        import json, socket, time
+        from interpgram.backends.atlas.engine import EngineError, RayEngine
+        s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()  # free port
+        res = {}
+        for addr in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            t = time.time()
+            try:
+                RayEngine(addr)
+                res[addr] = ["connected", time.time() - t]
+            except EngineError as e:
+                res[addr] = [str(e), time.time() - t]
+        import ray
+        res["initialized"] = ray.is_initialized()
+        print(json.dumps(res))
+    """, timeout=120)
+    assert out.pop("initialized") is False
+    for addr, (msg, seconds) in out.items():
+        assert addr in msg, msg
+        assert seconds < 30
+
+
+def test_own_local_instance_is_shut_down_on_close():
+    out = _python("""
+        import json, ray
+        from interpgram.backends.atlas.engine import RayEngine
+        with RayEngine(num_cpus=1, ray_init={"include_dashboard": False, "log_to_driver": False}) as e:
+            started = e.started
+            cpus = e.resources()["CPU"]
+            out = list(e.map(lambda s, i: i * s["k"], range(3), shared={"k": 2}))
+        print(json.dumps({"started": started, "cpus": cpus, "out": out, "after": ray.is_initialized()}))
+    """, timeout=120)
+    assert out == {"started": True, "cpus": 1.0, "out": [0, 2, 4], "after": False}
