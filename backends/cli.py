@@ -307,8 +307,17 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"{n} problem{'s' if n != 1 else ''} found")
         return 1
     except KeyboardInterrupt:
-        _err("interrupted; nothing half-written was left behind")
+        _err("interrupted; nothing half-written was left behind (an atlas collection resumes where it stopped)")
         return 130
+    except Exception as e:  # errors whose message says what to do: no traceback for them
+        from .atlas.engine import EngineError
+        from .atlas.run import AtlasError
+        from .atlas.store import StoreError
+        from .data.inputs import InputError
+        if isinstance(e, (AtlasError, EngineError, StoreError, InputError)):
+            _err(f"error: {e}")
+            return 1
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

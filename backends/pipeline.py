@@ -26,6 +26,7 @@ class Prepared:
     info: ModelInfo
     plan: Plan
     icon_steps: Optional[int] = None  # a draft's icon steps, applied to link variants too
+    allow_code: bool = False  # the user allowed python: sources (models, data sets)
 
 
 def model_info(model: LoadedModel) -> ModelInfo:
@@ -61,7 +62,36 @@ def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Opti
     except InputError as e:
         raise SpecError([loaded.error(("input",), str(e))]) from None
     _check_datasets(loaded, model, plan)  # dataset examples: a data set that cannot be opened, with its position
-    return Prepared(loaded, model, info, plan, icon_steps)
+    _check_atlas_dataset(loaded, model, plan, allow_code)
+    return Prepared(loaded, model, info, plan, icon_steps, allow_code)
+
+
+def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, allow_code: bool) -> None:
+    """The atlases' data set opens (a folder is listed, python: code imported only when allowed)."""
+    from interpgram.grammar.plan import Collect
+
+    from .data.datasets import DatasetError, open_dataset
+    for c in plan.of_type(Collect):
+        try:
+            open_dataset(c.dataset, n=c.n, split=c.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
+                         allow_code=allow_code)
+        except DatasetError as e:
+            where = ("dataset", "source") if loaded.spec.dataset is not None else ()
+            raise SpecError([loaded.error(where, str(e))]) from None
+
+
+def _has_atlas(plan: Plan) -> bool:
+    from interpgram.grammar.plan import AtlasIcons
+    return any(isinstance(op, AtlasIcons) for op in plan.ops.values())
+
+
+def _engine(prep: Prepared):
+    """The spec's execution engine for atlas collection and icons (``execution: {engine: ray}``)."""
+    from .atlas.engine import EngineError, engine_for
+    try:
+        return engine_for(prep.loaded.spec.execution)
+    except EngineError as e:
+        raise SpecError([prep.loaded.error(("execution", "engine"), str(e))]) from None
 
 
 def _examples_path(loaded: LoadedSpec, element: str) -> tuple:
@@ -114,17 +144,17 @@ def with_input(prep: Prepared, ref: str) -> Prepared:
     if prep.icon_steps is not None:
         _override_steps(plan, prep.icon_steps)
     plan.resolved_device, plan.n_images = prep.plan.resolved_device, n
-    return Prepared(loaded, prep.model, prep.info, plan, prep.icon_steps)
+    return Prepared(loaded, prep.model, prep.info, plan, prep.icon_steps, prep.allow_code)
 
 
 def _override_steps(plan: Plan, steps: int) -> None:
     from dataclasses import replace
 
-    from interpgram.grammar.plan import ActivationGrid, FeatureVis
+    from interpgram.grammar.plan import ActivationGrid, AtlasIcons, FeatureVis
     if steps < 1:
         raise ValueError("icon steps must be at least 1")
     for op_id, op in list(plan.ops.items()):
-        if isinstance(op, (FeatureVis, ActivationGrid)):
+        if isinstance(op, (FeatureVis, ActivationGrid, AtlasIcons)):
             settings = tuple((k, steps if k == "steps" else v) for k, v in op.settings)
             plan.ops[op_id] = replace(op, settings=settings)
 
@@ -154,9 +184,11 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
         progress: Optional[Callable[[str, int, int], None]] = None) -> tuple[Inputs, Results]:
     inputs = load_spec_inputs(prep)
     plan = prep.plan
+    engine = _engine(prep) if _has_atlas(plan) else None
     try:
         results = execute(plan, prep.model, inputs, cache=cache or make_cache(prep),
-                          batch_size=prep.loaded.spec.execution.batch_size, progress=progress)
+                          batch_size=prep.loaded.spec.execution.batch_size, progress=progress,
+                          engine=engine, base_dir=prep.loaded.base_dir, allow_code=prep.allow_code)
     except InputError as e:  # a data-set image that cannot be read while streaming (dataset examples)
         _check_datasets(prep.loaded, prep.model, plan, error=e)
         raise
@@ -164,6 +196,9 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
         if "execution.device" in str(e):
             raise SpecError([prep.loaded.error(("execution", "device"), str(e))]) from None
         raise
+    finally:
+        if engine is not None:
+            engine.close()  # shuts down only a Ray instance the engine started itself
     return inputs, results
 
 
@@ -199,7 +234,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     meta = {
         "spec": str(spec_path),
         "model": prep.model.name,
-        "inputs": ", ".join(inputs.names),
+        "inputs": ", ".join(inputs.names) or "none (atlases of a data set)",
         "device": results.device,
         "passes": f"{passes['forward']} forward, {passes['backward']} backward "
                   f"(one element at a time: {prep.plan.unfused['forward']} forward, {prep.plan.unfused['backward']} backward)",
@@ -210,6 +245,16 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
            if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
         "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
+    if not inputs.names:  # atlases only: no pass over inputs to speak of
+        for k in ("passes", "computed"):
+            meta.pop(k)
+    if _has_atlas(prep.plan):
+        from interpgram.grammar.plan import Collect
+        c = prep.plan.of_type(Collect)[0]
+        meta["atlas"] = (f"{c.n} images of {c.dataset} ({c.split}, {c.positions} positions) → "
+                         f"{', '.join(c.layers)}; " + ("collected or resumed in this run" if st.atlas_samples
+                                                       else "every layout from the cache")
+                         + "; " + ", ".join(f"{k} {v:.1f} s" for k, v in st.seconds.items() if k.startswith("atlas")))
     if st.examples_computed or st.examples_cached:
         meta["dataset examples"] = (f"{st.examples_computed} atom(s) searched ({st.dataset_images} data-set images "
                                     f"streamed), {st.examples_cached} from the cache")

@@ -547,6 +547,8 @@ class Dashboard:
             self.class_select.value = SPEC_CLASSES if self.class_index is None else self.class_index
         finally:
             self._syncing = False
+        # a spec of atlases only shows a data set: there is no input to pick
+        self.input_select.visible = self.input_text.visible = bool(refs)
 
     # ------------------------------------------------------------------ pickers
     def _on_input_select(self, event) -> None:

@@ -8,7 +8,7 @@ A builder turns one element's results for one input image into the data its char
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ class ViewContext:
     i: int
     vid: str
     title: str
-    image: np.ndarray  # (H, W, 3) in [0, 1]
+    image: Optional[np.ndarray]  # (H, W, 3) in [0, 1]; None for presentations of a data set (atlases)
     opts: dict
     vals: list[torch.Tensor]  # the element's series, batch first
 
@@ -67,6 +67,12 @@ def build_views(plan: Plan, inputs, results) -> dict[str, list]:
         if p.presentation not in BUILDERS:
             raise ValueError(f"no view builder for presentation {p.presentation!r} (registered: {', '.join(BUILDERS)})")
         vals = [results.values[s.op]["value"] for s in p.series]
+        from interpgram.grammar import PRESENTATIONS
+        if not PRESENTATIONS[p.presentation].per_input:  # one view for the spec (an atlas shows a data set)
+            vid = p.element + (f"-{_safe(p.side)}" if p.side else "")
+            ctx = ViewContext(plan, p, results, 0, vid, p.title, None, p.option_dict, vals)
+            views.setdefault(p.element, []).extend(BUILDERS[p.presentation](ctx))
+            continue
         for i in range(n):
             vid = p.element if n == 1 else f"{p.element}-{i}"
             base_id = p.id.split("@", 1)[0]  # a link variant's id is the element's + "@link:key"
@@ -237,3 +243,44 @@ def _examples(c: ViewContext) -> list:
             "heading": f"dataset examples · {p.layer}",
             "subtitle": f"top {op.top} of {int(r['size'])} images of {source} per atom{picked}, ranked by {score}; {shown}"}
     return [c.view(data)]
+
+
+# ----------------------------------------------------------------------------- atlases
+@view_builder("atlas")
+def _atlas(c: ViewContext) -> list:
+    """One view: every kept cell with its icon, count, top class, mean attribution and example patches."""
+    from .view._charts import png_data_url
+
+    p = c.p
+    grid = c.results.values[p.detail]
+    icons = c.results.values[p.icons[0]]
+    cells = grid["cells"].numpy()
+    patches = grid["patches"]
+    classes = list(c.plan.classes)
+    out = []
+    for j in range(cells.shape[0]):
+        strip = None
+        if patches.shape[1] and int(grid["count"][j]) > 0:
+            k = min(int(patches.shape[1]), int(grid["count"][j]))
+            row = patches[j, :k].permute(0, 2, 3, 1).numpy()  # (k, s, s, 3) uint8
+            gap = np.full((row.shape[1], 2, 3), 255, dtype=np.uint8)
+            strip = png_data_url(np.concatenate([np.concatenate([r, gap], axis=1) for r in row], axis=1)[:, :-2]
+                                 .astype(np.float32) / 255.0)
+        out.append({"col": int(cells[j, 0]), "row": int(cells[j, 1]), "count": int(grid["count"][j]),
+                    "top_class": int(grid["top_class"][j]), "icon": png_data_url(hwc(icons["images"][j])),
+                    "patches": strip, "attribution": [float(x) for x in grid["mean_attr"][j].tolist()],
+                    "size": float(grid["size"][j])})
+    patch = None
+    if len(p.icons) > 1:  # the patch test of a class atlas
+        pt_op = c.plan.ops[p.icons[1]]
+        pt = c.results.values[pt_op.id]
+        for j, cell in enumerate(out):
+            cell["flip"] = float(pt["flip"][j])
+        patch = {"class": classes[pt_op.cls], "noise": float(pt["noise"][0]), "n": int(pt["n"][0]),
+                 "size": int(pt["size"][0]), "crop": pt_op.crop}
+    opts = dict(c.opts)
+    n = int(opts.get("grid", 20))
+    lay = c.plan.ops[c.plan.ops[p.detail].layout]
+    return [c.view({"cells": out, "classes": classes, "grid": n, "kind": p.content_kind, "patch_test": patch,
+                    "atlas_classes": [classes[k] for k in lay.classes],
+                    "layer": p.layer, "samples": int(grid["member_ptr"][-1]) if grid["member_ptr"].numel() else 0})]

@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 
 from interpgram.backends import pipeline
-from interpgram.backends.models.inceptionv1 import INTERNAL_TO_PUBLISHED, WEIGHTS_ENV_VAR, InceptionV1
+from interpgram.backends.models.inceptionv1 import INTERNAL_TO_PUBLISHED, LABELS_ENV_VAR, WEIGHTS_ENV_VAR, InceptionV1
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECS = sorted((ROOT / "specs" / "inceptionv1").glob("*.yaml"))
+ALL = sorted((ROOT / "specs" / "inceptionv1").glob("*.yaml"))
+ATLASES = [s for s in ALL if "atlas" in s.stem]
+SPECS = [s for s in ALL if s not in ATLASES]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,19 @@ def spec_dir(tmp_path_factory):
     img = np.stack([0.5 + 0.4 * np.sin(7 * xx + 2 * yy), 0.5 + 0.4 * np.cos(5 * yy), 0.5 + 0.3 * np.sin(9 * xx * yy)], -1)
     for spec in SPECS:
         shutil.copy(spec, tmp / spec.name)
+    for spec in ATLASES:
+        shutil.copy(spec, tmp / spec.name)
     Image.fromarray((img * 255).astype(np.uint8)).save(tmp / "dog_cat.png")
+    # the atlases' data set (a folder of images) and a 1008-line label list naming the classes they use
+    (tmp / "imagenet").mkdir()
+    for i in range(3):
+        Image.fromarray((np.roll(img, 40 * i, axis=1) * 255).astype(np.uint8)).save(tmp / "imagenet" / f"{i}.jpg")
+    labels = ["dummy"] + [f"class {i}" for i in range(1, 1008)]
+    labels[10], labels[20] = "snorkel", "scuba diver"
+    (tmp / "labels.txt").write_text("\n".join(labels) + "\n")
     mp = pytest.MonkeyPatch()
     mp.setenv(WEIGHTS_ENV_VAR, str(tmp / "inception5h.pth"))
+    mp.setenv(LABELS_ENV_VAR, str(tmp / "labels.txt"))
     yield tmp
     mp.undo()
 
@@ -68,3 +80,20 @@ def test_specs_render_end_to_end(name, spec_dir, tmp_path):
         for t in vals.values():
             if isinstance(t, torch.Tensor) and t.is_floating_point():
                 assert torch.isfinite(t).all()
+
+
+def test_the_atlas_specs_exist_for_both_models():
+    assert {s.stem for s in ATLASES} == {"atlas", "class_atlas", "two_class_atlas"}
+    assert {s.stem for s in ATLASES} <= {s.stem for s in (ROOT / "specs" / "shapes").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("spec", ATLASES, ids=[s.stem for s in ATLASES])
+def test_every_atlas_spec_compiles_against_the_inceptionv1_graph(spec, spec_dir):
+    from interpgram.grammar.plan import Collect, Layout
+    prep = pipeline.prepare(spec_dir / spec.name)
+    (c,) = prep.plan.of_type(Collect)
+    assert c.dataset == "imagenet" and all(l.startswith("mixed") for l in c.layers)
+    kinds = {op.kind for op in prep.plan.of_type(Layout)}
+    assert kinds == {"atlas": {"activation"}, "class_atlas": {"class"}, "two_class_atlas": {"compare"}}[spec.stem]
+    if spec.stem != "atlas":
+        assert [prep.info.classes[k] for op in prep.plan.of_type(Layout) for k in op.classes][0] == "snorkel"

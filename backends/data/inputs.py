@@ -101,4 +101,6 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
             truth.append(None)
             names.append(p.name)
         images.append(img)
+    if not images:  # a spec of atlases only: no input image
+        return Inputs(refs, names, torch.zeros(0, 3, *size), truth)
     return Inputs(refs, names, torch.stack(images).float(), truth)

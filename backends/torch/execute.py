@@ -14,6 +14,7 @@ import torch
 
 from interpgram.grammar.plan import (
     ActivationGrid,
+    AtlasIcons,
     Capture,
     FeatureVis,
     Combine,
@@ -48,6 +49,7 @@ class Stats:
     examples_computed: int = 0  # atoms whose dataset examples were searched for
     examples_cached: int = 0  # atoms whose dataset examples came from the cache
     dataset_images: int = 0  # data-set images streamed through the model for them
+    atlas_samples: int = 0  # images in the atlas collection (0: every atlas came from the cache)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add_time(self, stage: str, t: float) -> None:
@@ -106,8 +108,12 @@ def _combine(op: Combine, vals: list[torch.Tensor], by: Optional[torch.Tensor]) 
 
 class Executor:
     def __init__(self, plan: Plan, model, inputs, *, cache: ResultCache, batch_size: Optional[int] = None,
-                 progress: Optional[Callable[[str, int, int], None]] = None):
+                 progress: Optional[Callable[[str, int, int], None]] = None, engine=None, base_dir=None,
+                 allow_code: bool = False):
         self.plan = plan
+        self.engine = engine  # where atlas collection and icons run (None: this process)
+        self.base_dir = base_dir  # the spec's folder (data-set folders are relative to it)
+        self.allow_code = allow_code  # python: data sets
         self.model = model
         self.inputs = inputs
         self.cache = cache
@@ -203,6 +209,9 @@ class Executor:
         if examples:
             from .examples import run_examples
             run_examples(self, examples, values)
+        if any(isinstance(op, AtlasIcons) for op in plan.ops.values()):
+            from ..atlas.run import run_atlas
+            run_atlas(self, values, engine=self.engine)
         return Results(values, self.stats, str(self.device))
 
     # ------------------------------------------------------------------ network
@@ -294,5 +303,6 @@ class Executor:
 
 
 def execute(plan: Plan, model, inputs, *, cache: ResultCache, batch_size: Optional[int] = None,
-            progress=None) -> Results:
-    return Executor(plan, model, inputs, cache=cache, batch_size=batch_size, progress=progress).run()
+            progress=None, engine=None, base_dir=None, allow_code: bool = False) -> Results:
+    return Executor(plan, model, inputs, cache=cache, batch_size=batch_size, progress=progress, engine=engine,
+                    base_dir=base_dir, allow_code=allow_code).run()

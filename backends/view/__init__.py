@@ -9,7 +9,7 @@
 from ._types import ElementView
 from ._registry import (REGISTRY, Presentation, UnknownPresentationError, chart_for, register, registered,
                         spec_for, unregister)
-from . import _charts, _examples_chart, _featurevis_charts  # noqa: F401  (register the built-in presentations)
+from . import _atlas_register, _charts, _examples_chart, _featurevis_charts  # noqa: F401  (register the built-in presentations)
 from ._charts import png_data_url
 from ._report import ElementRenderError, render_html, to_png, to_svg, write_report
 

@@ -11,7 +11,8 @@ import pytest
 from interpgram.backends import pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECS = sorted((ROOT / "specs" / "shapes").glob("*.yaml"))
+SPECS = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" not in s.stem)
+ATLASES = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" in s.stem)
 pytestmark = pytest.mark.browser
 
 DRAWN = ("document.querySelectorAll('section.element > .chart:not([data-variant])').length === "
@@ -123,3 +124,33 @@ def test_clicking_a_group_shows_it_alone(tmp_path, cache_dir, offline_page):
     shown = _visible_chart_html(page, "where")
     assert f"group {g + 1}" in shown and all(f">group {k}<" not in shown for k in range(1, 6) if k != g + 1)
     assert page.errors == [] and page.blocked == []
+
+
+@pytest.mark.parametrize("spec", ATLASES, ids=[s.stem for s in ATLASES])
+def test_every_atlas_spec_renders_and_draws_offline(spec, tmp_path, cache_dir, offline_page, artifacts):
+    """The atlas specs as written, on fewer images (n: 600; the full runs are timed in benchmarks/ and the
+    class atlas is rendered in full by tests/test_atlas_shortcut.py): icons on the grid, hover shows the
+    examples, a click switches the attribution bars to that cell."""
+    import re
+    small = tmp_path / spec.name
+    small.write_text(re.sub(r"n: \d+", "n: 600", spec.read_text()).replace("top: 2000", "top: 300"))
+    path = render(small, tmp_path / "report", cache_dir)
+    page = offline_page
+    open_report(page, path)
+    assert page.locator(".chart[data-rendered=error]").count() == 0
+    sections = page.locator("section.element")
+    for i in range(sections.count()):
+        sec = sections.nth(i)
+        assert sec.locator("svg.marks image").count() >= 4, sec.get_attribute("id")  # icons on the grid
+    first = sections.nth(0)
+    bars_before = first.locator("svg.marks").inner_html()
+    rects = page.evaluate("""(() => { const s = document.querySelector('section.element svg.marks');
+        return [...s.querySelectorAll('image')].slice(0, 3).map(im => { const r = im.getBoundingClientRect();
+        return [r.x + r.width / 2, r.y + r.height / 2]; }); })()""")
+    page.mouse.move(*rects[1])
+    page.wait_for_selector("#vg-tooltip-element.visible img", timeout=10_000)  # the cell's example patches
+    page.mouse.click(*rects[1])
+    page.wait_for_function(f"document.querySelector('section.element svg.marks').innerHTML !== {bars_before!r}",
+                           timeout=10_000)
+    assert page.blocked == [] and page.errors == []
+    page.screenshot(path=str(artifacts / f"spec-{spec.stem}.png"), full_page=True)

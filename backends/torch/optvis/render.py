@@ -195,7 +195,8 @@ class Icon:
     """One icon to render: an objective kind on a layer, with its parameters.
 
     kind: ``channel`` (index), ``neuron`` (index, centre position), ``direction`` (vector,
-    mean over positions), ``direction_neuron`` (vector at the centre).
+    mean over positions), ``direction_neuron`` (vector at the centre), ``atlas`` (the activation
+    atlas's whitened cosine-power objective at the centre; ``vector`` is already whitened, v·S).
     """
 
     layer: str
@@ -215,7 +216,7 @@ class Icon:
                     cossim_pow=cossim_pow)
 
 
-ICON_KINDS = ("channel", "neuron", "direction", "direction_neuron")
+ICON_KINDS = ("channel", "neuron", "direction", "direction_neuron", "atlas")
 
 
 def icon_objective(icons: Sequence[Icon]) -> O.Objective:
@@ -231,6 +232,8 @@ def icon_objective(icons: Sequence[Icon]) -> O.Objective:
         return O.direction(first.layer, vecs, cossim_pow=first.cossim_pow)
     if first.kind == "direction_neuron":
         return O.direction_neuron(first.layer, vecs, cossim_pow=first.cossim_pow)
+    if first.kind == "atlas":  # v·S precomputed: the same objective as direction_cossim_S(v, S)
+        return O.direction_cossim_S(first.layer, vecs, None, cossim_pow=first.cossim_pow)
     raise ValueError(f"unknown icon kind {first.kind!r} (known: {', '.join(ICON_KINDS)})")
 
 
