@@ -49,6 +49,17 @@ def check_transforms(v: Any) -> Any:
     return v
 
 
+def check_dataset_name(v: str, forms: str) -> str:
+    """A data-set reference's form (not its existence): not empty, and a ``builtin:`` name that exists."""
+    if not v.strip():
+        raise ValueError(f"the data set is empty; {forms}")
+    if v.startswith("builtin:") and v != "builtin:shapes":
+        from ._errors import did_you_mean
+        raise ValueError(f"unknown built-in data set {v!r} {did_you_mean(v, ['builtin:shapes'], listing='built-in data sets')}; "
+                         f"{forms}")
+    return v
+
+
 class IconOptions(_Options):
     """How icons are optimised (lucid's render_vis settings)."""
 
@@ -168,16 +179,8 @@ class ExamplesOptions(_Options):
     patch: bool = Field(True, description="crop each example to the receptive field of its best position (else the whole image)")
     batch_size: int = Field(256, ge=1, le=65536, description="data-set images per forward pass")
 
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("dataset is empty: use builtin:shapes or a folder of images")
-        if v.startswith("builtin:") and v != "builtin:shapes":
-            from ._errors import did_you_mean
-            raise ValueError(f"unknown built-in data set {v!r} {did_you_mean(v, ['builtin:shapes'], listing='built-in data sets')}; "
-                             "a data set is builtin:shapes, or a folder of images (a path, relative to the spec's folder)")
-        return v
+    _dataset = field_validator("dataset")(classmethod(lambda cls, v: check_dataset_name(
+        v, "a data set is builtin:shapes, or a folder of images (a path, relative to the spec's folder)")))
 
 
 register_presentation(PresentationKind(

@@ -464,12 +464,8 @@ class AtlasDataset(Node):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("source is empty: use builtin:shapes, a folder of images, or python:MODULE:CALLABLE")
-        if v.startswith("builtin:") and v != "builtin:shapes":
-            from ._errors import did_you_mean
-            raise ValueError(f"unknown built-in data set {v!r} {did_you_mean(v, ['builtin:shapes'], listing='built-in data sets')}")
-        return v
+        from ._presentations import check_dataset_name
+        return check_dataset_name(v, "a data set is builtin:shapes, a folder of images, or python:MODULE:CALLABLE")
 
 
 class Execution(Node):

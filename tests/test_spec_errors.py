@@ -100,7 +100,7 @@ CASES = [
      [(7, "-1", "groups option icon.steps: input should be greater than or equal to 1")]),
     # ---- atlases
     ("atlas option", el("{activation: {layer: conv4}}", "{atlas: {grdi: 10}}"),
-     [(7, "grdi", "atlas has no option 'grdi' (options: grid, min_count, whiten, layout, icon, sized, winners, top, examples; did you mean 'grid'?)")]),
+     [(7, "grdi", "atlas has no option 'grdi' (options: grid, min_count, whiten, layout, icon, sized, winners, top, examples, patch_test; did you mean 'grid'?)")]),
     ("atlas layout option", el("{activation: {layer: conv4}}", "{atlas: {layout: {metric: manhatan}}}"),
      [(7, "manhatan", "atlas option layout.metric: input should be 'cosine' or 'euclidean'")]),
     ("atlas of channels", el("{activation: {layer: conv4, atom: channel}}", "atlas"),
