@@ -71,9 +71,9 @@ class AtlasRun:
                             **({"allow_code": True} if getattr(self.ex, "allow_code", False) else {}))
 
     def collection_key(self) -> str:
-        op = self.collect_op
-        return cache_key(model=self.ex.model.digest, dataset=self.dataset().identity, what="atlas collection",
-                         spec=[op.n, op.split, list(op.layers), op.positions, op.seed])
+        """The collection's identity: the digest naming its store (model, data set, collection settings)."""
+        from .collect import collection_digest, collection_meta
+        return collection_digest(collection_meta(self.ex.model, _collect_spec(self.collect_op), self.dataset()))
 
     def store(self):
         if self._store is None:
@@ -97,7 +97,7 @@ class AtlasRun:
         if layer not in self._data:
             st = self.store()
             acts = st.read(f"{layer}/act").astype(np.float32, copy=False)
-            rows_per_image = max(1, acts.shape[0] // max(1, st.n_images))
+            rows_per_image = st.rows_per_image[f"{layer}/act"]
             self._data[layer] = {
                 "act": acts,
                 "attr": st.read(f"{layer}/attr").astype(np.float32, copy=False),
