@@ -13,6 +13,7 @@ import vl_convert
 from interpgram.backends.view._atlas_chart import TOP_CLASSES, atlas_chart
 from interpgram.backends.view._charts import png_data_url
 from interpgram.backends.view._registry import vegalite_version
+from tooltips import hover_until_tooltip
 
 POSITIVE, NEGATIVE = "#d6604d", "#4393c3"
 
@@ -34,6 +35,24 @@ def make_cells(n_classes=15, seed=0):
 
 def classes(k=15):
     return [f"class {i}" for i in range(k)]
+
+
+def atlas_view(patch_test: bool = True, vid: str = "atlas"):
+    """An ``atlas`` ElementView shaped as the view builder (backends/views.py) makes it, with the grammar's
+    default options; ``patch_test`` adds a class atlas's per-cell flip fractions."""
+    from interpgram.backends.view import ElementView
+    from interpgram.grammar._presentations import AtlasOptions
+    cells = make_cells()
+    pt = None
+    if patch_test:
+        for i, c in enumerate(cells):
+            c["flip"] = 0.05 * i
+        pt = {"class": "class 3", "noise": 0.04, "n": 500, "size": 9, "crop": "centre"}
+    data = {"cells": cells, "classes": classes(), "grid": 5, "kind": "attribution" if patch_test else "activation",
+            "patch_test": pt, "atlas_classes": ["class 3"] if patch_test else [], "layer": "conv4",
+            "samples": sum(c["count"] for c in cells) + 11}
+    return ElementView(vid, "atlas", "atlas", "FeatureVis(Activation(Network conv4 Spatial))",
+                       AtlasOptions().model_dump(), data)
 
 
 def datasets(spec):
@@ -235,8 +254,7 @@ def test_click_selects_a_cell_hover_shows_patches_and_the_wheel_zooms(tmp_path):
             page.wait_for_timeout(200)
             assert _bar_labels(page) == top(other)
             # hovering a cell with patches: the tooltip shows the class as heading and the patches image
-            page.mouse.move(*_centre(page, f"cell ({cells[0]['col']}, {cells[0]['row']})"))
-            page.wait_for_selector("#vg-tooltip-element.visible img", timeout=5_000)
+            hover_until_tooltip(page, *_centre(page, f"cell ({cells[0]['col']}, {cells[0]['row']})"))
             tip = page.query_selector("#vg-tooltip-element")
             assert tip.query_selector("img").get_attribute("src") == cells[0]["patches"]
             assert tip.query_selector("h2").inner_text() == f"class {cells[0]['top_class']}"

@@ -306,10 +306,12 @@ def test_registering_a_presentation_is_one_decorator(sparkline, tmp_path):
 def test_every_grammar_presentation_has_a_chart_that_takes_its_options():
     from interpgram.grammar import PRESENTATIONS
 
+    from test_atlas_chart import atlas_view
     from test_examples import examples_view
 
     examples = {"heatmap": heat(2), "bars": bars(), "groups": groups(3), "featurevis": featurevis_view(),
-                "semantic_dictionary": dictionary_view(), "activation_grid": grid_view(), "examples": examples_view()}
+                "semantic_dictionary": dictionary_view(), "activation_grid": grid_view(), "examples": examples_view(),
+                "atlas": atlas_view()}
     assert set(PRESENTATIONS) <= set(REGISTRY)
     for name, kind in PRESENTATIONS.items():
         view = examples[name]

@@ -10,6 +10,8 @@ import pytest
 
 from interpgram.backends import pipeline
 
+from tooltips import hover_until_tooltip
+
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" not in s.stem)
 ATLASES = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" in s.stem)
@@ -144,12 +146,16 @@ def test_every_atlas_spec_renders_and_draws_offline(spec, tmp_path, cache_dir, o
         assert sec.locator("svg.marks image").count() >= 4, sec.get_attribute("id")  # icons on the grid
     first = sections.nth(0)
     bars_before = first.locator("svg.marks").inner_html()
-    rects = page.evaluate("""(() => { const s = document.querySelector('section.element svg.marks');
-        return [...s.querySelectorAll('image')].slice(0, 3).map(im => { const r = im.getBoundingClientRect();
-        return [r.x + r.width / 2, r.y + r.height / 2]; }); })()""")
-    page.mouse.move(*rects[1])
-    page.wait_for_selector("#vg-tooltip-element.visible img", timeout=10_000)  # the cell's example patches
-    page.mouse.click(*rects[1])
+    # a cell other than the selected one (its outline is drawn with stroke-opacity 1), scrolled into view:
+    # the 16 × 16 atlas is taller than the window
+    others = first.locator('svg.marks path[aria-label^="cell ("][stroke-opacity="0"]')
+    assert others.count() >= 3
+    target = others.nth(others.count() // 2)
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    hover_until_tooltip(page, *centre)  # the cell's example patches
+    page.mouse.click(*centre)
     page.wait_for_function(f"document.querySelector('section.element svg.marks').innerHTML !== {bars_before!r}",
                            timeout=10_000)
     assert page.blocked == [] and page.errors == []
