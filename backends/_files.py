@@ -12,8 +12,9 @@ def default_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "interpgram" / "results"
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (best effort: some systems cannot open folders)."""
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a folder to make a rename inside it durable (best effort: some systems
+    cannot open folders)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -43,7 +44,7 @@ def atomic_write(path: Path, data: bytes) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path
 
 

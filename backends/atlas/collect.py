@@ -54,7 +54,7 @@ import sys
 import warnings
 from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ import torch.autograd.forward_ad as fwAD
 from ..data.datasets import Dataset, open_dataset
 from ..torch.capture import hooks
 from ..torch.device import pick_device, run_batched
+from .engine import LocalEngine
 from .store import MANIFEST, AtlasStore, StoreError
 
 CODE_VERSION = "atlas-collect-1"
@@ -405,24 +406,6 @@ def _collect_chunk(shared: dict, chunk_index: int) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------ the driver
-class InlineEngine:
-    """The trivial engine (the fallback default): runs each item in this process, in order, one at a
-    time (so one chunk's arrays at most are alive before the driver writes them)."""
-
-    def map(self, fn: Callable[[dict, Any], Any], items: Iterable, *, shared: dict, gpus: float = 0) -> Iterator:
-        for it in items:
-            yield fn(shared, it)
-
-
-def _default_engine():
-    """``LocalEngine`` of :mod:`.engine` (in this process, in order), or :class:`InlineEngine` without it."""
-    try:
-        from .engine import LocalEngine
-    except ImportError:
-        return InlineEngine()
-    return LocalEngine()
-
-
 class _Reporter:
     """Progress: a tqdm bar on stderr (``progress=True``; it also moves per batch when the chunks run in
     this process), a callable ``progress(stage, done, total)`` called with the images *stored* so far
@@ -490,11 +473,11 @@ def collect(model, spec: CollectSpec, root: str | Path, *, device: str = "auto",
         return store
     dev = pick_device(device)
     shared = {"model": model, "spec": spec, "dataset": ds, "device": device, "plan": plan}
-    engine = engine or _default_engine()
+    engine = engine or LocalEngine()
     total = store.n_images
     done = total - sum(len(store.chunk_images(i)) for i in missing)
     report = _Reporter(progress, total, done, "atlas collection")
-    if report.bar is not None and (isinstance(engine, InlineEngine) or getattr(engine, "name", None) == "local"):
+    if report.bar is not None and getattr(engine, "name", None) == "local":
         shared["on_batch"] = report.batch  # only where the chunks run in this process
     results = engine.map(_collect_chunk, missing, shared=shared, gpus=1.0 if dev.type == "cuda" else 0.0)
     try:

@@ -39,6 +39,7 @@ Ray engine notes
 
 from __future__ import annotations
 
+import abc
 import collections
 import os
 import reprlib
@@ -68,21 +69,22 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
-class Engine:
+class Engine(abc.ABC):
     """Runs ``fn(shared, item)`` for each item and yields the results in the order of the items."""
 
     name = "engine"
 
+    @abc.abstractmethod
     def map(self, fn: Callable[[dict, Any], Any], items: Iterable[Any], *, shared: Any,
             gpus: float = 0, max_in_flight: int | None = None) -> Iterator[Any]:
-        raise NotImplementedError
+        """Yield ``fn(shared, item)`` for each of ``items``, in their order."""
 
     def put(self, shared: dict) -> Any:
         """A handle to ``shared`` that several ``map`` calls can use (stored once)."""
         return shared
 
     def close(self) -> None:
-        pass
+        """Release what the engine holds (nothing for an engine without workers)."""
 
     def __enter__(self):
         return self

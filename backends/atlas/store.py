@@ -36,7 +36,7 @@ from typing import Any, Iterator, Union
 
 import numpy as np
 
-from .._files import atomic_write_text, fsync_dir
+from .._files import atomic_write_text, fsync_path
 
 FORMAT = "interpgram-atlas-store"
 FORMAT_VERSION = 1
@@ -81,19 +81,6 @@ def _diff(a: Any, b: Any, where: str, out: list[str], limit: int = 12) -> None:
         return
     if a != b:
         out.append(f"{where}: stored {json.dumps(a)[:80]}, asked {json.dumps(b)[:80]}")
-
-
-def _fsync_file(p: Path) -> None:
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -372,10 +359,10 @@ class AtlasStore:
         dirs = set()
         for j in range(imgs.start * r // zc, -(-(imgs.stop * r) // zc)):
             p = self.path.joinpath(*name.split("/"), "c", str(j), *tail)
-            _fsync_file(p)
+            fsync_path(p)
             dirs.add(p.parent)
         for d in dirs:
-            fsync_dir(d)
+            fsync_path(d)
 
     def _mark_done(self, i: int) -> None:
         with _locked(self.path):

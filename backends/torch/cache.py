@@ -78,7 +78,7 @@ import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from .._files import default_root, fsync_dir
+from .._files import default_root, fsync_path
 
 __all__ = [
     "CODE_VERSION",
@@ -449,7 +449,7 @@ class ResultCache:
             except OSError:
                 pass
             raise
-        fsync_dir(shard)
+        fsync_path(shard)
 
     def get_or_compute(self, key: str, fn: Callable[[], dict]) -> tuple[dict, bool]:
         """``(value, hit)``: the cached value, or ``fn()`` stored then returned as ``fn`` gave it."""
