@@ -28,7 +28,7 @@ def _err(msg: str) -> None:
 
 
 def _prepare(args):
-    from .pipeline import prepare
+    from interpgram.backends.pipeline import prepare
     return prepare(args.spec, allow_code=args.allow_code)
 
 
@@ -56,7 +56,7 @@ def cmd_plan(args) -> int:
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import render
+    from interpgram.backends.pipeline import render
 
     bars: list = []  # created on the first report of work, so a fully cached render shows none
 
@@ -95,7 +95,7 @@ def cmd_render(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import serve
+    from interpgram.backends.serve import serve
 
     return serve(args.spec, host=args.host, port=args.port, allow_code=args.allow_code, cache_dir=args.cache_dir,
                  icon_steps=args.icon_steps, show=not args.no_show)
@@ -111,7 +111,7 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def _load_model(args):
     """The model named on the command line, or None after printing why it cannot load."""
-    from .models import ModelSourceError, load_model
+    from interpgram.backends.models import ModelSourceError, load_model
     try:
         return load_model(args.model, weights=args.weights, allow_code=args.allow_code)
     except ModelSourceError as e:
@@ -140,8 +140,8 @@ def cmd_layers(args) -> int:
 def cmd_sprites(args) -> int:
     from tqdm import tqdm
 
-    from .torch.cache import ResultCache
-    from .torch.optvis import Icon, IconSettings, IconStats, render_icons
+    from interpgram.backends.execute.cache import ResultCache
+    from interpgram.backends.kernels.optvis import Icon, IconSettings, IconStats, render_icons
 
     model = _load_model(args)
     if model is None:
@@ -187,7 +187,7 @@ def cmd_sprites(args) -> int:
         import numpy as np
         from PIL import Image
 
-        from ._files import atomic_write
+        from interpgram.backends.files import atomic_write
         cols = args.columns or math.ceil(math.sqrt(len(results)))
         rows = math.ceil(len(results) / cols)
         pad = 2
@@ -310,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         _err("interrupted; nothing half-written was left behind (an atlas collection resumes where it stopped)")
         return 130
     except Exception as e:  # errors whose message says what to do: no traceback for them
-        from .atlas.engine import EngineError
-        from .atlas.run import AtlasError
-        from .atlas.store import StoreError
-        from .data.inputs import InputError
+        from interpgram.backends.execute.engines import EngineError
+        from interpgram.backends.kernels.atlas.run import AtlasError
+        from interpgram.backends.kernels.atlas.store import StoreError
+        from interpgram.backends.data.inputs import InputError
         if isinstance(e, (AtlasError, EngineError, StoreError, InputError)):
             _err(f"error: {e}")
             return 1

@@ -20,7 +20,7 @@ import numpy as np
 
 from interpgram.grammar import Plan
 from interpgram.grammar.compiler import compile_variants
-from interpgram.grammar.plan import FeatureVis, LinkInfo, Present
+from interpgram.grammar.plan import LinkInfo, Present
 
 
 def position_domain(shape: tuple[int, ...], bound: int) -> list[tuple[int, int]]:
@@ -43,7 +43,7 @@ def _sources(plan: Plan, li: LinkInfo) -> list[Present]:
 
 def _shown_atoms(plan: Plan, p: Present, results) -> list[int]:
     """Channel (or class) indices the source element shows, over every input image, strongest first."""
-    from .view._charts import top_channels
+    from interpgram.backends.render.charts import top_channels
 
     if p.presentation == "featurevis" and p.icons:
         fv = results.values[p.icons[0]]
@@ -107,7 +107,7 @@ def mark_sources(plan: Plan, by_element: dict[str, list]) -> None:
 def variant_plan(prep, sels: list[tuple[LinkInfo, Any]]) -> Plan:
     plan = compile_variants(prep.loaded, prep.info, sels, base=prep.plan)
     if getattr(prep, "icon_steps", None) is not None:  # a draft (render --icon-steps): its variants too
-        from .pipeline import _override_steps
+        from interpgram.backends.pipeline import _override_steps
         _override_steps(plan, prep.icon_steps)
     if prep.plan.device == "auto":
         plan.resolved_device = prep.plan.resolved_device
@@ -118,8 +118,8 @@ def run_variants(prep, inputs, sels: list[tuple[LinkInfo, Any]], *, cache,
                  progress: Optional[Callable[[str, int, int], None]] = None):
     """Compute the variants of ``sels`` as one fused plan. Returns (plan, results, views), views
     keyed by element id as :func:`backends.views.build_views` returns them."""
-    from .torch.execute import execute
-    from .views import build_views
+    from interpgram.backends.execute.executor import execute
+    from interpgram.backends.render.views import build_views
 
     plan = variant_plan(prep, sels)
     results = execute(plan, prep.model, inputs, cache=cache, batch_size=prep.loaded.spec.execution.batch_size,

@@ -13,10 +13,10 @@ from typing import Callable, Optional
 
 from interpgram.grammar import LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
 
-from .data.inputs import InputError, Inputs, expand_refs, load_inputs
-from .models import LoadedModel, ModelSourceError, load_model
-from .torch.cache import ResultCache
-from .torch.execute import Results, execute
+from interpgram.backends.data.inputs import InputError, Inputs, expand_refs, load_inputs
+from interpgram.backends.models import LoadedModel, ModelSourceError, load_model
+from interpgram.backends.execute.cache import ResultCache
+from interpgram.backends.execute.executor import Results, execute
 
 
 @dataclass
@@ -55,7 +55,7 @@ def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Opti
     if icon_steps is not None:
         _override_steps(plan, icon_steps)
     if plan.device == "auto":
-        from .torch.device import pick_device
+        from interpgram.backends.execute.device import pick_device
         plan.resolved_device = str(pick_device("auto"))
     try:
         plan.n_images = len(expand_refs(loaded.spec.inputs))
@@ -70,7 +70,7 @@ def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, all
     """The atlases' data set opens (a folder is listed, python: code imported only when allowed)."""
     from interpgram.grammar.plan import Collect
 
-    from .data.datasets import DatasetError, open_dataset
+    from interpgram.backends.data.datasets import DatasetError, open_dataset
     for c in plan.of_type(Collect):
         try:
             open_dataset(c.dataset, n=c.n, split=c.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
@@ -87,7 +87,7 @@ def _has_atlas(plan: Plan) -> bool:
 
 def _engine(prep: Prepared):
     """The spec's execution engine for atlas collection and icons (``execution: {engine: ray}``)."""
-    from .atlas.engine import EngineError, engine_for
+    from interpgram.backends.execute.engines import EngineError, engine_for
     try:
         return engine_for(prep.loaded.spec.execution)
     except EngineError as e:
@@ -107,7 +107,7 @@ def _examples_path(loaded: LoadedSpec, element: str) -> tuple:
 def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None) -> None:
     """Open the data set of every ``examples`` element (listing its files, reading none); a failure
     (or ``error``, raised while streaming one) becomes a SpecError at the element's ``dataset`` key."""
-    from .data.datasets import DatasetError, open_dataset
+    from interpgram.backends.data.datasets import DatasetError, open_dataset
 
     diags, seen = [], set()
     for p in plan.elements:
@@ -205,7 +205,7 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
 # ---------------------------------------------------------------------------- views
 def build_views(plan: Plan, inputs: Inputs, results: Results):
     """Results → one :class:`ElementView` per element and input image (see :mod:`.views`)."""
-    from .views import build_views as _build
+    from interpgram.backends.render.views import build_views as _build
     return _build(plan, inputs, results)
 
 
@@ -217,7 +217,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     bad = [f for f in export if f not in ("svg", "png")]
     if bad:
         raise ValueError(f"export formats are svg and png, not {', '.join(bad)}")
-    from .view import write_report
+    from interpgram.backends.render import write_report
 
     t0 = time.perf_counter()
     prep = prepare(spec_path, allow_code=allow_code, icon_steps=icon_steps)
@@ -277,7 +277,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta,
                         links=links_table, variants=variants)
     if export:
-        from .view import to_png, to_svg
+        from interpgram.backends.render import to_png, to_svg
         for v in views:  # figures for papers: each element with its title and grammar sentence
             for fmt in export:
                 (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
@@ -289,7 +289,7 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
     other model (its own preprocessing, the same inputs and cache), titled and named by the model."""
     from dataclasses import replace
 
-    from .views import _safe
+    from interpgram.backends.render.views import _safe
 
     out: dict[str, list] = {}
     spec = prep.loaded.spec
@@ -328,7 +328,7 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
 def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_element: dict, *, cache: ResultCache,
                      progress=None):
     """The link variants a static report holds: (link table, variants by base view id, their stats)."""
-    from . import links
+    from interpgram.backends import links
 
     if not prep.plan.link_info:
         return [], {}, None

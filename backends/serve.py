@@ -112,7 +112,7 @@ class Good:
 
 def chart_json(view) -> str:
     """A view's Vega-Lite spec as JSON text, drawn as SVG without the action menu."""
-    from .view import chart_for
+    from interpgram.backends.render import chart_for
 
     spec = chart_for(view).to_dict()
     spec["usermeta"] = {**(spec.get("usermeta") or {}), "embedOptions": dict(EMBED_OPTIONS)}
@@ -188,7 +188,7 @@ class Engine:
     def load(self) -> bool:
         """Prepare, run and draw the spec as it is on disk. True when it worked; else the error is
         kept in ``error`` (and the last good version stays in ``good``)."""
-        from . import pipeline
+        from interpgram.backends import pipeline
 
         with self._load_lock:
             self._digest = self._file_digest()
@@ -222,7 +222,7 @@ class Engine:
         return ok
 
     def _finish_run(self, ref: Optional[str], prep, inputs, results, t0: float) -> Computed:
-        from . import links, pipeline
+        from interpgram.backends import links, pipeline
 
         by_element = pipeline.build_views(prep.plan, inputs, results)
         links.mark_sources(prep.plan, by_element)
@@ -262,7 +262,7 @@ class Engine:
             if ref in good.runs:
                 good.runs.move_to_end(ref)
                 return good.runs[ref]
-        from . import pipeline
+        from interpgram.backends import pipeline
 
         t0 = time.perf_counter()
         prep = pipeline.with_input(good.prep, ref)
@@ -298,7 +298,7 @@ class Engine:
         with comp.lock:
             if index in comp.classes:
                 return comp.classes[index]
-        from . import links
+        from interpgram.backends import links
 
         n = len(comp.prep.info.classes)
         if not 0 <= int(index) < n:
@@ -321,7 +321,7 @@ class Engine:
     def link_run(self, good: Good, comp: Computed, link_index: int, value: Any) -> LinkRun:
         """The target of link ``link_index`` for one selection, through the compiler, the fused plan
         and the result cache (a selection made before is read back, not computed)."""
-        from . import links
+        from interpgram.backends import links
 
         t0 = time.perf_counter()
         li = next(l for l in comp.prep.plan.link_info if l.index == link_index)
@@ -518,7 +518,7 @@ class Dashboard:
         self._show()
 
     def _sync_pickers(self) -> None:
-        from .data.inputs import InputError, expand_refs
+        from interpgram.backends.data.inputs import InputError, expand_refs
 
         good = self.good
         spec = good.prep.loaded.spec
@@ -729,7 +729,7 @@ class Dashboard:
         return [v.id for v in views.get(li.element, []) if v.image == image]
 
     def _start(self, slot: tuple[int, int]) -> None:
-        from . import links
+        from interpgram.backends import links
 
         link_index, image = slot
         key = self._want[slot]

@@ -28,7 +28,7 @@ import time
 
 
 def _spec(args, n: int):
-    from interpgram.backends.atlas.collect import CollectSpec
+    from interpgram.backends.kernels.atlas.collect import CollectSpec
     return CollectSpec(args.dataset, n, split="train", layers=tuple(args.layers.split(",")), positions="random",
                        seed=0, chunk=args.chunk, batch_size=args.batch_size)
 
@@ -38,8 +38,8 @@ def naive(model, ds, layers: list[str], n: int, seed: int, batch: int, device) -
     import numpy as np
     import torch
 
-    from interpgram.backends.atlas.collect import grid_xy, sample_uv
-    from interpgram.backends.torch.capture import hooks
+    from interpgram.backends.kernels.atlas.collect import grid_xy, sample_uv
+    from interpgram.backends.kernels.capture import hooks
 
     module = model.on(device, torch.float32)
     k = len(model.classes)
@@ -72,10 +72,10 @@ def throughput(args) -> None:
     import numpy as np
     import torch
 
-    from interpgram.backends.atlas.collect import collect
+    from interpgram.backends.kernels.atlas.collect import collect
     from interpgram.backends.data.datasets import open_dataset
     from interpgram.backends.models import load_model
-    from interpgram.backends.torch.device import pick_device
+    from interpgram.backends.execute.device import pick_device
 
     model = load_model(args.model, allow_code=args.allow_code)
     device = pick_device(args.device)
@@ -131,14 +131,14 @@ def throughput(args) -> None:
 
 
 def _spec1(args, n: int):
-    from interpgram.backends.atlas.collect import CollectSpec
+    from interpgram.backends.kernels.atlas.collect import CollectSpec
     return CollectSpec(args.dataset, n, split="train", layers=tuple(args.layers.split(",")), positions="random",
                        seed=0, chunk=max(1, n), batch_size=1)
 
 
 CHILD = """
 import json, resource, sys, time
-from interpgram.backends.atlas.collect import CollectSpec, collect
+from interpgram.backends.kernels.atlas.collect import CollectSpec, collect
 from interpgram.backends.models import load_model
 a = json.loads(sys.argv[1])
 model = load_model(a["model"], allow_code=a["allow_code"])

@@ -7,7 +7,7 @@ defaults (20 neighbours, min_dist 0.01, cosine, seed 0):
 
 * ``sample``: UMAP fitted on ``--fit-sample`` rows only (what the fit costs);
 * ``sample+transform``: the same fit, then every other row placed with ``transform``
-  (``interpgram.backends.atlas.layout.layout``; fit and transform timed apart through its
+  (``interpgram.backends.kernels.atlas.layout.layout``; fit and transform timed apart through its
   progress callback);
 * ``all``: UMAP fitted on all N rows (skipped with ``--no-full``; on 2 busy cores this is the slow one).
 
@@ -46,7 +46,7 @@ def main() -> None:
 
     from sklearn.manifold import trustworthiness
 
-    from interpgram.backends.atlas.layout import layout, normalize_layout
+    from interpgram.backends.kernels.atlas.layout import layout, normalize_layout
 
     x = synthetic(args.n, args.c, args.seed)
     n, fs = args.n, min(args.fit_sample, args.n)

@@ -25,9 +25,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from interpgram.backends.models import load_model
-    from interpgram.backends.torch.capture import run_capture
-    from interpgram.backends.torch.device import pick_device
-    from interpgram.backends.torch.optvis import IconSettings, objectives as O, render_vis
+    from interpgram.backends.kernels.capture import run_capture
+    from interpgram.backends.execute.device import pick_device
+    from interpgram.backends.kernels.optvis import IconSettings, objectives as O, render_vis
 
     model = load_model("builtin:shapes-cnn")
     device = pick_device(args.device)

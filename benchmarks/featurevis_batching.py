@@ -29,8 +29,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from interpgram.backends.models import load_model
-    from interpgram.backends.torch.device import pick_device
-    from interpgram.backends.torch.optvis import Icon, IconSettings, render_icons
+    from interpgram.backends.execute.device import pick_device
+    from interpgram.backends.kernels.optvis import Icon, IconSettings, render_icons
 
     model = load_model("builtin:shapes-cnn")
     device = pick_device(args.device)

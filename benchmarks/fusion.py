@@ -55,11 +55,11 @@ def main() -> int:
     from interpgram.backends.data.inputs import load_inputs
     from interpgram.backends.models import load_model
     from interpgram.backends.pipeline import model_info
-    from interpgram.backends.torch import attribution as A
-    from interpgram.backends.torch.cache import ResultCache
-    from interpgram.backends.torch.capture import resolve_module
-    from interpgram.backends.torch.device import pick_device
-    from interpgram.backends.torch.execute import execute
+    from interpgram.backends.kernels import attribution as A
+    from interpgram.backends.execute.cache import ResultCache
+    from interpgram.backends.kernels.capture import resolve_module
+    from interpgram.backends.execute.device import pick_device
+    from interpgram.backends.execute.executor import execute
     from interpgram.grammar import compile_spec, load_spec_text
     from interpgram.grammar.plan import Reduce
 

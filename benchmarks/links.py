@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from interpgram.backends import links, pipeline
-    from interpgram.backends.torch.cache import ResultCache
+    from interpgram.backends.execute.cache import ResultCache
 
     tmp = Path(tempfile.mkdtemp())
     spec = tmp / "links.yaml"

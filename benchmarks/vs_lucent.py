@@ -86,8 +86,8 @@ def main(argv=None) -> int:
         return 2
 
     from interpgram.backends.models import load_model
-    from interpgram.backends.torch.optvis import objectives as O
-    from interpgram.backends.torch.optvis.render import IconSettings, render_vis as our_render_vis
+    from interpgram.backends.kernels.optvis import objectives as O
+    from interpgram.backends.kernels.optvis.render import IconSettings, render_vis as our_render_vis
 
     m = load_model("builtin:shapes-cnn")
     N, steps, size, layer = args.icons, args.steps, args.size, args.layer
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             if len(cs) > 1 else objectives.channel(llayer, int(cs[0]))
 
     def ours(n_steps, crop=False):
-        from interpgram.backends.torch.optvis.transforms import STANDARD
+        from interpgram.backends.kernels.optvis.transforms import STANDARD
         return IconSettings(size=size, steps=n_steps, lr=0.05, attempts=1, param="fourier", decorrelate=True,
                             transforms=STANDARD + (("crop_or_pad", size),) if crop else "standard")
 

@@ -2,12 +2,12 @@
 
 Imports nothing from interpgram.backends: the pipeline runs one way, spec → plan → results → views.
 """
-from ._errors import Diagnostic, SpecError, did_you_mean, nearest
-from ._load import LoadedSpec, load_spec, load_spec_text
-from ._presentations import PRESENTATIONS, PresentationKind, register_presentation
-from .compiler import ModelInfo, compile_spec
-from .plan import Plan, Target
-from .spec import SPEC_VERSION, Spec
+from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean, nearest
+from interpgram.grammar.spec.load import LoadedSpec, load_spec, load_spec_text
+from interpgram.grammar._presentations import PRESENTATIONS, PresentationKind, register_presentation
+from interpgram.grammar.compiler import ModelInfo, compile_spec
+from interpgram.grammar.plan import Plan, Target
+from interpgram.grammar.spec.nodes import SPEC_VERSION, Spec
 
 
 def json_schema() -> dict:

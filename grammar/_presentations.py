@@ -2,7 +2,7 @@
 
 A presentation is registered twice, as one small unit each time: here (its options and which
 content it can show, so that ``check`` catches a mismatch with a position) and in
-``interpgram.backends.view`` (the chart). Later presentations (featurevis, semantic dictionary,
+``interpgram.backends.render`` (the chart). Later presentations (featurevis, semantic dictionary,
 atlas, ...) register the same way.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def check_transforms(v: Any) -> Any:
             raise ValueError(f"transform step {i} must be a one-key mapping such as {{jitter: 4}}")
         (kind, value), = step.items()
         if kind not in TRANSFORM_KINDS:
-            from ._errors import did_you_mean
+            from interpgram.grammar.spec.errors import did_you_mean
             raise ValueError(f"transform step {i}: unknown kind {kind!r} {did_you_mean(str(kind), TRANSFORM_KINDS, listing='kinds')}")
         if kind in ("pad", "jitter", "crop_or_pad"):
             least = 1 if kind == "crop_or_pad" else 0
@@ -54,7 +54,7 @@ def check_dataset_name(v: str, forms: str) -> str:
     if not v.strip():
         raise ValueError(f"the data set is empty; {forms}")
     if v.startswith("builtin:") and v != "builtin:shapes":
-        from ._errors import did_you_mean
+        from interpgram.grammar.spec.errors import did_you_mean
         raise ValueError(f"unknown built-in data set {v!r} {did_you_mean(v, ['builtin:shapes'], listing='built-in data sets')}; "
                          f"{forms}")
     return v

@@ -16,10 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ._errors import Diagnostic, SpecError, did_you_mean, nearest
-from ._load import LoadedSpec
-from ._presentations import PRESENTATIONS
-from .plan import (
+from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean, nearest
+from interpgram.grammar.spec.load import LoadedSpec
+from interpgram.grammar._presentations import PRESENTATIONS
+from interpgram.grammar.plan import (
     ActivationGrid,
     AtlasIcons,
     Capture,
@@ -40,7 +40,7 @@ from .plan import (
     Series,
     Target,
 )
-from .spec import (
+from interpgram.grammar.spec.nodes import (
     ActivationContent,
     AttributionContent,
     DatasetSubstrate,
@@ -586,7 +586,7 @@ class _Builder:
             import os
             from pathlib import Path
 
-            from .plan import Examples
+            from interpgram.grammar.plan import Examples
             shape = self.info.shape(c.layer)
             if c.layer == "input" or len(shape) not in (1, 3):
                 self.fail(path, f"examples rank data-set images by a hidden layer's (or the output's) activation; "
@@ -1054,7 +1054,7 @@ def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Pre
         wrt = tuple(sorted(b.grad_wrt[t], key=info.order))
         plan.ops[gid] = Gradient(gid, capture=CAPTURE_ID, target=t, wrt=wrt)
     if b.atlas_layers:
-        from .spec import AtlasDataset
+        from interpgram.grammar.spec.nodes import AtlasDataset
         ds = spec.dataset or AtlasDataset()
         plan.ops[COLLECT_ID] = Collect(COLLECT_ID, dataset=ds.source, n=ds.n, split=ds.split,
                                        layers=tuple(sorted(b.atlas_layers, key=info.order)), positions=ds.positions,

@@ -62,8 +62,8 @@ def rendered(tmp_path_factory):
 
 
 def _store(prep, cache_dir):
-    from interpgram.backends.atlas.run import AtlasRun
-    from interpgram.backends.torch.execute import Executor
+    from interpgram.backends.kernels.atlas.run import AtlasRun
+    from interpgram.backends.execute.executor import Executor
     from interpgram.backends.data.inputs import Inputs
     ex = Executor(prep.plan, prep.model, Inputs([], [], torch.zeros(0, 3, 64, 64), []), cache=make_cache(prep, cache_dir))
     return AtlasRun(ex)

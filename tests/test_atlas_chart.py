@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import vl_convert
 
-from interpgram.backends.view._atlas_chart import TOP_CLASSES, atlas_chart
-from interpgram.backends.view._charts import png_data_url
-from interpgram.backends.view._registry import vegalite_version
+from interpgram.backends.render.atlas_chart import TOP_CLASSES, atlas_chart
+from interpgram.backends.render.charts import png_data_url
+from interpgram.backends.render.registry import vegalite_version
 
 POSITIVE, NEGATIVE = "#d6604d", "#4393c3"
 
@@ -39,7 +39,7 @@ def classes(k=15):
 def atlas_view(patch_test: bool = True, vid: str = "atlas"):
     """An ``atlas`` ElementView shaped as the view builder (backends/views.py) makes it, with the grammar's
     default options; ``patch_test`` adds a class atlas's per-cell flip fractions."""
-    from interpgram.backends.view import ElementView
+    from interpgram.backends.render import ElementView
     from interpgram.grammar._presentations import AtlasOptions
     cells = make_cells()
     pt = None

@@ -21,9 +21,9 @@ import pytest
 import torch
 from captum.attr import LayerGradientXActivation  # a test dependency: missing captum fails, never skips
 
-from interpgram.backends.atlas.collect import (CollectSpec, _collect_chunk, _plan, attribution_rule, collect,
+from interpgram.backends.kernels.atlas.collect import (CollectSpec, _collect_chunk, _plan, attribution_rule, collect,
                                                grid_xy, sample_uv)
-from interpgram.backends.atlas.store import MANIFEST, AtlasStore, StoreError
+from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore, StoreError
 from interpgram.backends.data.datasets import DatasetError, check_dataset_ref, open_dataset
 from interpgram.backends.data.shapes import generate
 from interpgram.backends.models import LoadedModel, Preprocess, load_model, state_digest
@@ -236,7 +236,7 @@ RESUME_CHILD = """
 import sys, time
 from interpgram.backends.models import LoadedModel, Preprocess, load_model, state_digest
 from interpgram.backends.models.inceptionv1 import InceptionV1
-from interpgram.backends.atlas.collect import CollectSpec, collect
+from interpgram.backends.kernels.atlas.collect import CollectSpec, collect
 spec = CollectSpec("builtin:shapes", {n}, layers=("conv3", "conv5"), chunk={chunk}, batch_size=7, seed=5)
 collect(load_model("builtin:shapes-cnn"), spec, sys.argv[1], progress=lambda stage, done, total: time.sleep(0.4))
 """
@@ -420,7 +420,7 @@ MEMORY_CHILD = """
 import resource, sys
 from interpgram.backends.models import LoadedModel, Preprocess, load_model, state_digest
 from interpgram.backends.models.inceptionv1 import InceptionV1
-from interpgram.backends.atlas.collect import CollectSpec, collect
+from interpgram.backends.kernels.atlas.collect import CollectSpec, collect
 spec = CollectSpec("builtin:shapes", int(sys.argv[2]), layers=("conv3",), positions="all", attribution=False,
                    chunk=16, batch_size=16)
 st = collect(load_model("builtin:shapes-cnn"), spec, sys.argv[1], progress=False)

@@ -15,7 +15,7 @@ import ray  # a missing ray fails this module: the `test` extra installs it
 import ray.cloudpickle
 import torch
 
-from interpgram.backends.atlas.engine import EngineError, LocalEngine, RayEngine, engine_for
+from interpgram.backends.execute.engines import EngineError, LocalEngine, RayEngine, engine_for
 from interpgram.backends.models import load_model
 
 # The workers cannot import this test module (tests/ is not a package on their path): ship its
@@ -269,7 +269,7 @@ def _python(code: str, timeout: float) -> dict:
 def test_bad_address_fails_fast_with_engine_error():
     out = _python("""
         import json, socket, time
-        from interpgram.backends.atlas.engine import EngineError, RayEngine
+        from interpgram.backends.execute.engines import EngineError, RayEngine
         s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()  # free port
         res = {}
         for addr in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
@@ -292,7 +292,7 @@ def test_bad_address_fails_fast_with_engine_error():
 def test_own_local_instance_is_shut_down_on_close():
     out = _python("""
         import json, ray
-        from interpgram.backends.atlas.engine import RayEngine
+        from interpgram.backends.execute.engines import RayEngine
         with RayEngine(num_cpus=1, ray_init={"include_dashboard": False, "log_to_driver": False}) as e:
             started = e.started
             cpus = e.resources()["CPU"]

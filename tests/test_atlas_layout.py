@@ -13,10 +13,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from interpgram.backends.atlas.layout import (AtlasGrid, class_samples, grid, layout, layout_1d, normalize_layout,
+from interpgram.backends.kernels.atlas.layout import (AtlasGrid, class_samples, grid, layout, layout_1d, normalize_layout,
                                               second_moment, two_class_coords, two_class_x, whiten_for_layout,
                                               whitening_matrix)
-from interpgram.backends.torch.optvis import objectives
+from interpgram.backends.kernels.optvis import objectives
 
 
 def correlated(n=4000, c=24, seed=0):

@@ -17,7 +17,7 @@ import torch
 
 from interpgram.backends.data.shapes import CLASSES, generate
 from interpgram.backends.pipeline import make_cache, render
-from interpgram.backends.torch.examples import receptive_fields
+from interpgram.backends.kernels.examples import receptive_fields
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,9 @@ def atlas(tmp_path_factory):
 
 def _on_patch(prep, cache_dir) -> np.ndarray:
     """For every collected conv4 sample: is it on the planted patch?"""
-    from interpgram.backends.atlas.run import AtlasRun
+    from interpgram.backends.kernels.atlas.run import AtlasRun
     from interpgram.backends.data.inputs import Inputs
-    from interpgram.backends.torch.execute import Executor
+    from interpgram.backends.execute.executor import Executor
     ex = Executor(prep.plan, prep.model, Inputs([], [], torch.zeros(0, 3, 64, 64), []), cache=make_cache(prep, cache_dir))
     d = AtlasRun(ex).layer_data("conv4")
     images, xy = d["image"], d["xy"]

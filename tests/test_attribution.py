@@ -12,8 +12,8 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradientXActivation
 from torch import nn
 
-from interpgram.backends.torch import attribution as A
-from interpgram.backends.torch.capture import resolve_module, run_capture
+from interpgram.backends.kernels import attribution as A
+from interpgram.backends.kernels.capture import resolve_module, run_capture
 
 
 class SkipNet(nn.Module):

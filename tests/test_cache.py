@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from interpgram.backends.torch import cache as cache_mod
-from interpgram.backends.torch.cache import (
+from interpgram.backends.execute import cache as cache_mod
+from interpgram.backends.execute.cache import (
     KEEP_CORRUPT,
     ResultCache,
     cache_key,
@@ -25,7 +25,7 @@ from interpgram.backends.torch.cache import (
     tensor_digest,
 )
 
-LOGGER = "interpgram.backends.torch.cache"
+LOGGER = "interpgram.backends.execute.cache"
 
 
 def run_py(code: str, *args: str, hashseed: str = "12345", timeout: float = 60) -> str:
@@ -122,7 +122,7 @@ def test_cache_key_stable_across_processes():
     there = run_py(
         f"""
         import numpy as np, torch
-        from interpgram.backends.torch.cache import cache_key
+        from interpgram.backends.execute.cache import cache_key
         print(cache_key(**{GOLDEN_PARTS.replace(chr(10), ' ')}))
         """,
         hashseed="987",
@@ -396,7 +396,7 @@ def test_hard_killed_writer_leaves_only_a_temp_that_cleanup_removes(tmp_path):
     run_py(
         """
         import os, sys, torch
-        from interpgram.backends.torch.cache import ResultCache
+        from interpgram.backends.execute.cache import ResultCache
         os.replace = lambda src, dst: os._exit(0)
         ResultCache(sys.argv[1]).put(sys.argv[2], {"x": torch.ones(1000)})
         """,
@@ -423,7 +423,7 @@ def test_hard_killed_writer_leaves_only_a_temp_that_cleanup_removes(tmp_path):
     run_py(
         """
         import os, sys, torch
-        from interpgram.backends.torch.cache import ResultCache
+        from interpgram.backends.execute.cache import ResultCache
         os.replace = lambda src, dst: os._exit(0)
         ResultCache(sys.argv[1]).put(sys.argv[2], {"x": torch.ones(10)})
         """,
@@ -443,7 +443,7 @@ def test_concurrent_writers_of_one_key_end_with_a_valid_entry(tmp_path):
     writer = """
         import sys, time, torch
         from pathlib import Path
-        from interpgram.backends.torch.cache import ResultCache
+        from interpgram.backends.execute.cache import ResultCache
         root, key, go, wid = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
         cache = ResultCache(root)
         value = {"who": wid, "t": torch.full((250_000,), float(wid))}  # 1 MB

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from interpgram.backends.data.inputs import InputError, expand_refs, load_inputs
-from interpgram.backends.torch.device import is_oom, pick_device, run_batched
+from interpgram.backends.execute.device import is_oom, pick_device, run_batched
 
 
 def test_auto_device_is_cpu_without_accelerators():

@@ -20,9 +20,9 @@ from interpgram.backends.data.datasets import DatasetError, open_dataset
 from interpgram.backends.data.shapes import CLASSES, generate
 from interpgram.backends.models import load_model
 from interpgram.backends.pipeline import build_views, prepare, render, run
-from interpgram.backends.torch.cache import ResultCache
-from interpgram.backends.torch.capture import run_capture
-from interpgram.backends.torch.examples import Query, receptive_fields, search
+from interpgram.backends.execute.cache import ResultCache
+from interpgram.backends.kernels.capture import run_capture
+from interpgram.backends.kernels.examples import Query, receptive_fields, search
 from interpgram.grammar import SpecError
 from interpgram.grammar.plan import Examples
 
@@ -379,7 +379,7 @@ def test_search_streams_with_progress_and_keeps_top_k(model):
 # ----------------------------------------------------------------------------- the chart
 def examples_view(atoms: int = 2, top: int = 3, patch: bool = False, vid: str = "e"):
     """An ``examples`` ElementView as the view builder makes it (with the grammar's default options)."""
-    from interpgram.backends.view import ElementView
+    from interpgram.backends.render import ElementView
     from interpgram.grammar._presentations import ExamplesOptions
     rng = np.random.default_rng(0)
     rows = [{"label": f"conv4:{a}", "value": float(rng.random()),
@@ -400,8 +400,8 @@ def test_the_chart_draws_a_row_per_atom_with_captioned_examples_and_boxes():
 
     import vl_convert
 
-    from interpgram.backends.view import spec_for
-    from interpgram.backends.view._registry import vegalite_version
+    from interpgram.backends.render import spec_for
+    from interpgram.backends.render.registry import vegalite_version
     view = examples_view(atoms=2, top=3, patch=False)
     spec = spec_for(view)
     svg = vl_convert.vegalite_to_svg(spec, vl_version=vegalite_version())  # raises on an invalid spec

@@ -11,7 +11,7 @@ from sklearn.decomposition import NMF
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
-from interpgram.backends.torch.factorize import NMFResult, group_attribution, neuron_groups, nmf
+from interpgram.backends.kernels.factorize import NMFResult, group_attribution, neuron_groups, nmf
 
 
 def _gen(seed: int) -> torch.Generator:

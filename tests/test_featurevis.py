@@ -14,7 +14,7 @@ import torch
 
 from interpgram.backends.cli import main as cli
 from interpgram.backends.pipeline import build_views, prepare, run
-from interpgram.backends.torch.cache import ResultCache
+from interpgram.backends.execute.cache import ResultCache
 from interpgram.grammar.plan import ActivationGrid, FeatureVis
 
 FAST = "steps: 12, size: 32"
@@ -75,7 +75,7 @@ def test_featurevis_for_every_atom_kind_renders_and_caches(tmp_path):
     assert views["spatial"][0].data["labels"] == ["(3, 0)"]
     assert views["group"][0].data["labels"] == ["group 1", "group 2", "group 3"]
     # the direction's map is the projection of the activation onto it
-    from interpgram.backends.torch.capture import run_capture
+    from interpgram.backends.kernels.capture import run_capture
     with torch.no_grad():
         acts, _ = run_capture(prep.model.module, prep.model.preprocess(inputs.images), ["conv4"], grad=False)
     want = acts["conv4"][0, 5] - 0.5 * acts["conv4"][0, 9]
@@ -119,7 +119,7 @@ def test_semantic_dictionary_has_an_icon_for_every_top_channel_of_every_position
     assert acts.shape == (128, 8, 8)
     need = set(np.argsort(-acts.reshape(128, -1), axis=0)[:2].flatten().tolist())
     assert set(v.data["icons"]) == need
-    from interpgram.backends.view import spec_for
+    from interpgram.backends.render import spec_for
     spec = spec_for(v)
     assert "position" in str(spec)  # the hover selection that drives the dictionary
 
@@ -136,7 +136,7 @@ def test_activation_grid_is_cached_per_image_and_sized_by_magnitude(tmp_path):
     assert len(views) == 2
     v = views[0]
     assert v.data["icons"].shape == (4, 4, 3, 16, 16)
-    from interpgram.backends.torch.capture import run_capture
+    from interpgram.backends.kernels.capture import run_capture
     with torch.no_grad():
         acts, _ = run_capture(prep.model.module, prep.model.preprocess(inputs.images), ["conv5"], grad=False)
     np.testing.assert_allclose(v.data["magnitude"], acts["conv5"][0].norm(dim=0).numpy(), rtol=1e-5)
@@ -156,7 +156,7 @@ def test_group_icons_sit_with_the_groups_and_bars_get_channel_icons(tmp_path):
         vals = v.data["values"]
         top = set(np.argsort(-vals)[:3][vals[np.argsort(-vals)[:3]] > 0]) | set(np.argsort(vals)[:3][vals[np.argsort(vals)[:3]] < 0])
         assert set(v.data["icons"]) == {f"conv4:{c}" for c in top}
-    from interpgram.backends.view import spec_for
+    from interpgram.backends.render import spec_for
     assert str(spec_for(views["b"][0])).count("data:image/png") >= 1
 
 
@@ -219,7 +219,7 @@ def test_the_feature_visualisation_specs_render_as_a_draft(name, tmp_path):
 
 
 def test_every_presentation_has_a_view_builder():
-    from interpgram.backends.views import BUILDERS, view_builder
+    from interpgram.backends.render.views import BUILDERS, view_builder
     from interpgram.grammar import PRESENTATIONS
     assert set(PRESENTATIONS) == set(BUILDERS)
     with pytest.raises(ValueError, match="registered twice"):

@@ -194,7 +194,7 @@ def test_channel_selection_drives_a_channel_target(tmp_path):
 
 
 def test_reduce_channels_at_a_position_and_the_map_of_one_channel():
-    from interpgram.backends.torch.attribution import reduce
+    from interpgram.backends.kernels.attribution import reduce
     a, g = torch.rand(2, 5, 4, 3), torch.randn(2, 5, 4, 3)
     torch.testing.assert_close(reduce(a, None, "channel", at=(2, 1)), a[:, :, 1, 2])
     torch.testing.assert_close(reduce(a, g, "channel", at=(2, 1), channels=(0, 3)), (a * g)[:, [0, 3], 1, 2])

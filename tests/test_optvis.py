@@ -18,15 +18,15 @@ from torch import nn
 
 from interpgram.backends.data.shapes import generate
 from interpgram.backends.models import LoadedModel, Preprocess, load_model, state_digest
-from interpgram.backends.torch.cache import ResultCache
-from interpgram.backends.torch.capture import run_capture
-from interpgram.backends.torch.factorize import neuron_groups
-from interpgram.backends.torch.optvis import Icon, IconSettings, IconStats, ImageParam, render_icons, render_vis
-from interpgram.backends.torch.optvis import objectives as O
-from interpgram.backends.torch.optvis import transforms as T
-from interpgram.backends.torch.optvis.grid import activation_grid
-from interpgram.backends.torch.optvis.param import COLOR_CORRELATION_NORMALIZED
-from interpgram.backends.torch.optvis.render import icon_objective
+from interpgram.backends.execute.cache import ResultCache
+from interpgram.backends.kernels.capture import run_capture
+from interpgram.backends.kernels.factorize import neuron_groups
+from interpgram.backends.kernels.optvis import Icon, IconSettings, IconStats, ImageParam, render_icons, render_vis
+from interpgram.backends.kernels.optvis import objectives as O
+from interpgram.backends.kernels.optvis import transforms as T
+from interpgram.backends.kernels.optvis.grid import activation_grid
+from interpgram.backends.kernels.optvis.param import COLOR_CORRELATION_NORMALIZED
+from interpgram.backends.kernels.optvis.render import icon_objective
 
 CPU = torch.device("cpu")
 
@@ -666,7 +666,7 @@ def test_activation_grid_shapes_magnitude_and_images_per_step(shapes_model):
 def test_render_icons_halves_the_batch_on_out_of_memory(shapes_model, monkeypatch):
     """A batch that does not fit is split (a real out-of-memory error cannot be provoked on CPU, so
     the optimisation raises torch's OutOfMemoryError for batches above 2 icons)."""
-    import interpgram.backends.torch.optvis.render as R
+    import interpgram.backends.kernels.optvis.render as R
     real = R.render_vis
     sizes = []
 
@@ -691,7 +691,7 @@ def test_bfloat16_autocast_keeps_icon_quality(shapes_model, data_conv4):
     """The claim behind autocast on cuda, checked on CPU (same bfloat16 autocast): icons optimised
     through a bfloat16 model reach the float32-scored objective of float32 icons (within 5%), and
     still beat every data image."""
-    from interpgram.backends.torch.capture import run_capture
+    from interpgram.backends.kernels.capture import run_capture
     chans = torch.arange(8)
     objective = O.channel("conv4", chans)
     scores = {}

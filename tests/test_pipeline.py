@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interpgram.backends.pipeline import build_views, prepare, run
-from interpgram.backends.torch.cache import ResultCache
+from interpgram.backends.execute.cache import ResultCache
 
 
 def write_spec(tmp_path, elements: str, inputs: str = "builtin:shapes/7", name="s.yaml"):

@@ -12,11 +12,11 @@ import pytest
 import vl_convert
 from PIL import Image
 
-from interpgram.backends.view import (REGISTRY, ElementRenderError, ElementView, UnknownPresentationError, chart_for,
+from interpgram.backends.render import (REGISTRY, ElementRenderError, ElementView, UnknownPresentationError, chart_for,
                                       register, registered, render_html, spec_for, to_png, to_svg, unregister,
                                       write_report)
-from interpgram.backends.view._charts import CLASS_COLOURS, GROUP_COLOURS, NEGATIVE, POSITIVE, top_channels
-from interpgram.backends.view._registry import vegalite_version
+from interpgram.backends.render.charts import CLASS_COLOURS, GROUP_COLOURS, NEGATIVE, POSITIVE, top_channels
+from interpgram.backends.render.registry import vegalite_version
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.random((64, 64, 3)).astype(np.float32)

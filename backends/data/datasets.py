@@ -38,7 +38,8 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .inputs import IMAGE_SUFFIXES, InputError, _resize
+from interpgram.backends.code import CodeError, import_callable
+from interpgram.backends.data.inputs import IMAGE_SUFFIXES, InputError, _resize
 
 BUILTIN_DATASETS = ("builtin:shapes",)
 SPLITS = ("train", "test")
@@ -138,7 +139,7 @@ class Dataset:
         if not idx:
             return torch.zeros(0, 3, *self.size), [], torch.zeros(0, dtype=torch.int64)
         if self.kind == "shapes":
-            from .shapes import CLASSES, generate
+            from interpgram.backends.data.shapes import CLASSES, generate
             b = generate(idx, split=self.split)
             imgs = b.images
             if tuple(imgs.shape[-2:]) != self.size:
@@ -234,13 +235,11 @@ def _open_python(ref: str, *, n: int, split: str, size: tuple[int, int], base_di
     import inspect
     import sys
 
-    from ..models import ModelSourceError, SourceContext, _import_callable
-
     target = ref[len("python:"):]
-    ctx = SourceContext(target, allow_code=allow_code, base_dir=Path(base_dir) if base_dir else Path.cwd())
     try:
-        obj = _import_callable(target, ctx, f"data set {ref}")
-    except ModelSourceError as e:
+        obj = import_callable(target, base_dir=Path(base_dir) if base_dir else Path.cwd(), allow_code=allow_code,
+                              what=f"data set {ref}")
+    except CodeError as e:
         raise DatasetError(str(e)) from None
     if callable(obj) and not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
         try:

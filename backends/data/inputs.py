@@ -76,7 +76,7 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
             m = _BUILTIN.match(r)
             if not m or m.group("name") != "shapes":
                 raise InputError(f"unknown built-in input {r!r}; use builtin:shapes/N, builtin:shapes/train/N or builtin:shapes/A-B")
-            from .shapes import CLASSES, generate
+            from interpgram.backends.data.shapes import CLASSES, generate
             split = m.group("split") or "test"
             b = generate([int(m.group("a"))], split=split)
             img = _resize(b.images[0], size)

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._files import atomic_write, atomic_write_text
-from ..data import shapes as S
-from .shapes_cnn import ShapesCNN, normalize
+from interpgram.backends.files import atomic_write, atomic_write_text
+from interpgram.backends.data import shapes as S
+from interpgram.backends.models.shapes_cnn import ShapesCNN, normalize
 
 
 @torch.no_grad()
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.eval_only:
-        from .shapes_cnn import load_shapes_cnn
+        from interpgram.backends.models.shapes_cnn import load_shapes_cnn
         print(json.dumps(evaluate(load_shapes_cnn(args.out / "shapes_cnn.safetensors")), indent=2))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)

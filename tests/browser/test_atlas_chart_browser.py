@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from interpgram.backends.view._atlas_chart import TOP_CLASSES, atlas_chart
+from interpgram.backends.render.atlas_chart import TOP_CLASSES, atlas_chart
 from test_atlas_chart import classes, make_cells
 from tooltips import hover_until_tooltip
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.browser
 
 
 def _page_html(spec: dict) -> str:
-    from interpgram.backends.view._report import _script_json, vega_bundle
+    from interpgram.backends.render.report import _script_json, vega_bundle
 
     return ("<!doctype html><html><head><meta charset='utf-8'><script>" + vega_bundle() + "</script></head>"
             "<body><div id='vis'></div><script>vegaEmbed('#vis', " + _script_json(spec) +

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interpgram.backends.view import ElementView, write_report
+from interpgram.backends.render import ElementView, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.browser

@@ -1,1 +1,0 @@
-"""interpgram.backends.atlas: activation atlases (collect, store, layout, grid)."""

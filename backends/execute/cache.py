@@ -1,0 +1,505 @@
+"""Content-addressed on-disk cache of results.
+
+A result is a ``dict`` with string keys whose values are tensors, NumPy arrays, or JSON values
+(``None``, bool, int, float, str, lists/tuples and dicts with string keys), nested freely: tensors and
+arrays may sit anywhere inside the lists and dicts. Nothing is ever unpickled.
+
+Keys
+----
+:func:`cache_key` hashes (SHA-256) a canonical JSON of its keyword arguments plus :data:`CODE_VERSION`:
+dict keys sorted, no whitespace, ASCII only; tensors and arrays are replaced by their dtype, shape and
+:func:`tensor_digest`; ``torch.dtype``/``torch.device``/``pathlib.Path`` by their ``str``; NumPy
+scalars by the equal Python number; ``bytes`` by their SHA-256. Floats are written with Python's
+shortest round-trip ``repr``, so the key is the same in every process (no use of ``hash()``). Tuples
+and lists hash alike; ``1`` and ``1.0`` do not. Any other type raises ``TypeError``.
+
+On-disk format (one file per entry, ``root/<key[:2]>/<key>.ig``)
+----------------------------------------------------------------
+::
+
+    b"IGCACHE\\x01"                 8 bytes: magic and format version
+    header length                   8 bytes, unsigned little-endian
+    header                          UTF-8 JSON: {"format": 1, "code_version": ..., "key": ...,
+                                    "value": <the dict, with tensors
+                                    replaced by {"$ig:tensor": i} / {"$ig:ndarray": i}>}
+    payload                         safetensors bytes holding tensors "0", "1", ...
+    sha256                          32 bytes: SHA-256 of everything above
+    b"IGEND\\x00\\x00\\x01"            8 bytes: end marker
+
+The digest covers the header and every tensor byte, so a truncated file, a flipped bit anywhere, or
+a file cut short by a crash is detected on read. The entry's own key is in the header and must match
+the requested key (a file copied or renamed to the wrong place is not served).
+
+Reading back: tensors come back as CPU ``torch.Tensor`` of the same dtype and shape (``requires_grad``
+is not kept); NumPy arrays come back as ``np.ndarray`` of the same dtype (native byte order) and
+shape; tuples come back as lists; NumPy scalars as Python numbers. Values that cannot be stored
+exactly (sets, objects, dicts with non-string keys, object/str arrays, sparse tensors) raise
+``TypeError`` in :meth:`ResultCache.put`.
+
+Writes and crashes
+------------------
+:meth:`ResultCache.put` writes the whole file to a temporary file in the entry's own directory
+(``.<key>.<pid>.<random>.tmp``), flushes and ``fsync``\\ s it, then ``os.replace``\\ s it onto the entry's
+name (atomic on POSIX and Windows) and ``fsync``\\ s the directory. Readers therefore see either the old
+entry, or no entry, or the complete new one. Two writers of the same key each write their own
+temporary file; the last ``os.replace`` wins and both are complete entries.
+
+Temporary-file cleanup rules:
+
+1. If the write fails or is interrupted inside the process (any exception, ``KeyboardInterrupt``
+   included), ``put`` deletes its temporary file before re-raising.
+2. If the process dies hard (``SIGKILL``, power loss), the temporary file stays. It is never read as
+   an entry (``get`` only opens ``<key>.ig``). Each ``put`` removes temporary files older than
+   ``stale_tmp_s`` (default one hour, long enough not to race a live writer) from the directory it
+   writes to, and :meth:`ResultCache.cleanup` removes them from the whole cache.
+
+Corrupt entries
+---------------
+A corrupt, truncated or unreadable entry makes ``get`` return ``None`` (so the caller recomputes),
+counts in ``stats.corrupt`` (and ``stats.misses``), logs one warning for that entry, and is moved
+aside to ``root/_corrupt/`` (or deleted if it cannot be moved); the newest
+:data:`KEEP_CORRUPT` files are kept there for inspection, older ones are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from interpgram.backends.files import default_root, fsync_path
+
+__all__ = [
+    "CODE_VERSION",
+    "KEEP_CORRUPT",
+    "CacheStats",
+    "CorruptEntry",
+    "ResultCache",
+    "cache_key",
+    "default_root",
+    "tensor_digest",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bump when a change in the code changes results: every key includes it, so old entries are
+#: simply never looked up again.
+CODE_VERSION = "1"
+
+#: How many moved-aside corrupt entries ``root/_corrupt`` keeps.
+KEEP_CORRUPT = 16
+
+_MAGIC = b"IGCACHE\x01"
+_END = b"IGEND\x00\x00\x01"
+_DIGEST_LEN = 32
+_MIN_LEN = len(_MAGIC) + 8 + _DIGEST_LEN + len(_END)
+_TENSOR_TAG = "$ig:tensor"
+_ARRAY_TAG = "$ig:ndarray"
+_RESERVED_PREFIX = "$ig:"
+_SUFFIX = ".ig"
+_TMP_SUFFIX = ".tmp"
+_CORRUPT_DIR = "_corrupt"
+
+
+class CorruptEntry(Exception):
+    """A stored entry failed its integrity or format checks."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Digests and keys
+
+
+def _dtype_name(dtype: torch.dtype | np.dtype) -> str:
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    return np.dtype(dtype).name
+
+
+def _tensor_bytes_view(t: torch.Tensor) -> np.ndarray:
+    """The tensor's bytes (CPU, C-contiguous, conj/neg resolved) as a flat uint8 array."""
+    if t.layout != torch.strided:
+        raise TypeError(f"only dense (strided) tensors are supported, got layout {t.layout}")
+    t = t.detach().to("cpu").resolve_conj().resolve_neg().contiguous()
+    if t.numel() == 0:
+        return np.zeros(0, dtype=np.uint8)
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
+def _array_le(a: np.ndarray) -> np.ndarray:
+    if a.dtype.hasobject or a.dtype.kind in "OUSVMm":
+        raise TypeError(f"NumPy arrays of dtype {a.dtype} are not supported (numeric and bool only)")
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(a)
+
+
+def tensor_digest(t: torch.Tensor | np.ndarray) -> str:
+    """SHA-256 hex of a tensor's (or NumPy array's) dtype, shape and bytes.
+
+    The bytes are those of a CPU, C-contiguous, little-endian copy, so the digest does not depend on
+    device, strides or byte order, and a NumPy array and a tensor with equal dtype, shape and values
+    have the same digest.
+    """
+    if isinstance(t, torch.Tensor):
+        dtype, shape, data = _dtype_name(t.dtype), tuple(t.shape), _tensor_bytes_view(t)
+    elif isinstance(t, np.ndarray):
+        a = _array_le(t)
+        dtype, shape, data = _dtype_name(a.dtype), a.shape, a.reshape(-1).view(np.uint8)
+    else:
+        raise TypeError(f"tensor_digest: expected a torch.Tensor or np.ndarray, got {type(t).__name__}")
+    h = hashlib.sha256()
+    h.update(f"{dtype}|{','.join(map(str, shape))}|".encode())
+    h.update(memoryview(data))
+    return h.hexdigest()
+
+
+def _canonical(obj: Any, where: str) -> Any:
+    """A JSON-able canonical form of a key part."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        dt = obj.dtype
+        return {_TENSOR_TAG: [_dtype_name(dt), list(obj.shape), tensor_digest(obj)]}
+    if isinstance(obj, np.generic) and not isinstance(obj, (np.str_, np.bytes_, np.void)):
+        return _canonical(obj.item(), where)
+    if isinstance(obj, (torch.dtype, torch.device, Path)):
+        return str(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return {"$ig:bytes": hashlib.sha256(bytes(obj)).hexdigest()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"cache_key: dict keys must be str, got {k!r} at {where}")
+            if k.startswith(_RESERVED_PREFIX):
+                raise ValueError(f"cache_key: dict key {k!r} at {where} uses the reserved prefix '$ig:'")
+            out[k] = _canonical(v, f"{where}.{k}")
+        return out
+    raise TypeError(
+        f"cache_key: cannot hash {type(obj).__name__} at {where}; use str/int/float/bool/None, "
+        "lists, dicts with str keys, tensors, arrays, torch.dtype/device, Path or bytes"
+    )
+
+
+def cache_key(**parts: Any) -> str:
+    """Stable SHA-256 hex key over ``parts`` and :data:`CODE_VERSION` (see the module docstring).
+
+    Example: ``cache_key(model=model_digest, input=tensor_digest(x), op="nmf", params={"k": 6})``.
+    """
+    canon = {"code_version": CODE_VERSION, "parts": _canonical(parts, "parts")}
+    text = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _encode_value(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        if obj.layout != torch.strided:
+            raise TypeError(f"ResultCache.put: {where} is a {obj.layout} tensor; only dense tensors are stored")
+        name = str(len(tensors))
+        # clone: safetensors refuses tensors that share storage; resolve conj/neg bits first.
+        tensors[name] = obj.detach().to("cpu").resolve_conj().resolve_neg().clone(
+            memory_format=torch.contiguous_format
+        )
+        return {_TENSOR_TAG: len(tensors) - 1}
+    if isinstance(obj, np.ndarray):
+        try:
+            a = _array_le(obj)
+            t = torch.from_numpy(a.copy())
+        except TypeError as e:
+            raise TypeError(f"ResultCache.put: {where}: {e}") from None
+        name = str(len(tensors))
+        tensors[name] = t
+        return {_ARRAY_TAG: len(tensors) - 1}
+    if isinstance(obj, np.generic) and not isinstance(obj, (np.str_, np.bytes_, np.void)):
+        return _encode_value(obj.item(), tensors, where)
+    if isinstance(obj, (list, tuple)):
+        return [_encode_value(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(
+                    f"ResultCache.put: dict keys must be str (JSON would turn {k!r} into a string), at {where}"
+                )
+            if k.startswith(_RESERVED_PREFIX):
+                raise ValueError(f"ResultCache.put: dict key {k!r} at {where} uses the reserved prefix '$ig:'")
+            out[k] = _encode_value(v, tensors, f"{where}.{k}")
+        return out
+    raise TypeError(
+        f"ResultCache.put: {where} is a {type(obj).__name__}, which cannot be stored without pickling; "
+        "store tensors, NumPy arrays, or JSON values (None, bool, int, float, str, list, dict with str keys)"
+    )
+
+
+def _decode_value(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode_value(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if len(obj) == 1 and (_TENSOR_TAG in obj or _ARRAY_TAG in obj):
+            (tag, idx), = obj.items()
+            t = tensors[str(idx)]
+            return t if tag == _TENSOR_TAG else t.numpy()
+        return {k: _decode_value(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def _encode(key: str, value: dict) -> bytes:
+    if not isinstance(value, dict):
+        raise TypeError(f"ResultCache.put: value must be a dict, got {type(value).__name__}")
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = _encode_value(value, tensors, "value")
+    header = json.dumps(
+        {"format": 1, "code_version": CODE_VERSION, "key": key, "value": encoded},
+        sort_keys=True,
+        separators=(",", ":"),
+        allow_nan=True,
+    ).encode("utf-8")
+    try:
+        payload = _st_save(tensors)
+    except Exception as e:  # e.g. a dtype safetensors cannot store
+        dtypes = sorted({_dtype_name(t.dtype) for t in tensors.values()})
+        raise TypeError(f"ResultCache.put: cannot store tensors of dtypes {dtypes}: {e}") from e
+    body = b"".join([_MAGIC, len(header).to_bytes(8, "little"), header, payload])
+    return body + hashlib.sha256(body).digest() + _END
+
+
+def _decode(key: str, data: bytes) -> dict:
+    if len(data) < _MIN_LEN:
+        raise CorruptEntry(f"file too short ({len(data)} bytes)")
+    if data[: len(_MAGIC)] != _MAGIC:
+        raise CorruptEntry("bad magic or unknown format version")
+    if data[-len(_END):] != _END:
+        raise CorruptEntry("missing end marker (truncated or partially written)")
+    view = memoryview(data)
+    body, digest = view[: -len(_END) - _DIGEST_LEN], view[-len(_END) - _DIGEST_LEN : -len(_END)]
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptEntry("SHA-256 mismatch (content changed after it was written)")
+    hlen = int.from_bytes(body[len(_MAGIC) : len(_MAGIC) + 8], "little")
+    start = len(_MAGIC) + 8
+    if start + hlen > len(body):
+        raise CorruptEntry("header length past the end of the file")
+    try:
+        header = json.loads(bytes(body[start : start + hlen]).decode("utf-8"))
+        tensors = _st_load(bytes(body[start + hlen :]))
+    except Exception as e:  # a digest-valid file written by a different/buggy writer
+        raise CorruptEntry(f"undecodable content: {e}") from e
+    if not isinstance(header, dict) or header.get("key") != key:
+        raise CorruptEntry(f"entry belongs to key {header.get('key') if isinstance(header, dict) else '?'!r}")
+    try:
+        value = _decode_value(header["value"], tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptEntry(f"inconsistent header: {e!r}") from e
+    if not isinstance(value, dict):
+        raise CorruptEntry("stored value is not a dict")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# The cache
+
+
+@dataclass
+class CacheStats:
+    """Counters of one :class:`ResultCache`: ``misses`` includes ``corrupt`` entries."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        raise ValueError(f"cache key must be 64 lowercase hex characters (from cache_key), got {key!r}")
+    return key
+
+
+class ResultCache:
+    """Content-addressed on-disk cache (format and guarantees in the module docstring).
+
+    Args:
+        root: directory of the cache; ``None`` means :func:`default_root`. Created on first write.
+        enabled: when ``False`` the cache never touches the disk: ``get`` always misses and ``put``
+            does nothing (``get_or_compute`` always computes).
+        stale_tmp_s: age in seconds after which a leftover temporary file is deleted by ``put`` (in
+            the directory it writes to) and by :meth:`cleanup`.
+    """
+
+    def __init__(self, root: str | Path | None = None, *, enabled: bool = True, stale_tmp_s: float = 3600.0):
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.enabled = bool(enabled)
+        self.stale_tmp_s = float(stale_tmp_s)
+        self.stats = CacheStats()
+
+    def __repr__(self) -> str:
+        return f"ResultCache({str(self.root)!r}, enabled={self.enabled}, stats={self.stats})"
+
+    def path(self, key: str) -> Path:
+        """Where the entry for ``key`` lives: ``root/<key[:2]>/<key>.ig``."""
+        key = _check_key(key)
+        return self.root / key[:2] / f"{key}{_SUFFIX}"
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def get(self, key: str) -> dict[str, torch.Tensor | Any] | None:
+        """The stored value for ``key``, or ``None`` on a miss or a corrupt/unreadable entry."""
+        path = self.path(key)
+        if not self.enabled:
+            self.stats.misses += 1
+            return None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        except OSError as e:
+            self._corrupt(path, f"unreadable: {e}")
+            return None
+        try:
+            value = _decode(key, data)
+        except CorruptEntry as e:
+            self._corrupt(path, str(e))
+            return None
+        self.stats.hits += 1
+        return value
+
+    def __contains__(self, key: str) -> bool:
+        """Whether a file exists for ``key`` (its integrity is checked only by :meth:`get`)."""
+        return self.enabled and self.path(key).is_file()
+
+    def _corrupt(self, path: Path, reason: str) -> None:
+        self.stats.misses += 1
+        self.stats.corrupt += 1
+        qdir = self.root / _CORRUPT_DIR
+        dest = qdir / f"{path.stem}.{time.time_ns()}.{os.getpid()}{_SUFFIX}"
+        try:
+            qdir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+            where = f"moved to {dest}"
+        except FileNotFoundError:
+            where = "already gone"
+        except OSError:
+            try:
+                path.unlink()
+                where = "deleted"
+            except OSError as e:
+                where = f"could not be removed ({e})"
+        log.warning("interpgram cache: corrupt entry %s (%s); %s; it will be recomputed", path.name, reason, where)
+        self._prune_corrupt(qdir)
+
+    @staticmethod
+    def _prune_corrupt(qdir: Path) -> None:
+        try:
+            files = sorted(qdir.glob(f"*{_SUFFIX}"), key=lambda p: p.stat().st_mtime_ns)
+        except OSError:
+            return
+        for old in files[: max(0, len(files) - KEEP_CORRUPT)]:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def put(self, key: str, value: dict) -> None:
+        """Store ``value`` under ``key`` atomically (no-op when disabled).
+
+        Raises ``TypeError`` (before touching the disk) if ``value`` holds something that cannot be
+        stored without pickling.
+        """
+        path = self.path(key)
+        if not self.enabled:
+            return
+        data = _encode(key, value)
+        shard = path.parent
+        shard.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp(shard, self.stale_tmp_s)
+        tmp = shard / f".{key}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+        fsync_path(shard)
+
+    def get_or_compute(self, key: str, fn: Callable[[], dict]) -> tuple[dict, bool]:
+        """``(value, hit)``: the cached value, or ``fn()`` stored then returned as ``fn`` gave it."""
+        value = self.get(key)
+        if value is not None:
+            return value, True
+        value = fn()
+        self.put(key, value)
+        return value, False
+
+    # -- maintenance --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _remove_stale_tmp(directory: Path, older_than_s: float) -> int:
+        now = time.time()
+        removed = 0
+        try:
+            candidates = [p for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX)]
+        except OSError:
+            return 0
+        for p in candidates:
+            try:
+                if now - p.stat().st_mtime >= older_than_s:
+                    p.unlink()
+                    removed += 1
+            except OSError:
+                pass  # another process finished or removed it
+        return removed
+
+    def cleanup(self, older_than_s: float | None = None) -> int:
+        """Delete leftover temporary files older than ``older_than_s`` (default ``stale_tmp_s``)
+        everywhere under ``root``; returns how many were removed. Never touches entries."""
+        if not self.enabled or not self.root.is_dir():
+            return 0
+        age = self.stale_tmp_s if older_than_s is None else float(older_than_s)
+        return sum(self._remove_stale_tmp(d, age) for d in self.root.iterdir() if d.is_dir() and len(d.name) == 2)
+
+    def clear(self) -> int:
+        """Delete every entry (and the corrupt and temporary files); returns how many entries went."""
+        if not self.enabled or not self.root.is_dir():
+            return 0
+        n = 0
+        for d in self.root.iterdir():
+            if not d.is_dir() or not (len(d.name) == 2 or d.name == _CORRUPT_DIR):
+                continue
+            for p in d.iterdir():
+                if p.name.endswith(_SUFFIX) or (p.name.startswith(".") and p.name.endswith(_TMP_SUFFIX)):
+                    try:
+                        p.unlink()
+                        n += d.name != _CORRUPT_DIR and p.name.endswith(_SUFFIX)
+                    except OSError:
+                        pass
+        return n

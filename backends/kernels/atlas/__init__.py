@@ -1,0 +1,1 @@
+"""interpgram.backends.kernels.atlas: activation atlases (collect, store, layout, grid)."""

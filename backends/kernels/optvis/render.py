@@ -1,0 +1,310 @@
+"""The render loop: optimise a batch of images so that an objective is as large as possible.
+
+``render_vis`` runs one batched optimisation (Adam, lr 0.05 by default) under the robustness
+transforms, keeps the best of several attempts per image, and returns the images with their final
+scores. The forward pass stops at the deepest layer the objective reads. On cuda the model runs
+under bfloat16 autocast while the parameters, transforms and objective stay in float32
+(``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
+model, icons optimised through a bfloat16 model reach the same float32-scored objective
+(benchmarks/featurevis_autocast.py, tests/test_optvis.py).
+
+``render_icons`` renders many independent icons (one objective each): it groups them by layer and
+objective kind into batched optimisations, splits a batch that does not fit in memory (an
+out-of-memory halves it), and caches every icon on its own, keyed by the model, the icon, the
+settings and the seed, so that any spec asking again for the same icon (a semantic dictionary, a
+channel bar, ``interpgram sprites``) gets it from the cache. An icon's random start and the
+transforms' random draws depend only on the seed and the icon, not on its batch. The optimisation
+itself is not bit-for-bit independent of the batch on CPU: batched convolutions differ from
+single ones by ~1e-6, and for some objectives (plain directions) a ReLU or max-pool flip grows that
+into a visibly different local optimum after tens of steps. So the same seed gives the same icon
+for the same batch on the same device, and the cache keeps whichever version was rendered first.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from interpgram.backends.kernels.capture import capture_until
+from interpgram.backends.execute.device import pick_device, run_batched
+from interpgram.backends.kernels.optvis import objectives as O
+from interpgram.backends.kernels.optvis.param import ImageParam
+from interpgram.backends.kernels.optvis.transforms import apply, draw, normalize_steps
+
+Progress = Callable[[str, int, int], None]
+AUTOCAST = ("auto", "bfloat16", "off")
+
+
+@dataclass(frozen=True)
+class IconSettings:
+    """How icons are optimised (every value is a spec option of the featurevis presentations)."""
+
+    size: Optional[int] = None  # px; None: the model's input size
+    steps: int = 256
+    lr: float = 0.05
+    attempts: int = 1
+    param: str = "fourier"
+    decorrelate: bool = True
+    transforms: Union[str, tuple] = "standard"
+    relu_redirect: int = 16  # steps at the start with lucid's redirected ReLU gradient (0: off)
+    autocast: str = "auto"  # bfloat16 autocast of the model: auto (on cuda) | bfloat16 (any device) | off
+
+    def __post_init__(self):
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast {self.autocast!r}: use one of {', '.join(AUTOCAST)}")
+
+    def resolved(self, model_size: Sequence[int]) -> "IconSettings":
+        size = self.size or int(model_size[0])
+        steps = normalize_steps(self.transforms)
+        return IconSettings(size, self.steps, self.lr, self.attempts, self.param, self.decorrelate, steps,
+                            self.relu_redirect, self.autocast)
+
+    def key(self) -> tuple:
+        d = asdict(self)
+        d["transforms"] = normalize_steps(self.transforms)
+        d.pop("autocast")
+        return tuple(sorted(d.items()))
+
+
+@dataclass
+class RenderResult:
+    images: torch.Tensor  # (n, 3, size, size) in [0, 1], float32, CPU
+    scores: torch.Tensor  # (n,) the objective of each final image (untransformed)
+    seconds: float = 0.0
+    history: list[float] = field(default_factory=list)  # mean objective per step (last attempt)
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """lucid's redirected ReLU gradient: where the true ReLU gradient of an element is all zero, let
+    through the gradient that would raise negative inputs, so that optimisation can start."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
+        redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)
+        mag = relu_grad.reshape(relu_grad.shape[0], -1).norm(dim=1)
+        shape = (-1,) + (1,) * (grad.dim() - 1)
+        return torch.where((mag > 0).view(shape), relu_grad, redirected)
+
+
+def _seed_int(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redirect: bool,
+             autocast: str) -> dict[str, torch.Tensor]:
+    """Forward ``x`` until every layer in ``layers`` has been seen; returns their outputs (float32).
+    ``redirect``: lucid's redirected ReLU gradient (the first steps of an optimisation)."""
+    handles, inplace = [], []
+
+    def relu_hook(m, inp, out):
+        return _RedirectedReLU.apply(inp[0])
+
+    try:
+        if redirect:
+            for m in module.modules():
+                if isinstance(m, nn.ReLU):
+                    if m.inplace:
+                        inplace.append(m)
+                        m.inplace = False
+                    handles.append(m.register_forward_hook(relu_hook))
+        on = autocast == "bfloat16" or (autocast == "auto" and x.device.type == "cuda")
+        ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if on else _null()
+        with ctx:
+            store = capture_until(module, x, list(layers))
+    finally:
+        for h in handles:
+            h.remove()
+        for m in inplace:
+            m.inplace = True
+    store["input"] = x
+    return {k: v.float() for k, v in store.items()}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def render_vis(model, objective: O.Objective, n: int, settings: IconSettings = IconSettings(), *, seed: int = 0,
+               seeds: Optional[Sequence[int]] = None, device: Union[str, torch.device] = "auto",
+               progress: Optional[Progress] = None) -> RenderResult:
+    """Optimise ``n`` images for ``objective`` (a (n,)-score objective); keep the best attempt per image.
+
+    ``model`` is a :class:`~interpgram.backends.models.LoadedModel` (its ``preprocess`` maps the
+    [0, 1] image to the network's input). ``seeds`` gives each image its own random start
+    (default: derived from ``seed`` and the image's index).
+    """
+    t0 = time.perf_counter()
+    s = settings.resolved(model.preprocess.size)
+    dev = pick_device(device) if isinstance(device, str) else device
+    module = model.on(dev, torch.float32)
+    steps_t = normalize_steps(s.transforms)
+    seeds = list(seeds) if seeds is not None else [_seed_int(seed, i) for i in range(n)]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} images")
+    progress = progress or (lambda stage, i, total: None)
+    best_img: Optional[torch.Tensor] = None
+    best_score: Optional[torch.Tensor] = None
+    history: list[float] = []
+    for attempt in range(s.attempts):
+        param = ImageParam(s.param, [_seed_int(x, attempt) for x in seeds], s.size, s.size,
+                           decorrelate=s.decorrelate).to(dev)
+        opt = torch.optim.Adam(param.parameters(), lr=s.lr)
+        g = torch.Generator().manual_seed(_seed_int(seed, "transforms", attempt))
+        history = []
+        for step in range(s.steps):
+            opt.zero_grad(set_to_none=True)
+            x = apply(param(), steps_t, draw(steps_t, g))
+            acts = _capture(module, model.preprocess(x), objective.layers, redirect=step < s.relu_redirect,
+                            autocast=s.autocast)
+            scores = objective(acts)
+            (-scores.sum()).backward()
+            opt.step()
+            history.append(float(scores.detach().mean()))
+            progress("optimising", attempt * s.steps + step + 1, s.attempts * s.steps)
+        with torch.no_grad():
+            img = param().detach()
+            final = objective(_capture(module, model.preprocess(img), objective.layers, redirect=False,
+                                       autocast=s.autocast)).detach()
+        if best_img is None:
+            best_img, best_score = img, final
+        else:
+            better = final > best_score
+            best_img = torch.where(better.view(-1, 1, 1, 1), img, best_img)
+            best_score = torch.where(better, final, best_score)
+    return RenderResult(best_img.float().cpu(), best_score.float().cpu(), time.perf_counter() - t0, history)
+
+
+# ------------------------------------------------------------------------ many icons
+@dataclass(frozen=True)
+class Icon:
+    """One icon to render: an objective kind on a layer, with its parameters.
+
+    kind: ``channel`` (index), ``neuron`` (index, centre position), ``direction`` (vector,
+    mean over positions), ``direction_neuron`` (vector at the centre), ``atlas`` (the activation
+    atlas's whitened cosine-power objective at the centre; ``vector`` is already whitened, v·S).
+    """
+
+    layer: str
+    kind: str
+    index: Optional[int] = None
+    vector: Optional[tuple[float, ...]] = None
+    cossim_pow: float = 0.0
+
+    def identity(self) -> tuple:
+        v = None if self.vector is None else hashlib.sha256(
+            torch.tensor(self.vector, dtype=torch.float32).numpy().tobytes()).hexdigest()[:24]
+        return (self.layer, self.kind, self.index, v, float(self.cossim_pow))
+
+    @staticmethod
+    def from_vector(layer: str, kind: str, v: torch.Tensor, cossim_pow: float = 0.0) -> "Icon":
+        return Icon(layer, kind, vector=tuple(float(x) for x in v.detach().float().cpu().reshape(-1)),
+                    cossim_pow=cossim_pow)
+
+
+ICON_KINDS = ("channel", "neuron", "direction", "direction_neuron", "atlas")
+
+
+def icon_objective(icons: Sequence[Icon]) -> O.Objective:
+    """One vectorised objective for icons of the same layer, kind and cosine power."""
+    first = icons[0]
+    if any((i.layer, i.kind, i.cossim_pow) != (first.layer, first.kind, first.cossim_pow) for i in icons):
+        raise ValueError("icon_objective needs icons of one layer, kind and cossim_pow")
+    if first.kind in ("channel", "neuron"):
+        idx = torch.tensor([i.index for i in icons])
+        return O.channel(first.layer, idx) if first.kind == "channel" else O.neuron(first.layer, idx)
+    vecs = torch.tensor([i.vector for i in icons], dtype=torch.float32)
+    if first.kind == "direction":
+        return O.direction(first.layer, vecs, cossim_pow=first.cossim_pow)
+    if first.kind == "direction_neuron":
+        return O.direction_neuron(first.layer, vecs, cossim_pow=first.cossim_pow)
+    if first.kind == "atlas":  # v·S precomputed: the same objective as direction_cossim_S(v, S)
+        return O.direction_cossim_S(first.layer, vecs, None, cossim_pow=first.cossim_pow)
+    raise ValueError(f"unknown icon kind {first.kind!r} (known: {', '.join(ICON_KINDS)})")
+
+
+def icon_cache_key(model_digest: str, icon: Icon, settings: IconSettings, seed: int) -> str:
+    from interpgram.backends.execute.cache import cache_key
+    return cache_key(model=model_digest, icon=repr(icon.identity()), settings=repr(settings.key()), seed=seed,
+                     what="icon")
+
+
+@dataclass
+class IconStats:
+    rendered: int = 0
+    cached: int = 0
+    batches: int = 0
+    halvings: int = 0
+    seconds: float = 0.0
+
+
+def render_icons(model, icons: Sequence[Icon], settings: IconSettings = IconSettings(), *, seed: int = 0,
+                 cache=None, device: Union[str, torch.device] = "auto", batch_size: Optional[int] = None,
+                 progress: Optional[Progress] = None, stats: Optional[IconStats] = None) -> list[RenderResult]:
+    """Render every icon (duplicates once), in batched optimisations grouped by layer and kind.
+
+    Returns one :class:`RenderResult` with n = 1 per icon, in order. ``cache`` is a
+    :class:`~interpgram.backends.execute.cache.ResultCache` (or None).
+    """
+    t0 = time.perf_counter()
+    stats = stats if stats is not None else IconStats()
+    s = settings.resolved(model.preprocess.size)
+    progress = progress or (lambda stage, i, total: None)
+    unique: dict[tuple, Icon] = {}
+    for ic in icons:
+        unique.setdefault(ic.identity(), ic)
+    done: dict[tuple, RenderResult] = {}
+    todo: list[Icon] = []
+    for ident, ic in unique.items():
+        hit = cache.get(icon_cache_key(model.digest, ic, s, seed)) if cache is not None else None
+        if hit is not None:
+            done[ident] = RenderResult(hit["image"].unsqueeze(0), hit["score"].reshape(1))
+            stats.cached += 1
+        else:
+            todo.append(ic)
+    groups: dict[tuple, list[Icon]] = {}
+    for ic in todo:
+        groups.setdefault((ic.layer, ic.kind, ic.cossim_pow), []).append(ic)
+    total_icons = len(todo)
+    finished = 0
+    for members in groups.values():
+        def one_batch(start: int, stop: int, members=members) -> RenderResult:
+            part = members[start:stop]
+
+            def report(stage: str, i: int, n: int) -> None:
+                progress(f"icons {finished + start + 1}-{finished + stop} of {total_icons}", i, n)
+
+            stats.batches += 1
+            return render_vis(model, icon_objective(part), len(part), s, seed=seed,
+                              seeds=[_seed_int(seed, ic.identity()) for ic in part], device=device,
+                              progress=report)
+
+        def halved(size: int) -> None:
+            stats.halvings += 1
+
+        parts = run_batched(one_batch, len(members), batch_size, on_halve=halved)
+        images = torch.cat([p.images for p in parts])
+        scores = torch.cat([p.scores for p in parts])
+        for j, ic in enumerate(members):
+            r = RenderResult(images[j:j + 1], scores[j:j + 1])
+            done[ic.identity()] = r
+            if cache is not None:
+                cache.put(icon_cache_key(model.digest, ic, s, seed), {"image": images[j], "score": scores[j]})
+        finished += len(members)
+        stats.rendered += len(members)
+    stats.seconds += time.perf_counter() - t0
+    return [done[ic.identity()] for ic in icons]

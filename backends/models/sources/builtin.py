@@ -1,0 +1,18 @@
+"""``builtin:shapes-cnn``: the bundled CNN trained on the built-in shapes data set."""
+from __future__ import annotations
+
+from interpgram.backends.models.base import (LoadedModel, ModelSourceError, Preprocess, SourceContext, finish,
+                                             model_source)
+from interpgram.grammar.spec.errors import did_you_mean
+
+BUILTINS = ("shapes-cnn",)
+
+
+@model_source("builtin", "builtin:shapes-cnn, the bundled CNN trained on builtin:shapes")
+def _builtin(ctx: SourceContext) -> LoadedModel:
+    if ctx.ref != "shapes-cnn":
+        raise ModelSourceError(f"unknown built-in model {ctx.ref!r} {did_you_mean(ctx.ref, BUILTINS, listing='built-in models')}")
+    from interpgram.backends.data.shapes import CLASSES, IMAGE_SIZE
+    from interpgram.backends.models.shapes_cnn import MEAN, STD, load_shapes_cnn
+    module = load_shapes_cnn(ctx.path(ctx.weights) if ctx.weights else None)
+    return finish("builtin:shapes-cnn", module, Preprocess((IMAGE_SIZE, IMAGE_SIZE), tuple(MEAN), tuple(STD)), CLASSES)

@@ -1,0 +1,425 @@
+"""The static report: one self-contained HTML file that opens from disk with no network.
+
+Vega, Vega-Lite and vega-embed are inlined from vl-convert's offline bundle (pinned to the
+Vega-Lite version altair emits); every chart spec is embedded as JSON next to its section; images
+are data URLs. The page is rendered completely in memory — any chart error surfaces, naming its
+element, before the disk is touched — then written to ``index.html.tmp-<pid>`` in the target
+folder, fsynced and moved into place with ``os.replace``, so a crash or an interrupt never leaves
+a half-written report and an existing report survives a failed render.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from interpgram.backends.files import atomic_write, atomic_write_text, default_root
+from interpgram.backends.render.registry import spec_for, vegalite_version
+from interpgram.backends.render.types import ElementView
+
+CSS = """
+:root { --ink:#1f1f1f; --muted:#5f6368; --rule:#e3e3e3; --code:#f6f7f9; --err:#b3261e; }
+* { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; }
+body { margin: 0; color: var(--ink); background: #fff;
+       font: 16px/1.6 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+header, main, footer { max-width: 1440px; margin: 0 auto; padding-left: 48px; padding-right: 48px; }
+header { padding-top: 36px; padding-bottom: 20px; border-bottom: 1px solid var(--rule); }
+header h1 { font: 700 30px/1.2 Georgia, "Times New Roman", serif; margin: 0 0 14px; letter-spacing: -0.01em; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 0; font-size: 13px; color: var(--muted); }
+dl.meta dt { font-weight: 600; color: var(--ink); }
+dl.meta dd { margin: 0; overflow-wrap: anywhere; }
+dl.meta ul { margin: 0; padding: 0; list-style: none; }
+dl.meta li { display: inline; }
+dl.meta li + li::before { content: " · "; }
+main { padding-top: 8px; padding-bottom: 32px; }
+.row { display: flex; flex-wrap: wrap; gap: 24px 48px; align-items: flex-start; padding: 26px 0; border-bottom: 1px solid var(--rule); }
+.row:last-child { border-bottom: none; }
+/* a section is as wide as its chart (title and grammar wrap inside it), then shares out the row's spare width */
+section.element { flex: 1 1 auto; min-width: 0; max-width: 100%; }
+section.element h2 { font: 700 19px/1.3 Georgia, "Times New Roman", serif; margin: 0 0 6px; contain: inline-size; }
+section.element .grammar { contain: inline-size; margin: 0 0 14px; font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  color: var(--muted); overflow-wrap: anywhere; }
+section.element .grammar code { background: var(--code); border-radius: 4px; padding: 2px 6px; box-decoration-break: clone;
+  -webkit-box-decoration-break: clone; }
+section.element > .chart { display: block; overflow-x: auto; min-height: 40px; }
+section.element > .chart[hidden] { display: none; }
+.chart .error { color: var(--err); font: 13px/1.4 ui-monospace, monospace; white-space: pre-wrap; margin: 0; }
+section.element .selection { margin: -8px 0 10px; font-size: 12px; color: var(--muted); min-height: 1.2em; }
+section.element .selection b { color: #e8710a; font-weight: 600; }
+footer { padding-top: 16px; padding-bottom: 32px; border-top: 1px solid var(--rule); font-size: 12px; color: var(--muted); }
+@media (max-width: 700px) { header, main, footer { padding-left: 16px; padding-right: 16px; } }
+@media print { .vega-embed details { display: none; } .row { break-inside: avoid; } }
+"""
+
+# Finds every section, parses its embedded spec and draws it; data-rendered becomes "ok" or "error".
+# Then wires the links: a source view's "link" selection parameter picks a precomputed variant of
+# the target view (drawn on first use, then kept), or the nearest precomputed position.
+EMBED_JS = """
+(function () {
+  "use strict";
+  var options = {renderer: "svg", actions: {export: true, source: false, compiled: false, editor: false}};
+  var views = {}, pending = [];
+  var images = null;
+  function fail(section, target, err) {
+    target.setAttribute("data-rendered", "error");
+    var p = document.createElement("p");
+    p.className = "error";
+    p.textContent = "This chart could not be drawn: " + err;
+    target.replaceChildren(p);
+    console.error("interpgram: element " + section.id + ": " + err);
+  }
+  function embed(section, target, spec) {
+    return vegaEmbed(target, spec, options).then(function (res) {
+      target.setAttribute("data-rendered", "ok");
+      return res.view;
+    }, function (err) { fail(section, target, err); return null; });
+  }
+  document.querySelectorAll("section.element").forEach(function (section) {
+    var target = section.querySelector(".chart");
+    var spec;
+    try {
+      spec = JSON.parse(section.querySelector("script.spec").textContent);
+    } catch (err) { fail(section, target, err); return; }
+    pending.push(embed(section, target, spec).then(function (view) { if (view) views[section.dataset.view] = view; }));
+  });
+  // ------------------------------------------------------------------ links
+  var table = document.getElementById("interpgram-links");
+  if (!table) return;
+  var links = JSON.parse(table.textContent);
+  function restore(x) {  // images shared between variants are stored once: "@img:N" -> data URL
+    if (typeof x === "string") return x.lastIndexOf("@img:", 0) === 0 ? images[+x.slice(5)] : x;
+    if (Array.isArray(x)) return x.map(restore);
+    if (x && typeof x === "object") { var o = {}; Object.keys(x).forEach(function (k) { o[k] = restore(x[k]); }); return o; }
+    return x;
+  }
+  function variantsOf(section) {
+    if (!section._variants) {
+      var s = section.querySelector("script.variants");
+      if (images === null) { var t = document.getElementById("interpgram-images"); images = t ? JSON.parse(t.textContent) : []; }
+      section._variants = s ? JSON.parse(s.textContent) : {};
+    }
+    return section._variants;
+  }
+  function keyOf(kind, v) {
+    if (!v || typeof v !== "object") return null;
+    function one(f) { var x = v[f]; return Array.isArray(x) ? x[0] : x; }
+    if (kind === "position") {
+      var c = one("col"), r = one("row");
+      return (c === undefined || c === null || r === undefined || r === null) ? null : c + "," + r;
+    }
+    var a = one(kind === "group" ? "gid" : "atom");
+    return (a === undefined || a === null) ? null : String(a);
+  }
+  function nearest(L, key) {
+    if (L.kind !== "position" || !L.keys.length) return null;
+    var p = key.split(",").map(Number), best = null, bd = Infinity;
+    L.keys.forEach(function (k) {
+      var q = k.split(",").map(Number), d = (q[0] - p[0]) * (q[0] - p[0]) + (q[1] - p[1]) * (q[1] - p[1]);
+      if (d < bd) { bd = d; best = k; }
+    });
+    return best;
+  }
+  function label(L, key) {
+    if (L.kind === "position") return "position (" + key.replace(",", ", ") + ")";
+    if (L.kind === "group") return "group " + (+key + 1);
+    if (L.kind === "class") return "class " + (L.names && L.names[key] !== undefined ? L.names[key] : key);
+    return "channel " + key;
+  }
+  function show(L, key) {
+    var section = document.getElementById("el-" + L.target);
+    if (!section) return;
+    var caption = section.querySelector(".selection");
+    var variants = variantsOf(section), shown = key, note = "";
+    if (!(L.link + "|" + key in variants)) {
+      shown = nearest(L, key);
+      if (shown === null) {
+        caption.textContent = label(L, key) + " is not precomputed in this static report (the " + L.keys.length +
+          " it holds are those the source shows); interpgram serve computes any selection live";
+        section.dataset.selected = "";
+        return;
+      }
+      note = " (this report precomputes " + L.keys.length + " of " + L.total + " positions; nearest shown: " + label(L, shown) + ")";
+    }
+    var id = L.link + "|" + shown;
+    section.querySelectorAll(".chart").forEach(function (d) { d.hidden = true; });
+    var div = null;
+    section.querySelectorAll(".chart[data-variant]").forEach(function (d) { if (d.dataset.variant === id) div = d; });
+    if (!div) {
+      div = document.createElement("div");
+      div.className = "chart";
+      div.dataset.variant = id;
+      div.setAttribute("role", "figure");
+      section.appendChild(div);
+      embed(section, div, restore(variants[id])).then(function (view) { if (view) wire(L.target, view); });
+    }
+    div.hidden = false;
+    section.dataset.selected = id;
+    caption.innerHTML = "";
+    var b = document.createElement("b");
+    b.textContent = label(L, key);
+    caption.append("selected in " + L.source_element + " (" + L.event + "): ", b, note);
+  }
+  function wire(vid, view) {  // the links whose source is view `vid` (its base chart or a variant of it)
+    links.forEach(function (L) {
+      if (L.source !== vid) return;
+      try {
+        view.addSignalListener("link", function (name, value) {
+          var key = keyOf(L.kind, value);
+          if (key !== null) show(L, key);
+        });
+      } catch (err) { console.error("interpgram: link " + L.label + ": " + err); }
+    });
+  }
+  Promise.all(pending).then(function () {
+    Object.keys(views).forEach(function (vid) { wire(vid, views[vid]); });
+    document.body.setAttribute("data-links", "ready");
+  });
+})();
+"""
+
+
+class ElementRenderError(RuntimeError):
+    """One element of a report could not be drawn; names the element and keeps the cause."""
+
+    def __init__(self, view: ElementView, cause: BaseException):
+        self.element = view.id
+        self.presentation = view.presentation
+        super().__init__(f"element {view.id!r} (presentation {view.presentation!r}) could not be drawn: "
+                         f"{type(cause).__name__}: {cause}")
+
+
+@lru_cache(maxsize=1)
+def vega_bundle() -> str:
+    """Vega + Vega-Lite + vega-embed as one classic script, from vl-convert (offline). Building it
+    takes a second or two, so it is kept on disk, keyed by the vl-convert and Vega-Lite versions."""
+    import hashlib
+
+    import vl_convert
+
+
+    vl = vegalite_version()
+    tag = hashlib.sha256(f"{version('vl-convert-python')}|{vl}".encode()).hexdigest()[:12]
+    path = default_root().parent / f"vega-bundle-{tag}.js"
+    marker = "\n/*interpgram: complete*/"
+    try:
+        text = path.read_text(encoding="utf-8")
+        if text.endswith(marker):
+            return _script_safe(text)
+    except OSError:
+        pass
+    text = vl_convert.javascript_bundle(vl_version=vl) + marker
+    try:
+        atomic_write(path, text.encode("utf-8"))
+    except OSError:  # a read-only home: fine, just slower next time
+        pass
+    return _script_safe(text)
+
+
+def _script_safe(js: str) -> str:
+    """Inline JS must not contain ``</script``; in JS source ``<\\/script`` means the same."""
+    return re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe inside a <script> element: no ``<``, ``>``, ``&`` or line separators survive raw."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def interpgram_version() -> str:
+    try:
+        return version("interpgram")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "(not installed)"
+
+
+def _fmt(value: Any) -> str:
+    """One meta value as escaped HTML: numbers compact, mappings and lists as inline lists."""
+    if isinstance(value, bool) or value is None:
+        return html.escape(str(value).lower() if isinstance(value, bool) else "—")
+    if isinstance(value, float):
+        return html.escape(f"{value:.4g}" if math.isfinite(value) else str(value))
+    if isinstance(value, dict):
+        items = "".join(f"<li>{html.escape(str(k))}: {_fmt(v)}</li>" for k, v in value.items())
+        return f"<ul>{items}</ul>"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "<ul>" + "".join(f"<li>{_fmt(v)}</li>" for v in value) + "</ul>"
+    return html.escape(str(value))
+
+
+def _rows(views: list[ElementView], layout: list[list[str]] | None) -> list[list[str]]:
+    ids = [v.id for v in views]
+    for vid in ids:
+        if not isinstance(vid, str) or not vid or any(c.isspace() for c in vid):
+            raise ValueError(f"element view ids must be non-empty strings without spaces, got {vid!r}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"element view ids must be unique, repeated: {sorted({i for i in ids if ids.count(i) > 1})}")
+    rows = [list(r) for r in (layout or [])]
+    placed = [i for r in rows for i in r]
+    missing = [i for i in placed if i not in ids]
+    if missing:
+        raise ValueError(f"layout names views that do not exist: {', '.join(map(str, missing))} "
+                         f"(views: {', '.join(ids) or 'none'})")
+    twice = sorted({i for i in placed if placed.count(i) > 1})
+    if twice:
+        raise ValueError(f"layout places a view twice: {', '.join(twice)}")
+    # views the layout does not mention are shown too, one per row, after the layout's rows
+    return [r for r in rows if r] + [[i] for i in ids if i not in placed]
+
+
+def _share_images(variant_specs: dict[str, dict[str, Any]]) -> list[str]:
+    """Images (data URLs) that occur in more than one variant are stored once in the page and
+    referenced as "@img:N" (the page's script puts them back before drawing)."""
+    counts: dict[str, int] = {}
+
+    def walk(x, f):
+        if isinstance(x, str):
+            return f(x)
+        if isinstance(x, list):
+            return [walk(i, f) for i in x]
+        if isinstance(x, dict):
+            return {k: walk(v, f) for k, v in x.items()}
+        return x
+
+    def count(x: str) -> str:
+        if x.startswith("data:image/"):
+            counts[x] = counts.get(x, 0) + 1
+        return x
+
+    for specs in variant_specs.values():
+        for spec in specs.values():
+            walk(spec, count)
+    shared = [u for u, n in counts.items() if n > 1]
+    index = {u: i for i, u in enumerate(shared)}
+    for specs in variant_specs.values():
+        for key in list(specs):
+            specs[key] = walk(specs[key], lambda x: f"@img:{index[x]}" if x in index else x)
+    return shared
+
+
+def _link_hint(vid: str, links: list[dict] | None) -> str:
+    for L in links or []:
+        if L["target"] == vid:
+            what = {"position": "a position", "channel": "a channel", "class": "a class", "group": "a group"}[L["kind"]]
+            verb = "hover" if L["event"] == "hover" else "click"
+            return (f"{verb} {what} in {L['source_element']} to change this view "
+                    f"({len(L['keys'])} of {L['total']} selections precomputed here)")
+    return ""
+
+
+def render_html(views: list[ElementView], *, title: str, layout: list[list[str]] | None = None,
+                meta: dict | None = None, links: list[dict] | None = None,
+                variants: dict[str, list[ElementView]] | None = None) -> str:
+    """The whole report page as a string (nothing is written).
+
+    ``links`` (see :func:`interpgram.backends.links.report_links`) and ``variants`` (base view id →
+    its precomputed variant views) make the page interactive across elements."""
+    import vl_convert
+
+    by_id = {v.id: v for v in views}
+    rows = _rows(views, layout)
+    specs: dict[str, dict] = {}
+    for v in views:  # every chart is built before anything is written
+        try:
+            specs[v.id] = spec_for(v)
+        except Exception as e:
+            raise ElementRenderError(v, e) from e
+    variant_specs: dict[str, dict[str, Any]] = {}
+    for base, vs in (variants or {}).items():
+        for v in vs:
+            try:
+                variant_specs.setdefault(base, {})[f"{v.link}|{v.key}"] = spec_for(v)
+            except Exception as e:
+                raise ElementRenderError(v, e) from e
+    images = _share_images(variant_specs)
+    meta_html = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{_fmt(val)}</dd>" for k, val in (meta or {}).items())
+    body = []
+    for r in rows:
+        cells = []
+        for vid in r:
+            v = by_id[vid]
+            e = html.escape
+            cells.append(
+                f'<section class="element" id="el-{e(vid)}" data-view="{e(vid)}" data-presentation="{e(v.presentation)}">'
+                f"<h2>{e(v.title)}</h2>"
+                f'<p class="grammar" title="the grammar sentence of this element"><code>{e(v.grammar)}</code></p>'
+                + (f'<p class="selection" aria-live="polite">{e(_link_hint(vid, links))}</p>' if vid in variant_specs else "")
+                + f'<div class="chart" id="chart-{e(vid)}" role="figure" aria-label="{e(v.title)}"></div>'
+                f'<script type="application/json" class="spec">{_script_json(specs[vid])}</script>'
+                + (f'<script type="application/json" class="variants">{_script_json(variant_specs[vid])}</script>'
+                   if vid in variant_specs else "")
+                + "</section>")
+        body.append(f'<div class="row">{"".join(cells)}</div>')
+    libs = (f"Vega {vl_convert.get_vega_version()}, Vega-Lite {vegalite_version()}, "
+            f"vega-embed {vl_convert.get_vega_embed_version()}")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<meta name=\"generator\" content=\"interpgram {html.escape(interpgram_version())}\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n"
+        f"<script>/* {libs}, bundled offline by vl-convert */\n{vega_bundle()}\n</script>\n"
+        "</head>\n<body>\n"
+        f"<header><h1>{html.escape(title)}</h1><dl class=\"meta\">{meta_html}</dl></header>\n"
+        f"<main>\n{chr(10).join(body)}\n</main>\n"
+        f"<footer>interpgram {html.escape(interpgram_version())} · static report: every chart and image is "
+        f"embedded in this file ({html.escape(libs)}) and it opens without a network. "
+        "Each chart's ⋯ menu saves it as SVG or PNG.</footer>\n"
+        + (f'<script type="application/json" id="interpgram-links">{_script_json(links)}</script>\n' if links else "")
+        + (f'<script type="application/json" id="interpgram-images">{_script_json(images)}</script>\n' if images else "")
+        + f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
+    )
+
+
+def write_report(views: list[ElementView], out_dir: Path, *, title: str, layout: list[list[str]] | None = None,
+                 meta: dict | None = None, links: list[dict] | None = None,
+                 variants: dict[str, list[ElementView]] | None = None) -> Path:
+    """Write ``out_dir/index.html`` (creating ``out_dir``); returns its path.
+
+    ``layout`` is rows of element ids (default: one element per row, in order); views it does not
+    mention follow, one per row. Everything is rendered before anything touches the disk.
+    """
+    text = render_html(views, title=title, layout=layout, meta=meta, links=links, variants=variants)
+    return atomic_write_text(Path(out_dir) / "index.html", text)
+
+
+def to_svg(view: ElementView, path: Path) -> Path:
+    """One element's chart as a standalone SVG (with its title), rendered offline by vl-convert."""
+    import vl_convert
+
+    svg = vl_convert.vegalite_to_svg(_export_spec(view), vl_version=vegalite_version())
+    return atomic_write_text(Path(path), svg)
+
+
+def to_png(view: ElementView, path: Path, *, scale: float = 2.0) -> Path:
+    """One element's chart as a PNG (``scale`` × its CSS pixel size), rendered offline by vl-convert."""
+    import vl_convert
+
+    png = vl_convert.vegalite_to_png(_export_spec(view), vl_version=vegalite_version(), scale=scale)
+    return atomic_write(Path(path), png)
+
+
+def _export_spec(view: ElementView) -> dict:
+    """The chart's spec titled with the element's title and grammar sentence (a page shows both
+    above the chart; an exported file has to carry them itself)."""
+    try:
+        spec = spec_for(view)
+    except Exception as e:
+        raise ElementRenderError(view, e) from e
+    inner = spec.pop("title", None)
+    title = {"text": view.title, "subtitle": view.grammar, "anchor": "start", "fontSize": 14, "subtitleFontSize": 11,
+             "subtitleFont": "DejaVu Sans Mono, monospace", "offset": 12}
+    if inner is None:
+        spec["title"] = title
+        return spec
+    # a chart with its own title keeps it inside a one-element vconcat under the element's title
+    top = {k: spec.pop(k) for k in ("$schema", "config", "datasets") if k in spec}
+    spec["title"] = inner
+    return {**top, "title": title, "vconcat": [spec]}
