@@ -1,4 +1,4 @@
-"""Data sets streamed through a model: the images behind dataset examples (and, later, atlases).
+"""Data sets streamed through a model: the images behind dataset examples and atlases.
 
 A data set reference is one of
 
@@ -19,6 +19,9 @@ A data set reference is one of
   covers the reference, split, size, length and the source file of ``MODULE`` (not data the code
   reads from elsewhere: rename the callable when that changes).
 
+Each kind of reference is one file of ``sources/`` (a :class:`DatasetSource` in :data:`DATASET_SOURCES`;
+other packages add kinds through the ``interpgram.datasets`` entry-point group).
+
 :func:`open_dataset` resolves a reference to a :class:`Dataset` of its first ``n`` images (fewer when
 the folder holds fewer). Nothing is read until asked for: :meth:`Dataset.batches` streams the images
 in index order, :meth:`Dataset.load` fetches any of them by index (:meth:`Dataset.load_labeled` with their
@@ -28,25 +31,23 @@ modification times, so an edited folder is never served stale results).
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
 
-from interpgram.backends.code import CodeError, import_callable
-from interpgram.backends.data.inputs import IMAGE_SUFFIXES, InputError, _resize
+from interpgram.backends.data.inputs import InputError
+from interpgram.grammar.registry import Registry
+from interpgram.grammar.spec.errors import did_you_mean
 
 BUILTIN_DATASETS = ("builtin:shapes",)
 SPLITS = ("train", "test")
 VALID_FORMS = ("builtin:shapes, or a folder of images (a path, relative to the spec's folder); with --allow-code "
                "also python:MODULE:CALLABLE (your own torch Dataset)")
 
-__all__ = ["BUILTIN_DATASETS", "Dataset", "DatasetError", "VALID_FORMS", "check_dataset_ref", "open_dataset"]
+__all__ = ["BUILTIN_DATASETS", "DATASET_SOURCES", "Dataset", "DatasetError", "DatasetSource", "VALID_FORMS",
+           "check_dataset_ref", "dataset_source", "open_dataset"]
 
 
 class DatasetError(InputError):
@@ -54,158 +55,80 @@ class DatasetError(InputError):
     message names the bad value and the valid forms."""
 
 
-def _bad(ref: str, why: str) -> DatasetError:
+def bad_dataset(ref: str, why: str) -> DatasetError:
     return DatasetError(f"data set {ref!r}: {why}; a data set is {VALID_FORMS}")
 
 
 def check_dataset_ref(ref: str) -> None:
     """Check the form of a reference without touching the disk (a ``builtin:`` name must exist)."""
     if not isinstance(ref, str) or not ref.strip():
-        raise _bad(str(ref), "empty reference")
+        raise bad_dataset(str(ref), "empty reference")
     if ref.startswith("builtin:") and ref not in BUILTIN_DATASETS:
-        from interpgram.grammar import did_you_mean
         known = did_you_mean(ref, BUILTIN_DATASETS, listing="built-in data sets")
         raise DatasetError(f"unknown built-in data set {ref!r} {known}; a data set is {VALID_FORMS}")
     if ref.startswith("python:"):
         mod, _, attr = ref[len("python:"):].partition(":")
         if not mod.strip() or not attr.strip():
-            raise _bad(ref, "expected python:MODULE:CALLABLE, e.g. python:mydata:build")
+            raise bad_dataset(ref, "expected python:MODULE:CALLABLE, e.g. python:mydata:build")
 
 
-@dataclass
 class Dataset:
-    """The first ``len(self)`` images of a data set, at ``size`` = (H, W), read on demand."""
+    """The first ``len(self)`` images of a data set, at ``size`` = (H, W), read on demand.
 
-    ref: str
-    split: str
-    size: tuple[int, int]
-    kind: str  # "shapes" | "folder" | "python"
-    root: Optional[Path] = None
-    files: list[Path] = field(default_factory=list)
-    length: int = 0
-    source: Any = None  # python: the torch Dataset the user's callable returned
-    code: Optional[str] = None  # python: sha256 of the module's source file (None when it has none)
+    A kind of data set implements :meth:`_load` (images, names and labels of some indices),
+    :meth:`name` and :attr:`identity`; everything else is shared."""
+
+    kind = ""  # the source's name: "shapes" | "folder" | "python" | a plug-in's
+
+    def __init__(self, ref: str, split: str, size: tuple[int, int], length: int):
+        self.ref, self.split, self.size, self.length = ref, split, tuple(size), int(length)
 
     def __len__(self) -> int:
         return self.length
 
-    # ------------------------------------------------------------------ names and identity
-    def name(self, i: int) -> str:
-        """A short human name of image ``i``: ``shapes/test/17 (star)`` or the file's path in the folder."""
-        if self.kind == "python":
-            if not 0 <= int(i) < self.length:
-                raise IndexError(f"image {i} is outside the data set {self.ref!r} of {self.length} images")
-            return f"{self.ref}/{int(i)}"
-        if self.kind == "shapes":
-            return self.load_named([i])[1][0]
-        return self.files[int(i)].relative_to(self.root).as_posix()
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.ref!r}, split={self.split!r}, n={self.length}, size={self.size})"
 
-    @cached_property
+    # ------------------------------------------------------------------ what a kind provides
+    def name(self, i: int) -> str:
+        """A short human name of image ``i``."""
+        raise NotImplementedError
+
+    @property
     def identity(self) -> dict:
-        """What the images depend on, for cache keys (computed once per opened data set)."""
-        if self.kind == "shapes":
-            return {"dataset": self.ref, "split": self.split, "n": self.length, "size": list(self.size), "seed": 0}
-        if self.kind == "python":
-            return {"dataset": self.ref, "split": self.split, "n": self.length, "size": list(self.size),
-                    "code": self.code}
-        h = hashlib.sha256()
-        for p in self.files:
-            st = p.stat()
-            h.update(f"{p.relative_to(self.root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return {"dataset": "folder", "root": str(self.root), "n": self.length, "size": list(self.size),
-                "files": h.hexdigest()}
+        """What the images depend on, for cache keys."""
+        raise NotImplementedError
+
+    def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """(images (B, 3, H, W) float32 in [0, 1] at ``size``, names, labels (B,) int64, -1 unknown)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ images
+    def check_index(self, i: int) -> int:
+        if not 0 <= int(i) < self.length:
+            raise IndexError(f"image {i} is outside the data set {self.ref!r} of {self.length} images")
+        return int(i)
+
     def load(self, indices: Sequence[int]) -> torch.Tensor:
         """Images ``indices`` as (B, 3, H, W) float32 in [0, 1]."""
         return self.load_named(indices)[0]
 
     def load_named(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
         """(images ``indices`` as (B, 3, H, W) float32 in [0, 1], their names)."""
-        imgs, names, _ = self._load(indices)
+        imgs, names, _ = self.load_all(indices)
         return imgs, names
 
     def load_labeled(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(images ``indices`` as (B, 3, H, W) float32 in [0, 1], their labels (B,) int64): the class
         index for ``builtin:shapes`` and for ``python:`` items that carry one, else -1."""
-        imgs, _, labels = self._load(indices)
+        imgs, _, labels = self.load_all(indices)
         return imgs, labels
 
-    def _load(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if not 0 <= i < self.length:
-                raise IndexError(f"image {i} is outside the data set {self.ref!r} of {self.length} images")
+    def load_all(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        idx = [self.check_index(i) for i in indices]
         if not idx:
             return torch.zeros(0, 3, *self.size), [], torch.zeros(0, dtype=torch.int64)
-        if self.kind == "shapes":
-            from interpgram.backends.data.shapes import CLASSES, generate
-            b = generate(idx, split=self.split)
-            imgs = b.images
-            if tuple(imgs.shape[-2:]) != self.size:
-                imgs = torch.stack([_resize(im, self.size) for im in imgs])
-            return (imgs.float(), [f"shapes/{self.split}/{i} ({CLASSES[l]})" for i, l in zip(idx, b.labels.tolist())],
-                    b.labels.to(torch.int64))
-        if self.kind == "python":
-            items = [self._item(i) for i in idx]
-            return (torch.stack([im for im, _ in items]), [f"{self.ref}/{i}" for i in idx],
-                    torch.tensor([lab for _, lab in items], dtype=torch.int64))
-        return (torch.stack([self._read(self.files[i]) for i in idx]).float(), [self.name(i) for i in idx],
-                torch.full((len(idx),), -1, dtype=torch.int64))
-
-    def _item(self, i: int) -> tuple[torch.Tensor, int]:
-        """Item ``i`` of a ``python:`` data set as ((3, H, W) float32 in [0, 1] at ``size``, label or -1)."""
-        try:
-            item = self.source[i]
-        except Exception as e:
-            raise DatasetError(f"data set {self.ref!r}: item {i} failed: {type(e).__name__}: {e}") from e
-        label = -1
-        if isinstance(item, (tuple, list)):
-            if not item:
-                raise DatasetError(f"data set {self.ref!r}: item {i} is an empty {type(item).__name__}")
-            if len(item) > 1:
-                lab = item[1]
-                if isinstance(lab, torch.Tensor) and lab.numel() == 1:
-                    lab = lab.item()
-                if isinstance(lab, (int, np.integer)) and not isinstance(lab, bool):
-                    label = int(lab)
-                elif lab is not None:
-                    raise DatasetError(f"data set {self.ref!r}: item {i}'s label is {type(lab).__name__} {lab!r}, "
-                                       "not an int class index (use -1 or None for unknown)")
-            item = item[0]
-        img = item
-        if isinstance(img, np.ndarray):
-            img = torch.from_numpy(img)
-        if not isinstance(img, torch.Tensor):
-            raise DatasetError(f"data set {self.ref!r}: item {i} is a {type(img).__name__}; items must be an image "
-                               "tensor (3, H, W) in [0, 1] or a tuple (image, label)")
-        if img.dim() != 3 or img.shape[0] not in (1, 3):
-            raise DatasetError(f"data set {self.ref!r}: item {i} has shape {tuple(img.shape)}; expected an image "
-                               "(3, H, W) (or (1, H, W), channels first)")
-        if img.dtype == torch.uint8:
-            img = img.float() / 255.0
-        elif img.is_floating_point():
-            img = img.detach().float()
-            lo, hi = (float(img.min()), float(img.max())) if img.numel() else (0.0, 0.0)
-            if lo < -1e-3 or hi > 1 + 1e-3 or lo != lo or hi != hi:
-                raise DatasetError(f"data set {self.ref!r}: item {i} has values in [{lo:.3g}, {hi:.3g}]; images must "
-                                   "be in [0, 1] (float) or [0, 255] (uint8), before any normalisation (the "
-                                   "model's preprocessing is applied afterwards)")
-            img = img.clamp(0, 1)
-        else:
-            raise DatasetError(f"data set {self.ref!r}: item {i} has dtype {img.dtype}; expected float in [0, 1] or uint8")
-        if img.shape[0] == 1:
-            img = img.expand(3, -1, -1)
-        return _resize(img.cpu().contiguous(), self.size).float(), label
-
-    def _read(self, p: Path) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
-        try:
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as e:
-            raise DatasetError(f"data set {self.ref!r}: {p} cannot be read as an image: {e}") from None
-        return _resize(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), self.size)
+        return self._load(idx)
 
     def batches(self, batch_size: int, start: int = 0,
                 stop: Optional[int] = None) -> Iterator[tuple[torch.Tensor, list[str]]]:
@@ -219,52 +142,33 @@ class Dataset:
         return self.batches(256)
 
 
-def _image_files(root: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
-                out.append(Path(dirpath) / f)
-    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+Opener = Callable[..., Dataset]
 
 
-def _open_python(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir, allow_code: bool) -> Dataset:
-    """A ``python:MODULE:CALLABLE`` data set: imported (and called) only with ``allow_code``, through the
-    same gate as ``python:`` models."""
-    import inspect
-    import sys
+@dataclass(frozen=True)
+class DatasetSource:
+    """One kind of data-set reference: which references it claims, and how to open one.
 
-    target = ref[len("python:"):]
-    try:
-        obj = import_callable(target, base_dir=Path(base_dir) if base_dir else Path.cwd(), allow_code=allow_code,
-                              what=f"data set {ref}")
-    except CodeError as e:
-        raise DatasetError(str(e)) from None
-    if callable(obj) and not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
-        try:
-            params = inspect.signature(obj).parameters
-        except (TypeError, ValueError):
-            params = {}
-        try:
-            obj = obj(split=split) if "split" in params else obj()
-        except Exception as e:
-            raise DatasetError(f"data set {ref!r}: calling {target} failed: {type(e).__name__}: {e}") from e
-    if not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
-        raise DatasetError(f"data set {ref!r}: {target} gave a {type(obj).__name__}, not a map-style "
-                           "torch.utils.data.Dataset (one with __len__ and __getitem__)")
-    try:
-        total = len(obj)
-    except Exception as e:
-        raise DatasetError(f"data set {ref!r}: len() of its Dataset failed: {type(e).__name__}: {e}") from e
-    if total < 1:
-        raise DatasetError(f"data set {ref!r}: its Dataset is empty")
-    code = None
-    mod = sys.modules.get(target.partition(":")[0])
-    src = getattr(mod, "__file__", None)
-    if src and Path(src).is_file():
-        code = hashlib.sha256(Path(src).read_bytes()).hexdigest()
-    return Dataset(ref, split, size, "python", length=min(n, total), source=obj, code=code)
+    ``open(ref, *, n, split, size, base_dir, allow_code)`` returns a :class:`Dataset`. The source
+    with ``fallback`` (a folder of images) takes every reference no other source claims."""
+
+    name: str
+    help: str
+    claims: Callable[[str], bool]
+    open: Opener
+    fallback: bool = False
+
+
+DATASET_SOURCES: Registry[DatasetSource] = Registry("data-set source", group="interpgram.datasets")
+
+
+def dataset_source(name: str, help: str, claims: Callable[[str], bool], *,
+                   fallback: bool = False) -> Callable[[Opener], Opener]:
+    """Decorator: register ``open`` as the opener of the references ``claims`` accepts."""
+    def deco(fn: Opener) -> Opener:
+        DATASET_SOURCES.register(name, DatasetSource(name, help, claims, fn, fallback))
+        return fn
+    return deco
 
 
 def open_dataset(ref: str, *, n: int, split: str = "test", size: tuple[int, int] | int = 64,
@@ -281,24 +185,9 @@ def open_dataset(ref: str, *, n: int, split: str = "test", size: tuple[int, int]
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise DatasetError(f"data set {ref!r}: n must be a whole number ≥ 1, got {n!r}")
     check_dataset_ref(ref)
-    if ref == "builtin:shapes":
-        return Dataset(ref, split, size, "shapes", length=n)
-    if ref.startswith("python:"):
-        return _open_python(ref, n=n, split=split, size=size, base_dir=base_dir, allow_code=allow_code)
-    p = Path(os.path.expanduser(ref))
-    if not p.is_absolute():
-        p = Path(base_dir or Path.cwd()) / p
-    if not p.exists():
-        hint = " (did you mean builtin:shapes?)" if ref.strip().lower() in ("shapes", "builtin/shapes") else ""
-        raise _bad(ref, f"no such folder {p}{hint}")
-    if not p.is_dir():
-        raise _bad(ref, f"{p} is a file, not a folder")
-    splits = [s for s in SPLITS if (p / s).is_dir()]
-    if splits and split not in splits:
-        raise _bad(ref, f"the folder {p} has {'/, '.join(splits)}/ but no {split}/ subfolder for split {split!r}")
-    root = p / split if splits else p
-    files = _image_files(root)
-    if not files:
-        raise _bad(ref, f"the folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    files = files[:n]
-    return Dataset(ref, split, size, "folder", root=root.resolve(), files=[f.resolve() for f in files], length=len(files))
+    kinds = [s for _, s in DATASET_SOURCES.items()]
+    source = next((s for s in kinds if not s.fallback and s.claims(ref)), None) or \
+        next((s for s in kinds if s.fallback), None)
+    if source is None:
+        raise bad_dataset(ref, "no registered kind of data set takes it")
+    return source.open(ref, n=n, split=split, size=size, base_dir=base_dir, allow_code=allow_code)

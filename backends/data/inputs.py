@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
+from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+
 _BUILTIN = re.compile(r"^builtin:(?P<name>[a-z\-]+)/(?:(?P<split>train|test)/)?(?P<a>\d+)(?:-(?P<b>\d+))?$")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class InputError(Exception):
@@ -36,20 +36,6 @@ class Inputs:
         h.update(str(tuple(self.images.shape)).encode())
         h.update(self.images.contiguous().numpy().tobytes())
         return h.hexdigest()[:32]
-
-
-def _resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Centre-crop to the target aspect ratio, then resize (antialiased) to ``size`` = (H, W)."""
-    _, h, w = img.shape
-    th, tw = size
-    if (h, w) == (th, tw):
-        return img
-    scale = max(th / h, tw / w)
-    ch, cw = round(th / scale), round(tw / scale)
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    img = img[:, y0:y0 + ch, x0:x0 + cw]
-    return torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True,
-                                           align_corners=False)[0].clamp(0, 1)
 
 
 def expand_refs(refs: list[str]) -> list[str]:
@@ -79,7 +65,7 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
             from interpgram.backends.data.shapes import CLASSES, generate
             split = m.group("split") or "test"
             b = generate([int(m.group("a"))], split=split)
-            img = _resize(b.images[0], size)
+            img = resize(b.images[0], size)
             label = int(b.labels[0])
             truth.append({"label": label, "class": CLASSES[label], "mask": b.masks[0].numpy(),
                           "box": b.boxes[0].tolist(), "patched": bool(b.patched[0])})
@@ -91,13 +77,10 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
                 raise InputError(f"input image not found: {p}")
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InputError(f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            from PIL import Image, UnidentifiedImageError
             try:
-                with Image.open(p) as im:
-                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-            except (UnidentifiedImageError, OSError) as e:
-                raise InputError(f"{p} cannot be read as an image: {e}") from None
-            img = _resize(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), size)
+                img = resize(read_image(p), size)
+            except ImageError as e:
+                raise InputError(str(e)) from None
             truth.append(None)
             names.append(p.name)
         images.append(img)

@@ -1,0 +1,77 @@
+"""A folder of images (PNG, JPEG, ...; a path relative to the spec's folder): every image file under it,
+searched recursively, in sorted order of their paths relative to the folder. When the folder has
+``train/`` or ``test/`` subfolders, the split's subfolder is used (and must exist); otherwise the split
+is ignored. Images are centre-cropped to the model's aspect ratio and resized (antialiased), exactly as
+input images are. The identity covers the chosen files' names, sizes and modification times, so an
+edited folder is never served stale results."""
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from interpgram.backends.data.datasets import SPLITS, Dataset, DatasetError, bad_dataset, dataset_source
+from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+
+
+class FolderDataset(Dataset):
+    kind = "folder"
+
+    def __init__(self, ref: str, split: str, size: tuple[int, int], root: Path, files: list[Path]):
+        super().__init__(ref, split, size, len(files))
+        self.root, self.files = root, files
+
+    def name(self, i: int) -> str:
+        return self.files[self.check_index(i)].relative_to(self.root).as_posix()
+
+    @cached_property
+    def identity(self) -> dict:
+        h = hashlib.sha256()
+        for p in self.files:
+            st = p.stat()
+            h.update(f"{p.relative_to(self.root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return {"dataset": "folder", "root": str(self.root), "n": self.length, "size": list(self.size),
+                "files": h.hexdigest()}
+
+    def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        return (torch.stack([self._read(self.files[i]) for i in idx]).float(), [self.name(i) for i in idx],
+                torch.full((len(idx),), -1, dtype=torch.int64))
+
+    def _read(self, p: Path) -> torch.Tensor:
+        try:
+            return resize(read_image(p), self.size)
+        except ImageError as e:
+            raise DatasetError(f"data set {self.ref!r}: {e}") from None
+
+
+def image_files(root: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in filenames:
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                out.append(Path(dirpath) / f)
+    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+
+
+@dataset_source("folder", "a folder of images (a path, relative to the spec's folder)", lambda ref: True, fallback=True)
+def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir=None, allow_code: bool = False):
+    p = Path(os.path.expanduser(ref))
+    if not p.is_absolute():
+        p = Path(base_dir or Path.cwd()) / p
+    if not p.exists():
+        hint = " (did you mean builtin:shapes?)" if ref.strip().lower() in ("shapes", "builtin/shapes") else ""
+        raise bad_dataset(ref, f"no such folder {p}{hint}")
+    if not p.is_dir():
+        raise bad_dataset(ref, f"{p} is a file, not a folder")
+    splits = [s for s in SPLITS if (p / s).is_dir()]
+    if splits and split not in splits:
+        raise bad_dataset(ref, f"the folder {p} has {'/, '.join(splits)}/ but no {split}/ subfolder for split {split!r}")
+    root = p / split if splits else p
+    files = image_files(root)
+    if not files:
+        raise bad_dataset(ref, f"the folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return FolderDataset(ref, split, size, root.resolve(), [f.resolve() for f in files[:n]])
