@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from interpgram.backends.render.atlas_chart import TOP_CLASSES, atlas_chart
-from test_atlas_chart import classes, make_cells
-from tooltips import hover_until_tooltip
+from support.atlas_cells import classes, make_cells
+from support.tooltips import hover_until_tooltip
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import guarded_page
+from support.browser import guarded_page
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ import pytest
 
 from interpgram.backends import pipeline
 
-from tooltips import hover_until_tooltip
+from support.tooltips import hover_until_tooltip
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" not in s.stem)
