@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from interpgram.backends.render.charts import png_data_url
+
 
 def make_cells(n_classes=15, seed=0):
     rng = np.random.default_rng(seed)
