@@ -21,6 +21,7 @@ import numpy as np
 from interpgram.grammar import Plan
 from interpgram.grammar.compiler import compile_variants
 from interpgram.grammar.plan import LinkInfo, Present
+from interpgram.grammar.presentation import PRESENTATIONS
 
 
 def position_domain(shape: tuple[int, ...], bound: int) -> list[tuple[int, int]]:
@@ -43,28 +44,17 @@ def _sources(plan: Plan, li: LinkInfo) -> list[Present]:
 
 def _shown_atoms(plan: Plan, p: Present, results) -> list[int]:
     """Channel (or class) indices the source element shows, over every input image, strongest first."""
-    from interpgram.backends.render.charts import top_channels
-
-    if p.presentation == "featurevis" and p.icons:
-        fv = results.values[p.icons[0]]
-        out = []
-        for atoms in fv["atoms"]:
-            out += [int(a) for a in atoms if isinstance(a, (int, np.integer)) or np.ndim(a) == 0]
-        return list(dict.fromkeys(out))
+    own = PRESENTATIONS[p.presentation].shown_atoms(p, results)
+    if own is not None:  # the presentation knows what it shows (icons, the top bars)
+        return own
     if not p.series:
         return []
     v = results.values[p.series[0].op]["value"].float().numpy()
     if v.ndim != 2:
         return []
     out: list[int] = []
-    if p.presentation == "bars":
-        top = int(p.option_dict.get("top", 8))
-        for row in v:
-            pos, neg = top_channels(row, top)
-            out += [int(i) for i in pos] + [int(i) for i in neg]
-    else:
-        for row in v:
-            out += [int(i) for i in np.argsort(-np.abs(row), kind="stable")]
+    for row in v:
+        out += [int(i) for i in np.argsort(-np.abs(row), kind="stable")]
     return list(dict.fromkeys(out))
 
 

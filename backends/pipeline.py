@@ -289,7 +289,7 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
     other model (its own preprocessing, the same inputs and cache), titled and named by the model."""
     from dataclasses import replace
 
-    from interpgram.backends.render.views import _safe
+    from interpgram.backends.render.views import safe_id
 
     out: dict[str, list] = {}
     spec = prep.loaded.spec
@@ -319,7 +319,7 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
             inputs, results = run(other, cache=cache, progress=progress)
             for v in build_views(plan, inputs, results).get(el_id, []):
                 label = name if ms is None or not ms.weights else f"{name} ({Path(ms.weights).name})"
-                v.id = f"{v.id}-{_safe(label)}"
+                v.id = f"{v.id}-{safe_id(label)}"
                 v.title = f"{v.title} · {label}"
                 out.setdefault(el_id, []).append(v)
     return out

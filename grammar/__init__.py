@@ -4,7 +4,7 @@ Imports nothing from interpgram.backends: the pipeline runs one way, spec → pl
 """
 from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean, nearest
 from interpgram.grammar.spec.load import LoadedSpec, load_spec, load_spec_text
-from interpgram.grammar._presentations import PRESENTATIONS, PresentationKind, register_presentation
+from interpgram.grammar.presentation import PRESENTATIONS, Presentation, register_presentation
 from interpgram.grammar.compiler import ModelInfo, compile_spec
 from interpgram.grammar.plan import Plan, Target
 from interpgram.grammar.spec.nodes import SPEC_VERSION, Spec
@@ -31,7 +31,7 @@ def json_schema() -> dict:
     enum_strings(defs["Element"]["properties"]["presentation"])
     options = {}
     for n, k in PRESENTATIONS.items():
-        sub = k.options.model_json_schema()
+        sub = k.Options.model_json_schema()
         defs.update(sub.pop("$defs", {}))  # nested option models (icon settings): refs resolve from the root
         options[n] = sub
     defs["PresentationSpec"].update({
@@ -42,7 +42,7 @@ def json_schema() -> dict:
 
 
 __all__ = [
-    "Diagnostic", "LoadedSpec", "ModelInfo", "PRESENTATIONS", "Plan", "PresentationKind", "SPEC_VERSION",
+    "Diagnostic", "LoadedSpec", "ModelInfo", "PRESENTATIONS", "Plan", "Presentation", "SPEC_VERSION",
     "Spec", "SpecError", "Target", "compile_spec", "did_you_mean", "json_schema", "load_spec",
     "load_spec_text", "nearest", "register_presentation",
 ]

@@ -16,18 +16,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from pydantic import ValidationError
+
 from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean, nearest
 from interpgram.grammar.spec.load import LoadedSpec
-from interpgram.grammar._presentations import PRESENTATIONS
+from interpgram.grammar.presentation import PRESENTATIONS
 from interpgram.grammar.plan import (
-    ActivationGrid,
-    AtlasIcons,
     Capture,
     Collect,
-    Grid,
-    Layout,
-    PatchTest,
-    FeatureVis,
     Combine,
     Factorize,
     Gradient,
@@ -80,12 +76,12 @@ class ModelInfo:
         return tuple(self.layers[layer])
 
 
-class _Invalid(Exception):
+class Invalid(Exception):
     """Raised inside the compiler after a diagnostic was recorded for the current element."""
 
 
 @dataclass
-class _Content:
+class Content:
     series: list[Series]
     atom: str
     layer: str
@@ -107,7 +103,7 @@ class Selection:
     source_shape: tuple[int, ...] = ()
 
 
-def _top_rank(c: Any, classes: list[str]) -> Optional[int]:
+def top_rank(c: Any, classes: list[str]) -> Optional[int]:
     """``top1``, ``top2``, ... (unless a class has that name) → 0, 1, ...; else None."""
     if isinstance(c, str) and c not in classes:
         m = re.fullmatch(r"top([1-9][0-9]*)", c)
@@ -125,7 +121,7 @@ def map_position(xy: tuple[int, int], src: tuple[int, ...], dst: tuple[int, ...]
 
 
 @dataclass
-class _Builder:
+class Builder:
     loaded: LoadedSpec
     info: ModelInfo
     diags: list[Diagnostic] = field(default_factory=list)
@@ -145,7 +141,7 @@ class _Builder:
     # ------------------------------------------------------------ helpers
     def fail(self, path: tuple, msg: str, *, key: bool = False) -> None:
         self.diags.append(self.loaded.error(path, msg, key=key))
-        raise _Invalid
+        raise Invalid
 
     def node(self, kind: str, key: tuple, make) -> str:
         full = (kind,) + key
@@ -286,7 +282,7 @@ class _Builder:
         return sub
 
     # ------------------------------------------------------------ content
-    def content(self, c, path: tuple) -> _Content:
+    def content(self, c, path: tuple) -> Content:
         if isinstance(c, ActivationContent):
             return self.activation(c, path + ("activation",))
         if isinstance(c, AttributionContent):
@@ -295,7 +291,7 @@ class _Builder:
             return self.transform(c, path + ("transform",))
         raise AssertionError(type(c))
 
-    def activation(self, c: ActivationContent, path: tuple) -> _Content:
+    def activation(self, c: ActivationContent, path: tuple) -> Content:
         sub = self.network(c.activation, path, "activation")
         if sub.layer == "output" and sub.atom is None:
             atom = canonical_atom("channel")
@@ -312,12 +308,12 @@ class _Builder:
                                             "{attribution: {from: {layer: L, atom: {group: nmf, of: attribution}}, to: ...}}")
             g = self.node("nmf", (src, atom.k, "activation", atom.sign, self.seed),
                           lambda i: Factorize(i, source=src, k=atom.k, of="activation", sign=atom.sign, seed=self.seed))
-            return _Content([], "group", sub.layer, "activation", sentence, groups=g, canon=atom)
+            return Content([], "group", sub.layer, "activation", sentence, groups=g, canon=atom)
         vector = self.dense(atom, sub.layer) if atom.kind == "direction" else None
         op = self.node("act", (sub.layer, atom.kind, atom.at, atom.channels, vector),
                        lambda i: Reduce(i, capture=cap, layer=sub.layer, atom=atom.kind, at=atom.at, channels=atom.channels,
                                         vector=vector))
-        return _Content([Series(f"{sub.layer} activation", op)], atom.kind, sub.layer, "activation", sentence, canon=atom)
+        return Content([Series(f"{sub.layer} activation", op)], atom.kind, sub.layer, "activation", sentence, canon=atom)
 
     def dense(self, atom, layer: str) -> tuple[float, ...]:
         if not atom.sparse:
@@ -338,7 +334,7 @@ class _Builder:
         if sel is not None and sel.target in ("to", "class"):
             if sel.kind == "class" and to.layer == "output":
                 self.sel_used = True
-                rank = _top_rank(sel.value, self.info.classes)
+                rank = top_rank(sel.value, self.info.classes)
                 if rank is not None:  # vary: {class: [top1, top2]}
                     return [("predicted class" if rank == 0 else f"top-{rank + 1} class", Target("logit", None, rank=rank))]
                 idx = int(sel.value)
@@ -363,7 +359,7 @@ class _Builder:
                 return [("predicted class", Target("logit", None))]
             out = []
             for i, c in enumerate(to.select):
-                rank = _top_rank(c, self.info.classes)
+                rank = top_rank(c, self.info.classes)
                 if rank is not None:  # top1, top2, ...: each input's k-th most likely class
                     if rank >= len(self.info.classes):
                         self.fail(path + ("to", "select", i), f"{c!r}: the model has only {len(self.info.classes)} classes")
@@ -394,7 +390,7 @@ class _Builder:
                   f"({{channel: c}}, atom: channel) of {to.layer!r}")
         raise AssertionError
 
-    def attribution(self, c: AttributionContent, path: tuple) -> _Content:
+    def attribution(self, c: AttributionContent, path: tuple) -> Content:
         a = c.attribution
         frm = self.network(a.from_, path + ("from",), "from")
         to = self.network(a.to, path + ("to",), "to")
@@ -433,7 +429,7 @@ class _Builder:
                                  lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="gradient", gradient=g))
                 ga = self.node("gattr", (groups, grad), lambda i: GroupAttribution(i, groups=groups, gradient=grad))
                 series.append(Series(label, ga))
-            return _Content(series, "group", frm.layer, "attribution", sentence, groups=groups, canon=atom)
+            return Content(series, "group", frm.layer, "attribution", sentence, groups=groups, canon=atom)
         for label, t in targets:
             if a.method == "integrated" and t.kind == "channel":
                 self.fail(path + ("method",), "method: integrated is available for class and position targets; "
@@ -450,9 +446,9 @@ class _Builder:
                            lambda i: Reduce(i, capture=cap, layer=frm.layer, atom=atom.kind, gradient=g,
                                             at=atom.at, channels=atom.channels))
             series.append(Series(label, op))
-        return _Content(series, atom.kind, frm.layer, "attribution", sentence, canon=atom)
+        return Content(series, atom.kind, frm.layer, "attribution", sentence, canon=atom)
 
-    def transform(self, c: TransformContent, path: tuple) -> _Content:
+    def transform(self, c: TransformContent, path: tuple) -> Content:
         t = c.transform
         if t.op == "compare":
             a = self.content(t.a, path + ("a",))
@@ -465,7 +461,7 @@ class _Builder:
             for sa, sb in zip(a.series, b.series):
                 op = self.node("cmp", ("compare", sa.op, sb.op), lambda i: Combine(i, op="compare", inputs=(sa.op, sb.op)))
                 series.append(Series(f"{sa.label} − {sb.label}", op))
-            return _Content(series, a.atom, a.layer, "transform", f"Transform(compare, {a.sentence}, {b.sentence})", a.groups,
+            return Content(series, a.atom, a.layer, "transform", f"Transform(compare, {a.sentence}, {b.sentence})", a.groups,
                             canon=a.canon)
         of = self.content(t.of, path + ("of",))
         if of.atom == "group":
@@ -486,7 +482,7 @@ class _Builder:
                                              by=t.by if isinstance(t.by, str) else by,
                                              atoms=tuple(t.atoms) if t.atoms else None, threshold=t.threshold))
             series.append(Series(s.label, op))
-        return _Content(series, of.atom, of.layer, "transform", f"Transform({t.op}, {of.sentence})", canon=of.canon)
+        return Content(series, of.atom, of.layer, "transform", f"Transform({t.op}, {of.sentence})", canon=of.canon)
 
     # ------------------------------------------------------------ feature visualisation
     def icon_settings(self, opts: dict) -> tuple:
@@ -495,7 +491,7 @@ class _Builder:
         d = {k: opts[k] for k in keys if k in opts}
         if d.get("size") is None:
             d["size"] = min(int(self.info.input_shape[-1]), 128)
-        d["transforms"] = _freeze(d.get("transforms", "standard"))
+        d["transforms"] = freeze(d.get("transforms", "standard"))
         return tuple(sorted(d.items()))
 
     def icon_batch(self, layer: str, opts: dict) -> tuple[tuple, str]:
@@ -503,117 +499,6 @@ class _Builder:
         settings = self.icon_settings(opts)
         batch = self.batches.setdefault((layer, settings), f"batch{len(self.batches)}")
         return settings, batch
-
-    def featurevis(self, c: _Content, opts: dict, path: tuple) -> tuple[str, ...]:
-        """The FeatureVis op of a ``featurevis`` presentation of content ``c``."""
-        settings, batch = self.icon_batch(c.layer, opts)
-        atom = c.canon
-        src = c.series[0].op if c.series else ""
-        common = dict(layer=c.layer, settings=settings, seed=self.seed, batch=batch)
-        if c.layer in ("input", "output"):
-            self.fail(path, f"featurevis shows hidden layers; {c.layer!r} has no icons to optimise "
-                            "(the output's class logits: use a layer before it)")
-        if c.atom == "group":
-            key = ("group", c.groups, settings)
-            return (self.node("fv", key, lambda i: FeatureVis(i, source=c.groups, objective="group",
-                                                              cossim_pow=opts["cossim_pow"], **common)),)
-        if c.atom == "channel":
-            explicit = atom.channels if atom is not None and atom.channels else ()
-            key = ("channel", src, explicit, opts["top"], settings)
-            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, objective="channel", atoms=explicit,
-                                                              top=0 if explicit else opts["top"], **common)),)
-        if c.atom == "neuron":
-            explicit = (atom.at[2],) if atom is not None and atom.at else ()
-            key = ("neuron", src, explicit, opts["top"], settings)
-            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, objective="neuron", atoms=explicit,
-                                                              top=0 if explicit else opts["top"], **common)),)
-        if c.atom == "spatial":
-            if len(self.info.shape(c.layer)) != 3:
-                self.fail(path, f"spatial icons need a layer with positions; {c.layer!r} has shape {self.info.shape(c.layer)}")
-            vectors = self.neurons(c.layer)
-            explicit = (tuple(atom.at[:2]),) if atom is not None and atom.at else ()
-            key = ("spatial", src, vectors, explicit, opts["top"], opts["cossim_pow"], settings)
-            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, vectors=vectors, objective="direction_neuron",
-                                                              atoms=explicit, top=0 if explicit else opts["top"],
-                                                              cossim_pow=opts["cossim_pow"], **common)),)
-        if c.atom == "direction":
-            vector = self.dense(atom, c.layer)
-            key = ("direction", vector, opts["cossim_pow"], settings)
-            return (self.node("fv", key, lambda i: FeatureVis(i, source=src, objective="direction", atoms=(vector,),
-                                                              cossim_pow=opts["cossim_pow"], **common)),)
-        self.fail(path, f"featurevis has no icons for {c.atom} atoms")
-        raise AssertionError
-
-    def icons_for(self, name: str, c: _Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
-        """(icon ops, detail op) that presentation ``name`` needs besides the content."""
-        if name == "featurevis":
-            return self.featurevis(c, opts, path), None
-        if name == "semantic_dictionary":
-            acts = self.neurons(c.layer)
-            settings, batch = self.icon_batch(c.layer, opts["icon"])
-            key = ("dictionary", acts, opts["top"], settings)
-            fv = self.node("fv", key, lambda i: FeatureVis(i, source=acts, layer=c.layer, objective="channel",
-                                                           per_position=opts["top"], settings=settings, seed=self.seed,
-                                                           batch=batch))
-            return (fv,), acts
-        if name == "activation_grid":
-            acts = self.neurons(c.layer)
-            settings = dict(opts)
-            if settings.get("cell_size") is None:
-                settings["cell_size"] = max(8, min(48, int(self.info.input_shape[-1]) // 2))
-            settings["transforms"] = _freeze(settings["transforms"])
-            frozen = tuple(sorted(settings.items()))
-            return (self.node("grid", (acts, frozen), lambda i: ActivationGrid(i, source=acts, layer=c.layer,
-                                                                               settings=frozen, seed=self.seed)),), None
-        if name == "groups" and opts.get("icons"):
-            settings, batch = self.icon_batch(c.layer, opts["icon"])
-            return (self.node("fv", ("group", c.groups, settings),
-                              lambda i: FeatureVis(i, source=c.groups, layer=c.layer, objective="group",
-                                                   settings=settings, seed=self.seed, batch=batch)),), None
-        if name == "bars" and opts.get("icons"):
-            if c.layer in ("input", "output"):
-                self.fail(path, f"bars icons are feature visualisations of a hidden layer's channels; {c.layer!r} has none "
-                                "(set icons: false)")
-            settings, batch = self.icon_batch(c.layer, opts["icon"])
-            out = []
-            for s in c.series:
-                out.append(self.node("fv", ("channel", s.op, (), opts["top"], True, settings),
-                                     lambda i, s=s: FeatureVis(i, source=s.op, layer=c.layer, objective="channel",
-                                                               top=opts["top"], both_signs=True, settings=settings,
-                                                               seed=self.seed, batch=batch)))
-            return tuple(out), None
-        if name == "examples":  # dataset examples: detail = the Examples op (no icons)
-            import os
-            from pathlib import Path
-
-            from interpgram.grammar.plan import Examples
-            shape = self.info.shape(c.layer)
-            if c.layer == "input" or len(shape) not in (1, 3):
-                self.fail(path, f"examples rank data-set images by a hidden layer's (or the output's) activation; "
-                                f"{c.layer!r} has shape {shape}")
-            atom, kind = c.canon, c.atom
-            vectors = ""
-            explicit: tuple = ()
-            if kind == "channel" and atom is not None and atom.channels:
-                explicit = tuple(atom.channels)
-            elif kind == "neuron" and atom is not None and atom.at:
-                explicit = (tuple(atom.at),)
-            elif kind == "spatial":
-                vectors = self.neurons(c.layer)
-                explicit = (tuple(atom.at[:2]),) if atom is not None and atom.at else ()
-            elif kind == "direction":
-                explicit = (self.dense(atom, c.layer),)
-            src = c.series[0].op if c.series else ""
-            groups = (c.groups or "") if kind == "group" else ""
-            ds = opts["dataset"]
-            if not ds.startswith("builtin:"):  # a folder: relative to the spec's folder
-                p = Path(os.path.expanduser(ds))
-                ds = str(p if p.is_absolute() else self.loaded.base_dir / p)
-            fields = dict(source=src, vectors=vectors, groups=groups, layer=c.layer, atom=kind, atoms=explicit,
-                          top=opts["top"], count=opts["atoms"], dataset=ds, n=opts["n"], split=opts["split"],
-                          patch=opts["patch"], batch_size=opts["batch_size"])
-            return (), self.node("ex", tuple(fields.values()), lambda i: Examples(i, **fields))
-        return (), None
 
     @property
     def seed(self) -> int:
@@ -637,7 +522,7 @@ def _with_layer(content, layer: str):
     return content
 
 
-def _lower_varied(b: _Builder, el_id: str, el) -> tuple[list[Present], Optional[set]]:
+def _lower_varied(b: Builder, el_id: str, el) -> tuple[list[Present], Optional[set]]:
     """An element with ``vary``: one set of presents per class or layer, side by side (models are
     compared by the pipeline, which compiles the element again for each other model)."""
     v = el.vary
@@ -650,13 +535,13 @@ def _lower_varied(b: _Builder, el_id: str, el) -> tuple[list[Present], Optional[
     for i, value in enumerate(v.values):
         n = len(b.diags)
         if v.kind == "class":
-            rank = _top_rank(value, b.info.classes)
+            rank = top_rank(value, b.info.classes)
             if rank is not None:
                 idx, side = value, str(value)
             else:
                 try:
                     idx = b.class_index(value, vpath + (i,))
-                except _Invalid:
+                except Invalid:
                     continue
                 side = b.info.classes[idx]
             got, problem = _apply_selection(b, el_id, el, Selection("class", idx, "class"), side=side)
@@ -668,7 +553,7 @@ def _lower_varied(b: _Builder, el_id: str, el) -> tuple[list[Present], Optional[
         else:
             try:
                 b.check_layer(value, vpath[:-1] + (i,))
-            except _Invalid:
+            except Invalid:
                 continue
             got, t = _lower_element(b, el_id, el.model_copy(update={"content": _with_layer(el.content, value)}),
                                     side=value)
@@ -679,17 +564,18 @@ def _lower_varied(b: _Builder, el_id: str, el) -> tuple[list[Present], Optional[
     return out, (targets if out else None)
 
 
-def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int = -1,
+def _lower_element(b: Builder, el_id: str, el, *, variant: str = "", link: int = -1,
                    focus: Optional[int] = None, side: str = "") -> tuple[list[Present], Optional[set]]:
     """One element → its Present ops (one per presentation); diagnostics go to ``b.diags``.
     Returns (presents, the gradient targets it needed) — targets is None when the content failed."""
     epath = ("elements", el_id)
     b.element_targets = set()
-    if any(name == "atlas" for name, _ in canonical_presentations(el.presentation)):
-        return _lower_atlas(b, el_id, el, side=side)
+    whole = [name for name, _ in canonical_presentations(el.presentation) if PRESENTATIONS[name].whole_element]
+    if whole:  # a presentation that lowers its element itself (an atlas: a data set, not this content)
+        return PRESENTATIONS[whole[0]].lower_element(b, el_id, el, side=side)
     try:
         content = b.content(el.content, epath + ("content",))
-    except _Invalid:
+    except Invalid:
         return [], None
     targets = set(b.element_targets)
     out = []
@@ -697,10 +583,10 @@ def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int 
         ppath = epath + ("presentation",) + ((i,) if isinstance(el.presentation, list) else ())
         kind = PRESENTATIONS[name]
         try:
-            options = kind.options.model_validate(opts)
-        except Exception as err:  # pydantic ValidationError
-            for e in getattr(err, "errors", lambda: [])():
-                b.diags.append(_option_error(b.loaded, ppath, name, kind.options, opts, e))
+            options = kind.Options.model_validate(opts)
+        except ValidationError as err:  # every problem is reported; the element is left out with a diagnostic
+            for e in err.errors():
+                b.diags.append(option_error(b.loaded, ppath, name, kind.Options, opts, e))
             continue
         if content.kind not in kind.contents:
             b.diags.append(b.loaded.error(ppath, f"presentation {name!r} shows {' or '.join(kind.contents)} content, "
@@ -714,8 +600,8 @@ def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int 
                                                  f"{content.layer}·{content.atom}{hint}"))
             continue
         try:
-            icons, detail = b.icons_for(name, content, options.model_dump(), ppath)
-        except _Invalid:
+            icons, detail = kind.lower(b, content, options.model_dump(), ppath)
+        except Invalid:
             continue
         pid = (f"el:{el_id}" + (f":{i}" if i else "") + (f"@{link}:{variant}" if link >= 0 else "")
                + (f"@side:{side}" if side else ""))
@@ -724,153 +610,9 @@ def _lower_element(b: _Builder, el_id: str, el, *, variant: str = "", link: int 
             pid, element=el_id, presentation=name, options=tuple(sorted(options.model_dump().items())),
             atom=content.atom, layer=content.layer, content_kind=content.kind, series=tuple(content.series),
             groups=content.groups, title=title, icons=icons, detail=detail,
-            grammar=_grammar(name, content.sentence), focus=focus, variant=variant, link=link, side=side,
+            grammar=kind.grammar(content.sentence), focus=focus, variant=variant, link=link, side=side,
         ))
     return out, targets
-
-
-# ---------------------------------------------------------------------------- atlases
-def _atlas_source(b: _Builder, c, path: tuple) -> tuple[str, Optional[int], str]:
-    """An atlas's content → (layer, class or None, sentence). Activation: the layer's vectors;
-    attribution to one class: that class's atlas."""
-    if isinstance(c, ActivationContent):
-        sub = b.network(c.activation, path + ("activation",), "activation")
-        layer, atom, apath = sub.layer, sub.atom, path + ("activation",)
-    elif isinstance(c, AttributionContent):
-        a = c.attribution
-        apath = path + ("attribution",)
-        frm = b.network(a.from_, apath + ("from",), "from")
-        to = b.network(a.to, apath + ("to",), "to")
-        layer, atom = frm.layer, frm.atom
-        apath = apath + ("from",)
-        if to.layer != "output":
-            b.fail(path + ("attribution", "to", "layer"), "a class atlas attributes to the output: "
-                                                         "to: {layer: output, select: [<class>]}")
-        if a.method != "grad_x_act":
-            b.fail(path + ("attribution", "method"), "an atlas stores gradient × activation attributions (the article's); "
-                                                     "method: integrated is not available for atlases")
-        if b.sel is not None and b.sel.kind == "class" and b.sel.target == "class":
-            cls = int(b.sel.value) if not isinstance(b.sel.value, str) else None
-            if cls is None:
-                b.sel_problem = "an atlas has no input whose top classes it could use; name a class"
-                raise _Invalid
-            b.sel_used = True
-        else:
-            sel = to.select or []
-            if len(sel) != 1:
-                b.fail(path + ("attribution", "to", "select"), f"a class atlas shows one class: select: [<class>] "
-                                                               f"(got {len(sel)}); compare two with a transform compare")
-            if _top_rank(sel[0], b.info.classes) is not None:
-                b.fail(path + ("attribution", "to", "select", 0), f"{sel[0]!r} picks an input's likely classes, but an atlas "
-                                                                  "shows a data set: name a class "
-                                                                  f"{did_you_mean(str(sel[0]), b.info.classes, listing='classes')}")
-            cls = b.class_index(sel[0], path + ("attribution", "to", "select", 0))
-        return layer, cls, _atlas_check_layer(b, layer, atom, apath)
-    else:
-        b.fail(path, "an atlas shows an activation, an attribution to one class (class atlas) "
-                     "or a compare of two such attributions (two-class atlas)")
-    return layer, None, _atlas_check_layer(b, layer, atom, apath)
-
-
-def _atlas_check_layer(b: _Builder, layer: str, atom, path: tuple) -> str:
-    if layer in ("input", "output"):
-        b.fail(path + ("layer",), f"an atlas lays out a hidden layer's activation vectors, not {layer!r}")
-    b.check_layer(layer, path + ("layer",))
-    if len(b.info.shape(layer)) != 3:
-        b.fail(path + ("layer",), f"an atlas needs a spatial layer (C, H, W); {layer} has shape {b.info.shape(layer)}")
-    if atom is not None and atom != "spatial":
-        b.fail(path + ("atom",), "an atlas shows activation vectors at positions: atom: spatial (or leave atom out)")
-    return layer
-
-
-def _lower_atlas(b: _Builder, el_id: str, el, *, side: str = "") -> tuple[list[Present], Optional[set]]:
-    """An atlas element: the spec's data-set collection (one for every atlas) → Layout → Grid → icons."""
-    epath = ("elements", el_id)
-    pres = canonical_presentations(el.presentation)
-    if len(pres) != 1:
-        b.diags.append(b.loaded.error(epath + ("presentation",), "an atlas is an element of its own: give the other "
-                                                                  "presentations their own element"))
-        return [], None
-    name, opts = pres[0]
-    ppath = epath + ("presentation",)
-    options = None
-    try:
-        options = PRESENTATIONS[name].options.model_validate(opts)
-    except Exception as err:  # pydantic ValidationError (the content is still checked below)
-        for e in getattr(err, "errors", lambda: [])():
-            b.diags.append(_option_error(b.loaded, ppath, name, PRESENTATIONS[name].options, opts, e))
-    c = el.content
-    cpath = epath + ("content",)
-    try:
-        if isinstance(c, TransformContent):
-            t = c.transform
-            if t.op != "compare" or not all(isinstance(x, AttributionContent) for x in (t.a, t.b)):
-                b.fail(cpath + ("transform",), "a two-class atlas compares two attributions to one class each: "
-                                               "{transform: {op: compare, a: {attribution: ...}, b: {attribution: ...}}}")
-            la, ca, _ = _atlas_source(b, t.a, cpath + ("transform", "a"))
-            lb, cb, _ = _atlas_source(b, t.b, cpath + ("transform", "b"))
-            if la != lb:
-                b.fail(cpath + ("transform", "b"), f"a two-class atlas compares attributions of one layer ({la} vs {lb})")
-            if ca == cb:
-                b.fail(cpath + ("transform", "b"), f"a two-class atlas needs two different classes (both are {b.info.classes[ca]})")
-            layer, kind, classes = la, "compare", (ca, cb)
-        else:
-            layer, cls, _ = _atlas_source(b, c, cpath)
-            kind, classes = ("activation", ()) if cls is None else ("class", (cls,))
-    except _Invalid:
-        return [], None
-    if options is None:
-        return [], None
-    o = options.model_dump()
-    ds = b.loaded.spec.dataset
-    seed = b.seed if ds is None or ds.seed is None else ds.seed
-    if layer not in b.atlas_layers:
-        b.atlas_layers.append(layer)
-    lo = o["layout"]
-    lay = b.node("layout", (layer, kind, classes, o["whiten"], lo["n_neighbors"], lo["min_dist"], lo["metric"],
-                            lo["fit_sample"], o["winners"] if kind != "activation" else True,
-                            o["top"] if kind != "activation" else 0, seed),
-                 lambda i: Layout(i, collect=COLLECT_ID, layer=layer, kind=kind, classes=classes, whiten=o["whiten"],
-                                  n_neighbors=lo["n_neighbors"], min_dist=lo["min_dist"], metric=lo["metric"],
-                                  fit_sample=lo["fit_sample"], winners=o["winners"] if kind != "activation" else True,
-                                  top=o["top"] if kind != "activation" else 0, seed=seed))
-    grid = b.node("grid", (lay, o["grid"], o["min_count"], o["examples"]),
-                  lambda i: Grid(i, layout=lay, n=o["grid"], min_count=o["min_count"], examples=o["examples"]))
-    io = o["icon"]
-    settings = b.icon_settings(io)
-    icons = b.node("aicons", (grid, settings, io["cossim_pow"], io["batch"], b.seed),
-                   lambda i: AtlasIcons(i, grid=grid, layer=layer, settings=settings, cossim_pow=io["cossim_pow"],
-                                        batch=io["batch"], seed=b.seed))
-    src = (ds.source if ds is not None else "builtin:shapes")
-    deps = (icons,)
-    if o.get("patch_test") is not None:
-        pt = o["patch_test"]
-        if kind != "class":
-            b.diags.append(b.loaded.error(ppath + ("atlas", "patch_test"), "patch_test applies to a class atlas "
-                                          "(an attribution to one class): it counts how often a cell's icon turns "
-                                          "other images into that class"))
-            return [], None
-        size = pt["size"] or max(2, round(int(b.info.input_shape[-1]) / 7))
-        test = b.node("ptest", (icons, classes[0], size, pt["crop"], pt["n"], src, pt["split"], seed),
-                      lambda i: PatchTest(i, icons=icons, cls=classes[0], size=size, crop=pt["crop"], n=pt["n"],
-                                          dataset=src, split=pt["split"], seed=seed))
-        deps = (icons, test)
-    cname = [b.info.classes[x] for x in classes]
-    what = {"activation": f"Activation(Dataset {src}, Network {layer} Spatial)",
-            "class": f"Attribution(Dataset {src}, Network {layer} Spatial, Output {cname[0] if cname else ''})",
-            "compare": f"Transform(compare, Attribution(… Output {cname[0] if cname else ''}), "
-                       f"Attribution(… Output {cname[-1] if cname else ''}))"}[kind]
-    default_title = {"activation": f"{el_id}: activation atlas of {layer}",
-                     "class": f"{el_id}: class atlas of {layer} → {cname[0] if cname else ''}",
-                     "compare": f"{el_id}: {layer}, {' vs '.join(cname)}"}[kind]
-    title = (el.title or default_title) + (f" · {side}" if side else "")
-    variant = ""
-    p = Present(f"el:{el_id}" + (f"@side:{side}" if side else ""), element=el_id, presentation=name,
-                options=tuple(sorted((k, _freeze(v)) for k, v in o.items())), atom="spatial", layer=layer,
-                content_kind={"activation": "activation", "class": "attribution", "compare": "transform"}[kind],
-                series=(), title=title, icons=deps, detail=grid,
-                grammar=f"FeatureVis({what}) on a UMAP grid", variant=variant, side=side)
-    return [p], set()
 
 
 def _selection_kind(p: Present, info: ModelInfo) -> Optional[str]:
@@ -886,7 +628,7 @@ def _selection_kind(p: Present, info: ModelInfo) -> Optional[str]:
     return None
 
 
-def _apply_selection(b: _Builder, el_id: str, el, sel: Selection, *, variant: str = "",
+def _apply_selection(b: Builder, el_id: str, el, sel: Selection, *, variant: str = "",
                      link: int = -1, side: str = "") -> tuple[list[Present], str]:
     """Lower ``el`` with ``sel`` applied. Returns (presents, problem: "" when the selection took effect)."""
     b.sel, b.sel_used, b.sel_problem = sel, False, ""
@@ -913,7 +655,7 @@ def _apply_selection(b: _Builder, el_id: str, el, sel: Selection, *, variant: st
     if len(b.diags) > n_diags:
         del b.diags[n_diags:]
         return [], b.sel_problem or "the selection does not apply to this element's content"
-    maps = [p.presentation for p in presents if p.presentation in ("heatmap", "semantic_dictionary", "activation_grid")]
+    maps = [p.presentation for p in presents if PRESENTATIONS[p.presentation].draws_positions]
     if maps and sel.kind == "position" and sel.target in ("from", "position") and presents[0].atom == "spatial":
         return [], (f"{maps[0]} draws a map over positions, and one selected position is a single value; "
                     "drive `to` of a layer-to-layer attribution, or the channels at the position (atom: channel)")
@@ -922,7 +664,7 @@ def _apply_selection(b: _Builder, el_id: str, el, sel: Selection, *, variant: st
     return presents, ""
 
 
-def _resolve_links(b: _Builder, presents: list[Present]) -> list[LinkInfo]:
+def _resolve_links(b: Builder, presents: list[Present]) -> list[LinkInfo]:
     spec, loaded, info = b.loaded.spec, b.loaded, b.info
     by_el: dict[str, Present] = {}
     for p in presents:
@@ -950,7 +692,7 @@ def _resolve_links(b: _Builder, presents: list[Present]) -> list[LinkInfo]:
         shape = info.shape(src.layer) if src.layer not in ("output",) else (len(info.classes),)
         sample = {"position": (0, 0), "channel": 0, "class": 0, "group": 0}[kind]
         sel = Selection(kind, sample, target, src.layer, shape)
-        probe = _Builder(loaded, info)  # a throwaway builder: checking must not add ops to the plan
+        probe = Builder(loaded, info)  # a throwaway builder: checking must not add ops to the plan
         _, problem = _apply_selection(probe, dst_el, spec.elements[dst_el], sel)
         if problem:
             what = {"position": f"a position of {src.layer}", "channel": f"a channel of {src.layer}",
@@ -968,7 +710,7 @@ def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple
     one forward pass, one backward per distinct target, shared nodes — as for the spec itself.
     Presents carry ``link`` (the link's index) and ``variant`` (the selection key)."""
     spec = loaded.spec
-    b = _Builder(loaded, info)
+    b = Builder(loaded, info)
     presents: list[Present] = []
     for li, value in selections:
         sel = Selection(li.kind, value, li.target, li.source_layer, li.source_shape)
@@ -990,7 +732,7 @@ def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple
 def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
     """Lower a validated spec to a fused plan for ``info``'s model. Raises :class:`SpecError`."""
     spec = loaded.spec
-    b = _Builder(loaded, info)
+    b = Builder(loaded, info)
     presents: list[Present] = []
     unfused_fwd = unfused_bwd = 0
     for el_id, el in spec.elements.items():
@@ -1027,7 +769,7 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
             b.diags.append(loaded.error((), f"input is missing: element{'s' if len(needs) > 1 else ''} "
                                             f"{', '.join(needs)} show{'' if len(needs) > 1 else 's'} an input image "
                                             "(input: builtin:shapes/7 or an image path); only atlases need none"))
-    if spec.dataset is not None and not any(n == "atlas" for el in spec.elements.values()
+    if spec.dataset is not None and not any(PRESENTATIONS[n].uses_dataset for el in spec.elements.values()
                                             for n, _ in canonical_presentations(el.presentation)):
         b.diags.append(loaded.error(("dataset",), "dataset: is the data set of atlases, and no element is an atlas "
                                                   "(dataset examples name their data set in the examples presentation)",
@@ -1041,7 +783,7 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo) -> Plan:
     return plan
 
 
-def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Present], *,
+def _finish(b: Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Present], *,
             layout: list, unfused: tuple[int, int]) -> Plan:
     spec = loaded.spec
     plan = Plan(model=spec.model_spec.source, inputs=tuple(spec.inputs), title=spec.title or "",
@@ -1073,7 +815,7 @@ def _finish(b: _Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Pre
     return plan
 
 
-def _option_error(loaded: LoadedSpec, ppath: tuple, name: str, model, opts: Any, e: dict) -> Diagnostic:
+def option_error(loaded: LoadedSpec, ppath: tuple, name: str, model, opts: Any, e: dict) -> Diagnostic:
     """A positioned message for one pydantic error in a presentation's options (nested ones too)."""
     loc = [x for x in e["loc"] if isinstance(x, (str, int))]
     # walk down the options and the option models along the error's location
@@ -1104,27 +846,16 @@ def _option_error(loaded: LoadedSpec, ppath: tuple, name: str, model, opts: Any,
     return loaded.error(ppath + ((name,) if isinstance(opts, dict) and where else ()) + tuple(where), msg)
 
 
-FEATUREVIS_PRESENTATIONS = ("featurevis", "activation_grid")
-
-
-def _grammar(name: str, sentence: str) -> str:
-    if name in FEATUREVIS_PRESENTATIONS:
-        return f"FeatureVis({sentence})"
-    if name == "semantic_dictionary":
-        return f"InfoVis({sentence}) + FeatureVis(top channels)"
-    return f"InfoVis({sentence})"
-
-
-def _freeze(v: Any) -> Any:
+def freeze(v: Any) -> Any:
     """Lists and dicts of options → nested tuples (hashable, stable)."""
     if isinstance(v, dict):
-        return tuple((k, _freeze(x)) for k, x in v.items())
+        return tuple((k, freeze(x)) for k, x in v.items())
     if isinstance(v, (list, tuple)):
-        return tuple(_freeze(x) for x in v)
+        return tuple(freeze(x) for x in v)
     return v
 
 
-def _title(el_id: str, presentation: str, c: _Content) -> str:
+def _title(el_id: str, presentation: str, c: Content) -> str:
     what = {"activation": "activation", "attribution": "attribution", "transform": "comparison"}[c.kind]
     labels = ", ".join(s.label for s in c.series if c.kind != "activation")
     return f"{el_id}: {c.layer} {c.atom} {what}" + (f" → {labels}" if labels else "")

@@ -43,9 +43,10 @@ class UnknownUnit(KeyError):
 class Registry(Generic[T]):
     """Named units of one kind. ``group`` is the entry-point group plug-ins register through."""
 
-    def __init__(self, kind: str, group: Optional[str] = None):
+    def __init__(self, kind: str, group: Optional[str] = None, *, builtin: Optional[str] = None):
         self.kind = kind
         self.group = group
+        self.builtin = builtin  # the module of interpgram's own units, imported even when its entry point is missing
         self._units: dict[str, T] = {}
         self._loaded = group is None
         self._loading = False
@@ -72,6 +73,8 @@ class Registry(Generic[T]):
             return
         self._loading = True
         try:
+            if self.builtin:  # (an editable install whose metadata predates the entry point still finds them)
+                importlib.import_module(self.builtin)
             for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
                 try:
                     obj = ep.load()

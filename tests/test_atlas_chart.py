@@ -9,12 +9,13 @@ import re
 import numpy as np
 
 from support.atlas_cells import classes, make_cells
+from support.sample_views import atlas_view
 import pytest
 import vl_convert
 
 from interpgram.backends.render.atlas_chart import TOP_CLASSES, atlas_chart
 from interpgram.backends.render.charts import png_data_url
-from interpgram.backends.render.registry import vegalite_version
+from interpgram.backends.render.draw import vegalite_version
 
 POSITIVE, NEGATIVE = "#d6604d", "#4393c3"
 
@@ -23,7 +24,7 @@ def atlas_view(patch_test: bool = True, vid: str = "atlas"):
     """An ``atlas`` ElementView shaped as the view builder (backends/views.py) makes it, with the grammar's
     default options; ``patch_test`` adds a class atlas's per-cell flip fractions."""
     from interpgram.backends.render import ElementView
-    from interpgram.grammar._presentations import AtlasOptions
+    from interpgram.backends.presentations.examples import AtlasOptions
     cells = make_cells()
     pt = None
     if patch_test:

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from support.sample_views import examples_view
 import pytest
 import torch
 import torch.nn.functional as F
@@ -380,7 +381,7 @@ def test_search_streams_with_progress_and_keeps_top_k(model):
 def examples_view(atoms: int = 2, top: int = 3, patch: bool = False, vid: str = "e"):
     """An ``examples`` ElementView as the view builder makes it (with the grammar's default options)."""
     from interpgram.backends.render import ElementView
-    from interpgram.grammar._presentations import ExamplesOptions
+    from interpgram.backends.presentations.examples import ExamplesOptions
     rng = np.random.default_rng(0)
     rows = [{"label": f"conv4:{a}", "value": float(rng.random()),
              "images": [rng.random((64, 64, 3)).astype(np.float32) for _ in range(top)],
@@ -401,7 +402,7 @@ def test_the_chart_draws_a_row_per_atom_with_captioned_examples_and_boxes():
     import vl_convert
 
     from interpgram.backends.render import spec_for
-    from interpgram.backends.render.registry import vegalite_version
+    from interpgram.backends.render.draw import vegalite_version
     view = examples_view(atoms=2, top=3, patch=False)
     spec = spec_for(view)
     svg = vl_convert.vegalite_to_svg(spec, vl_version=vegalite_version())  # raises on an invalid spec

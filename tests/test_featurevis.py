@@ -218,9 +218,12 @@ def test_the_feature_visualisation_specs_render_as_a_draft(name, tmp_path):
     assert all(dict(op.settings)["steps"] == 4 for op in prep.plan.ops.values() if hasattr(op, "settings"))
 
 
-def test_every_presentation_has_a_view_builder():
-    from interpgram.backends.render.views import BUILDERS, view_builder
-    from interpgram.grammar import PRESENTATIONS
-    assert set(PRESENTATIONS) == set(BUILDERS)
+def test_every_presentation_is_one_complete_unit():
+    from interpgram.grammar.presentation import PRESENTATIONS, Presentation, register_presentation
+    for name, unit in PRESENTATIONS.items():
+        assert unit.name == name
+        for method in ("views", "chart"):  # each builtin unit implements both (the base raises)
+            assert getattr(type(unit), method) is not getattr(Presentation, method), (name, method)
+        assert unit.defaults() == unit.Options().model_dump()
     with pytest.raises(ValueError, match="registered twice"):
-        view_builder("heatmap")(lambda ctx: [])
+        register_presentation(type(PRESENTATIONS["heatmap"]))

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from interpgram.grammar.presentation import PRESENTATIONS
 from interpgram.grammar import SpecError, compile_spec, load_spec, load_spec_text
 
 HEAD = "interpgram: 1\nmodel: builtin:shapes-cnn\ninput: builtin:shapes/7\n"
@@ -45,7 +46,7 @@ CASES = [
     # ---- elements and content
     ("unknown element key", el("{activation: {layer: conv3}}\n    titel: x"), [(7, "titel", "unknown key 'titel' under 'e' (valid: content, presentation, title, vary; did you mean 'title'?)")]),
     ("unknown atom", el("{activation: {layer: conv3, atom: spatail}}"), [(6, "spatail", "atom: 'spatail' is not allowed (valid: neuron, spatial, channel, group, whole; did you mean 'spatial'?)")]),
-    ("unknown presentation", el("{activation: {layer: conv3}}", "heatmpa"), [(7, "heatmpa", "unknown presentation 'heatmpa' (valid: heatmap, bars, groups, featurevis, semantic_dictionary, activation_grid, examples, atlas; did you mean 'heatmap'?)")]),
+    ("unknown presentation", el("{activation: {layer: conv3}}", "heatmpa"), [(7, "heatmpa", f"unknown presentation 'heatmpa' (valid: {', '.join(PRESENTATIONS.names())}; did you mean 'heatmap'?)")]),
     ("unknown attribution key", el("{attribution: {from: {layer: conv3}, to: {layer: output}, methd: x}}"),
      [(6, "methd", "unknown key 'methd' under 'attribution' (valid: from, to, method, steps; did you mean 'method'?)")]),
     ("bad method", el("{attribution: {from: {layer: conv3}, to: {layer: output}, method: integrated_gradients}}"),
@@ -57,7 +58,7 @@ CASES = [
     ("bad option", el("{activation: {layer: conv3}}", "{heatmap: {opacity: 2}}"), [(7, "2}", "heatmap option opacity: input should be less than or equal to 1")]),
     ("unknown option", el("{activation: {layer: conv3}}", "{bars: {tpo: 3}}"), [(7, "tpo", "bars has no option 'tpo' (options: top, icons, icon; did you mean 'top'?)")]),
     ("presentation mismatch", el("{activation: {layer: conv3, atom: channel}}", "heatmap"),
-     [(7, "heatmap", "presentation 'heatmap' shows spatial or direction or group atoms, but this content is conv3·channel; for channel content use bars or featurevis")]),
+     [(7, "heatmap", "presentation 'heatmap' shows spatial or direction or group atoms, but this content is conv3·channel; for channel content use bars or examples or featurevis")]),
     # ---- model-dependent (compiled against the real built-in model)
     ("unknown layer", el("{activation: {layer: conv9}}"), [(6, "conv9", "unknown layer 'conv9' in builtin:shapes-cnn (layers: input, conv1")]),
     ("unknown class", el("{attribution: {from: {layer: conv3}, to: {layer: output, select: [stra]}}}"),

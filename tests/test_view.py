@@ -12,11 +12,11 @@ import pytest
 import vl_convert
 from PIL import Image
 
-from interpgram.backends.render import (REGISTRY, ElementRenderError, ElementView, UnknownPresentationError, chart_for,
-                                      register, registered, render_html, spec_for, to_png, to_svg, unregister,
-                                      write_report)
+from interpgram.backends.render import (ElementRenderError, ElementView, UnknownPresentationError, chart_for,
+                                      registered, render_html, spec_for, to_png, to_svg, write_report)
 from interpgram.backends.render.charts import CLASS_COLOURS, GROUP_COLOURS, NEGATIVE, POSITIVE, top_channels
-from interpgram.backends.render.registry import vegalite_version
+from interpgram.backends.render.draw import vegalite_version
+from interpgram.grammar.presentation import PRESENTATIONS
 
 RNG = np.random.default_rng(0)
 IMAGE = RNG.random((64, 64, 3)).astype(np.float32)
@@ -278,44 +278,18 @@ def test_unknown_presentation_lists_the_registered_ones():
         chart_for(ElementView("x", "sparkles", "", "", {}, {}))
     assert isinstance(err.value, KeyError)
     assert str(err.value) == f"no chart for presentation 'sparkles' (registered: {', '.join(registered())})"
-    assert {"heatmap", "bars", "groups"} <= set(registered()) == set(REGISTRY)
+    assert {"heatmap", "bars", "groups"} <= set(registered()) == set(PRESENTATIONS.names())
 
 
-@pytest.fixture
-def sparkline():
-    import altair as alt
-
-    @register("sparkline")
-    def sparkline(view: ElementView) -> alt.TopLevelMixin:
-        values = [{"i": i, "v": float(v)} for i, v in enumerate(view.data["values"])]
-        return alt.Chart({"values": values}).mark_line().encode(x="i:Q", y="v:Q").properties(width=200, height=40)
-
-    yield sparkline
-    unregister("sparkline")
-
-
-def test_registering_a_presentation_is_one_decorator(sparkline, tmp_path):
-    view = ElementView("s", "sparkline", "a line", "InfoVis(Activation(Network fc Channel))", {}, {"values": [1, 3, 2]})
-    assert marks(svg_of(view), "line") == 1
-    html = write_report([view, bars()], tmp_path, title="t").read_text()
-    assert 'data-presentation="sparkline"' in html
-    with pytest.raises(ValueError, match="registered twice"):
-        register("sparkline")(lambda v: None)
-
-
-def test_every_grammar_presentation_has_a_chart_that_takes_its_options():
-    from interpgram.grammar import PRESENTATIONS
-
-    from test_atlas_chart import atlas_view
-    from test_examples import examples_view
+def test_every_builtin_presentation_draws_with_its_own_default_options():
+    from support.sample_views import atlas_view, examples_view
 
     examples = {"heatmap": heat(2), "bars": bars(), "groups": groups(3), "featurevis": featurevis_view(),
                 "semantic_dictionary": dictionary_view(), "activation_grid": grid_view(), "examples": examples_view(),
                 "atlas": atlas_view()}
-    assert set(PRESENTATIONS) <= set(REGISTRY)
-    for name, kind in PRESENTATIONS.items():
-        view = examples[name]
-        view.options = kind.options().model_dump()  # the grammar's defaults, exactly as the executor passes them
+    assert set(examples) <= set(PRESENTATIONS.names())
+    for name, view in examples.items():
+        view.options = PRESENTATIONS[name].defaults()  # the unit's defaults, exactly as the executor passes them
         svg_of(view)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import altair as alt
 import numpy as np
 
-from interpgram.backends.render.charts import NEGATIVE, POSITIVE, _sig
+from interpgram.backends.render.charts import NEGATIVE, POSITIVE, sig
 
 __all__ = ["atlas_chart"]
 
@@ -104,7 +104,7 @@ def atlas_chart(cells: list[dict], classes: list[str], *, title: str, grid: int,
         attr = np.asarray(c["attribution"], dtype=np.float64)
         order = np.argsort(-attr, kind="stable")[:TOP_CLASSES]
         for rank, k in enumerate(order):
-            bar_rows.append({"col": col, "row": row, "class": classes[int(k)], "attribution": _sig(float(attr[k])),
+            bar_rows.append({"col": col, "row": row, "class": classes[int(k)], "attribution": sig(float(attr[k])),
                              "rank": rank})
 
     biggest = max(cells, key=lambda c: int(c["count"]))  # the first of the largest

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from interpgram.backends.files import atomic_write, atomic_write_text, default_root
-from interpgram.backends.render.registry import spec_for, vegalite_version
+from interpgram.backends.render.draw import spec_for, vegalite_version
 from interpgram.backends.render.types import ElementView
 
 CSS = """

@@ -48,7 +48,7 @@ def normalize_steps(spec: Union[str, Sequence[Any], None]) -> tuple[tuple[str, A
         return STANDARD
     if isinstance(spec, str):
         raise ValueError(f"transforms {spec!r}: use standard, none, or a list of steps such as [{{pad: 4}}, {{jitter: 2}}]")
-    from interpgram.grammar._presentations import check_transforms  # one set of rules for specs and code
+    from interpgram.grammar.options import check_transforms  # one set of rules for specs and code
 
     steps = []
     for step in spec:

@@ -1,25 +1,16 @@
-"""The presentation registry: one function ``ElementView -> Altair chart`` per key.
+"""Draw one element: its presentation unit's chart (``Presentation.chart``), in the report's theme.
 
-Adding a presentation is one decorated function, anywhere that is imported before rendering::
-
-    from interpgram.backends.render import ElementView, register
-
-    @register("featurevis")
-    def featurevis(view: ElementView) -> alt.TopLevelMixin:
-        ...
-
-(The grammar registers the same key with its options in ``interpgram.grammar._presentations``.)
+Charts are methods of the presentation units (``backends/presentations/<name>.py``), found through
+the grammar's registry of presentations; nothing here names one.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import altair as alt
 
 from interpgram.backends.render.types import ElementView
-
-Presentation = Callable[[ElementView], alt.TopLevelMixin]
-REGISTRY: dict[str, Presentation] = {}
+from interpgram.grammar.presentation import PRESENTATIONS
 
 FONT = '"Helvetica Neue", Helvetica, Arial, "Liberation Sans", "DejaVu Sans", sans-serif'
 
@@ -37,36 +28,9 @@ class UnknownPresentationError(KeyError):
         return f"no chart for presentation {self.key!r} (registered: {listed})"
 
 
-def register(key: str, *, replace: bool = False) -> Callable[[Presentation], Presentation]:
-    """Decorator: register ``fn`` as the chart of presentation ``key``.
-
-    A key registered twice is an error (two modules silently shadowing each other is worse),
-    unless ``replace=True``.
-    """
-    if not isinstance(key, str) or not key or key.strip() != key:
-        raise ValueError(f"a presentation key is a non-empty string without surrounding spaces, got {key!r}")
-
-    def deco(fn: Presentation) -> Presentation:
-        if not callable(fn):
-            raise TypeError(f"presentation {key!r}: {fn!r} is not callable")
-        if key in REGISTRY and REGISTRY[key] is not fn and not replace:
-            raise ValueError(f"presentation {key!r} is registered twice")
-        REGISTRY[key] = fn
-        return fn
-
-    return deco
-
-
-def unregister(key: str) -> None:
-    """Remove a registered presentation."""
-    if key not in REGISTRY:
-        raise UnknownPresentationError(key)
-    del REGISTRY[key]
-
-
 def registered() -> tuple[str, ...]:
-    """The registered presentation keys, sorted."""
-    return tuple(sorted(REGISTRY))
+    """The registered presentations' names, sorted."""
+    return tuple(sorted(PRESENTATIONS.names()))
 
 
 def _themed(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
@@ -89,9 +53,9 @@ def _themed(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
 
 def chart_for(view: ElementView) -> alt.TopLevelMixin:
     """The Altair chart of one element, drawn by its registered presentation."""
-    if view.presentation not in REGISTRY:
+    if view.presentation not in PRESENTATIONS:
         raise UnknownPresentationError(view.presentation)
-    chart = REGISTRY[view.presentation](view)
+    chart = PRESENTATIONS[view.presentation].chart(view)
     if not isinstance(chart, alt.TopLevelMixin):
         raise TypeError(f"presentation {view.presentation!r} returned {type(chart).__name__}, "
                         "not an Altair top-level chart")

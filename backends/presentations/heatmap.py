@@ -1,0 +1,152 @@
+"""The ``heatmap`` presentation."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+import altair as alt
+import numpy as np
+from interpgram.backends.render.charts import (
+    ALPHA,
+    CLASS_COLOURS,
+    PANEL,
+    as_array,
+    as_image,
+    cell_layer,
+    cell_records,
+    distinct_colours,
+    flag_value,
+    image_layer,
+    link_param,
+    need_keys,
+    options_of,
+    panel_px,
+    pick_layer,
+    png_data_url,
+    ramp,
+    sig,
+    unit_option,
+    view_error,
+)
+from interpgram.backends.render.types import ElementView
+from interpgram.backends.render.views import ViewContext
+from interpgram.grammar.options import OptionsModel
+from interpgram.grammar.presentation import Presentation, register_presentation
+from pydantic import Field
+
+
+class HeatmapOptions(OptionsModel):
+    opacity: float = Field(0.6, ge=0.0, le=1.0)
+    clip_negative: Optional[bool] = Field(None, description="default: true for attributions of two classes")
+
+
+@register_presentation
+class Heatmap(Presentation):
+    name = "heatmap"
+    Options = HeatmapOptions
+    atoms = ("spatial", "direction", "group")
+    draws_positions = True
+    help = (
+        "a map over the input image: spatial activation magnitude or spatial attribution, one or two classes"
+    )
+
+    def views(self, c: ViewContext) -> list:
+        p = c.p
+        if p.atom == "group":  # NMF groups: each group's share of the activation (one group when a link selects it)
+            g = c.results.values[p.groups]
+            spatial, channels = g["spatial"][c.i].float(), g["channels"][c.i].float()
+            share = spatial * channels.norm(dim=1)[:, None, None]
+            which = [p.focus] if p.focus is not None else range(share.shape[0])
+            maps = [{"label": f"group {k + 1}", "values": share[k].numpy().astype(np.float32)} for k in which]
+            return [c.view({"image": c.image, "signed": False, "maps": maps})]
+        data = {"image": c.image, "signed": p.content_kind != "activation",
+                "maps": [{"label": s.label, "values": v[c.i].numpy().astype(np.float32)} for s, v in zip(p.series, c.vals)]}
+        opts = c.opts
+        if opts.get("clip_negative") is None:
+            opts = {**opts, "clip_negative": len(p.series) == 2 and p.content_kind != "activation"}
+        return [c.view(data, opts=opts)]
+
+    def chart(self, view: ElementView) -> alt.TopLevelMixin:
+        """Maps over the input image, beside the plain input.
+
+        One map: a colour scale over the image — sequential (magnitude) or diverging red/blue centred
+        on zero when ``signed`` — whose transparency follows the magnitude, so the image shows through
+        where the map is weak. Two or more maps (one per class): each class in its own colour, clipped
+        at zero (positive evidence only), one panel per class, then an overlay in which every position
+        takes the colour of the class it supports most.
+        """
+        opts = options_of(view, self.Options)
+        opacity = unit_option(view, "opacity", opts["opacity"])
+        clip = False if opts["clip_negative"] is None else flag_value(view, "option 'clip_negative'", opts["clip_negative"])
+        need_keys(view, "image", "maps")
+        image = as_image(view, view.data["image"])
+        signed = flag_value(view, "data 'signed'", view.data.get("signed", False))
+        raw = view.data["maps"]
+        if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)) or not raw:
+            raise view_error(view, "data 'maps' must be a non-empty list of {'label', 'values'} dicts")
+        labels, maps = [], []
+        for i, m in enumerate(raw):
+            if not isinstance(m, Mapping) or "label" not in m or "values" not in m:
+                raise view_error(view, f"maps[{i}] must be a dict with 'label' and 'values'")
+            labels.append(str(m["label"]))
+            maps.append(as_array(view, f"maps[{i}].values", m["values"], 2))
+        if len({m.shape for m in maps}) != 1:
+            raise view_error(view, f"the maps differ in shape: {[m.shape for m in maps]}")
+        if len(set(labels)) != len(labels):
+            raise view_error(view, f"map labels must be distinct, got {labels}")
+        gh, gw = maps[0].shape
+        pw, ph = panel_px(image, PANEL)
+        url = png_data_url(image, pw)
+
+        def panel(layers: list[alt.Chart], title: str | alt.TitleParams) -> alt.LayerChart:
+            return alt.layer(image_layer(url, gh, gw), *layers).properties(width=pw, height=ph, title=title)
+
+        where = [alt.Tooltip("row:Q", title="row"), alt.Tooltip("col:Q", title="column")]
+        panels = [panel([], "input")]
+
+        if len(maps) == 1:
+            v = np.maximum(maps[0], 0) if clip else maps[0]
+            legend = alt.Legend(title=None, orient="right", gradientLength=max(60, ph - 40))
+            if signed and not clip:
+                m = float(np.abs(v).max()) or 1.0
+                rows = cell_records(v, ramp(np.abs(v), 0, m, 0, opacity))
+                colour = alt.Color("value:Q", legend=legend,
+                                   scale=alt.Scale(scheme="redblue", reverse=True, domain=[-m, m], domainMid=0))
+            else:
+                lo, hi = float(v.min()), float(v.max())
+                hi = hi if hi > lo else lo + 1.0
+                rows = cell_records(v, ramp(v, lo, hi, 0.2 * opacity, opacity))
+                colour = alt.Color("value:Q", legend=legend, scale=alt.Scale(scheme="viridis", domain=[lo, hi]))
+            layer = cell_layer(rows, gh, gw).encode(
+                color=colour, opacity=ALPHA, tooltip=[*where, alt.Tooltip("value:Q", title=labels[0], format=".4g")])
+            pick = link_param(view, ["col", "row"])
+            panels.append(panel([layer] + ([pick_layer(view, gh, gw, pick)] if pick is not None else []), labels[0]))
+            return alt.hconcat(*panels, spacing=18)
+
+        # several classes: positive evidence only, one colour per class
+        colours = distinct_colours(len(maps), CLASS_COLOURS)
+        pos = np.stack([np.maximum(m, 0) for m in maps])
+        top = float(pos.max()) or 1.0
+        pick = link_param(view, ["col", "row"])
+        for k, label in enumerate(labels):
+            layer = cell_layer(cell_records(pos[k], ramp(pos[k], 0, top, 0, opacity)), gh, gw).encode(
+                color=alt.value(colours[k]), opacity=ALPHA,
+                tooltip=[*where, alt.Tooltip("value:Q", title=label, format=".4g")])
+            extra = [pick_layer(view, gh, gw, pick)] if pick is not None and k == 0 else []
+            panels.append(panel([layer] + extra, alt.TitleParams(label, color=colours[k])))
+        winner, strength = pos.argmax(0), pos.max(0)
+        rows = cell_records(strength, ramp(strength, 0, top, 0, opacity))
+        nothing = "(no positive evidence)"  # positions no class supports: drawn fully transparent
+        while nothing in labels:
+            nothing += "*"
+        for r in rows:
+            i, j = r["row"], r["col"]
+            r["class"] = labels[int(winner[i, j])] if strength[i, j] > 0 else nothing
+            r["values"] = " · ".join(f"{lab} {sig(pos[k, i, j]):.4g}" for k, lab in enumerate(labels))
+        combined = cell_layer(rows, gh, gw).encode(
+            color=alt.Color("class:N", scale=alt.Scale(domain=labels + [nothing], range=colours + ["#ffffff"]),
+                            legend=alt.Legend(title=None, orient="bottom", values=labels)),
+            opacity=ALPHA,
+            tooltip=[*where, alt.Tooltip("class:N", title="supports most"), alt.Tooltip("values:N", title="evidence")])
+        panels.append(panel([combined], "which class each position supports"))
+        return alt.hconcat(*panels, spacing=18)
