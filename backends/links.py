@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from interpgram.grammar import Plan
-from interpgram.grammar.compiler import compile_variants
+from interpgram.grammar.compile import compile_variants
 from interpgram.grammar.plan import LinkInfo, Present
 from interpgram.grammar.presentation import PRESENTATIONS
 
@@ -95,13 +95,7 @@ def mark_sources(plan: Plan, by_element: dict[str, list]) -> None:
 
 
 def variant_plan(prep, sels: list[tuple[LinkInfo, Any]]) -> Plan:
-    plan = compile_variants(prep.loaded, prep.info, sels, base=prep.plan)
-    if getattr(prep, "icon_steps", None) is not None:  # a draft (render --icon-steps): its variants too
-        from interpgram.backends.pipeline import _override_steps
-        _override_steps(plan, prep.icon_steps)
-    if prep.plan.device == "auto":
-        plan.resolved_device = prep.plan.resolved_device
-    return plan
+    return compile_variants(prep.loaded, prep.info, sels, base=prep.plan, options=prep.options)
 
 
 def run_variants(prep, inputs, sels: list[tuple[LinkInfo, Any]], *, cache,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from interpgram.grammar import LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
+from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
 
 from interpgram.backends.data.inputs import InputError, Inputs, expand_refs, load_inputs
 from interpgram.backends.models import LoadedModel, ModelSourceError, load_model
@@ -25,8 +25,12 @@ class Prepared:
     model: LoadedModel
     info: ModelInfo
     plan: Plan
-    icon_steps: Optional[int] = None  # a draft's icon steps, applied to link variants too
+    options: CompileOptions = CompileOptions()  # what the plan was compiled with (link variants use it too)
     allow_code: bool = False  # the user allowed python: sources (models, data sets)
+
+    @property
+    def icon_steps(self) -> Optional[int]:
+        return self.options.icon_steps
 
 
 def model_info(model: LoadedModel) -> ModelInfo:
@@ -51,19 +55,27 @@ def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Opti
     loaded = load_spec(spec_path)
     model = _model(loaded, allow_code)
     info = model_info(model)
-    plan = compile_spec(loaded, info)
-    if icon_steps is not None:
-        _override_steps(plan, icon_steps)
-    if plan.device == "auto":
-        from interpgram.backends.execute.device import pick_device
-        plan.resolved_device = str(pick_device("auto"))
-    try:
-        plan.n_images = len(expand_refs(loaded.spec.inputs))
-    except InputError as e:
-        raise SpecError([loaded.error(("input",), str(e))]) from None
+    options = CompileOptions(icon_steps=icon_steps, resolved_device=_resolved_device(loaded),
+                             n_images=_n_images(loaded))
+    plan = compile_spec(loaded, info, options)
     _check_datasets(loaded, model, plan)  # dataset examples: a data set that cannot be opened, with its position
     _check_atlas_dataset(loaded, model, plan, allow_code)
-    return Prepared(loaded, model, info, plan, icon_steps, allow_code)
+    return Prepared(loaded, model, info, plan, options, allow_code)
+
+
+def _resolved_device(loaded: LoadedSpec) -> str:
+    """What ``execution: {device: auto}`` means on this machine (empty for an explicit device)."""
+    if loaded.spec.execution.device != "auto":
+        return ""
+    from interpgram.backends.execute.device import pick_device  # imports CUDA probing only when asked
+    return str(pick_device("auto"))
+
+
+def _n_images(loaded: LoadedSpec) -> int:
+    try:
+        return len(expand_refs(loaded.spec.inputs))
+    except InputError as e:
+        raise SpecError([loaded.error(("input",), str(e))]) from None
 
 
 def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, allow_code: bool) -> None:
@@ -135,28 +147,12 @@ def with_input(prep: Prepared, ref: str) -> Prepared:
     again, the loaded model is reused, a draft's icon steps are kept."""
     from interpgram.grammar import LoadedSpec
 
-    loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
-    try:
-        n = len(expand_refs(loaded.spec.inputs))
-    except InputError as e:
-        raise SpecError([loaded.error(("input",), str(e))]) from None
-    plan = compile_spec(loaded, prep.info)
-    if prep.icon_steps is not None:
-        _override_steps(plan, prep.icon_steps)
-    plan.resolved_device, plan.n_images = prep.plan.resolved_device, n
-    return Prepared(loaded, prep.model, prep.info, plan, prep.icon_steps, prep.allow_code)
-
-
-def _override_steps(plan: Plan, steps: int) -> None:
     from dataclasses import replace
 
-    from interpgram.grammar.plan import ActivationGrid, AtlasIcons, FeatureVis
-    if steps < 1:
-        raise ValueError("icon steps must be at least 1")
-    for op_id, op in list(plan.ops.items()):
-        if isinstance(op, (FeatureVis, ActivationGrid, AtlasIcons)):
-            settings = tuple((k, steps if k == "steps" else v) for k, v in op.settings)
-            plan.ops[op_id] = replace(op, settings=settings)
+    loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
+    options = replace(prep.options, n_images=_n_images(loaded))
+    plan = compile_spec(loaded, prep.info, options)
+    return Prepared(loaded, prep.model, prep.info, plan, options, prep.allow_code)
 
 
 def load_spec_inputs(prep: Prepared) -> Inputs:
@@ -310,12 +306,11 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
                 raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
             info = model_info(model)
             try:
-                plan = compile_spec(loaded, info)
+                plan = compile_spec(loaded, info, prep.options)
             except SpecError as e:
                 raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
                                                          + "; ".join(d.message for d in e.diagnostics))]) from None
-            plan.resolved_device = prep.plan.resolved_device
-            other = Prepared(loaded, model, info, plan)
+            other = Prepared(loaded, model, info, plan, prep.options, allow_code)
             inputs, results = run(other, cache=cache, progress=progress)
             for v in build_views(plan, inputs, results).get(el_id, []):
                 label = name if ms is None or not ms.weights else f"{name} ({Path(ms.weights).name})"

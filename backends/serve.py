@@ -281,7 +281,7 @@ class Engine:
         if comp.driven is not None:
             return comp.driven
         from interpgram.grammar import SpecError
-        from interpgram.grammar.compiler import compile_variants
+        from interpgram.grammar.compile import compile_variants
 
         prep, out = comp.prep, []
         for el in prep.loaded.spec.elements:

@@ -9,7 +9,7 @@ from interpgram.backends.render.atlas_chart import atlas_chart
 from interpgram.backends.render.charts import png_data_url
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext, hwc
-from interpgram.grammar.compiler import COLLECT_ID, Builder, Invalid, freeze, option_error, top_rank
+from interpgram.grammar.compile import COLLECT_ID, Builder, Invalid, freeze, option_error, top_rank
 from interpgram.grammar.options import IconOptions, OptionsModel
 from interpgram.grammar.plan import AtlasIcons, Grid, Layout, PatchTest, Present
 from interpgram.grammar.presentation import Presentation, register_presentation

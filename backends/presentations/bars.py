@@ -23,7 +23,7 @@ from interpgram.backends.render.charts import (
 )
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
-from interpgram.grammar.compiler import Builder, Content
+from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import IconOptions, OptionsModel
 from interpgram.grammar.plan import FeatureVis, Present
 from interpgram.grammar.presentation import Presentation, register_presentation

@@ -9,7 +9,7 @@ import numpy as np
 from interpgram.backends.render.charts import need_keys, options_of, png_data_url, sig, view_error
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext, hwc
-from interpgram.grammar.compiler import Builder, Content
+from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import OptionsModel, check_dataset_name
 from interpgram.grammar.presentation import Presentation, register_presentation
 from pydantic import Field, field_validator
