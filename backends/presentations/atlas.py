@@ -24,7 +24,8 @@ from pydantic import Field, ValidationError
 
 
 class AtlasLayoutOptions(OptionsModel):
-    """UMAP of the (whitened) activation vectors (REFERENCE.md §3.3)."""
+    """UMAP of the (whitened) activation vectors: fitted on a sample, the rest transformed, then normalised
+    into [0, 1]² (the article's layout step)."""
 
     n_neighbors: int = Field(20, ge=2, le=1000, description="UMAP n_neighbors (the article's class atlas: 20; full atlases: 50)")
     min_dist: float = Field(0.01, ge=0.0, le=1.0, description="UMAP min_dist")

@@ -30,7 +30,6 @@ class Builder(ContentLowering):
     grad_wrt: dict[Target, list[str]] = field(default_factory=dict)
     grad_ids: dict[Target, str] = field(default_factory=dict)
     element_targets: set = field(default_factory=set)
-    element_paths: int = 0
     batches: dict[tuple, str] = field(default_factory=dict)  # (layer, icon settings) -> batch id
     sel: Optional[Selection] = None  # set while lowering a link's variant of its target element
     sel_used: bool = False
