@@ -158,8 +158,8 @@ class ContentLowering:
                 g = self.gradient(t, frm.layer)
                 # the article's group attribution: Σ (spatial_i ⊗ channel_i) · ∇A target
                 grad = self.node("dlayer", (frm.layer, g),
-                                 lambda i: Reduce(i, capture=cap, layer=frm.layer, atom="gradient", gradient=g))
-                ga = self.node("gattr", (groups, grad), lambda i: GroupAttribution(i, groups=groups, gradient=grad))
+                                 lambda i, g=g: Reduce(i, capture=cap, layer=frm.layer, atom="gradient", gradient=g))
+                ga = self.node("gattr", (groups, grad), lambda i, grad=grad: GroupAttribution(i, groups=groups, gradient=grad))
                 series.append(Series(label, ga))
             return Content(series, "group", frm.layer, "attribution", sentence, groups=groups, canon=atom)
         for label, t in targets:
@@ -171,11 +171,11 @@ class ContentLowering:
                 if t.kind == "norm":
                     self.capture(t.layer)
                 g = self.node("path", (t, frm.layer, a.steps),
-                              lambda i: PathGradient(i, capture=cap, target=t, layer=frm.layer, steps=a.steps))
+                              lambda i, t=t: PathGradient(i, capture=cap, target=t, layer=frm.layer, steps=a.steps))
             else:
                 g = self.gradient(t, frm.layer)
             op = self.node("attr", (frm.layer, atom.kind, g, atom.at, atom.channels),
-                           lambda i: Reduce(i, capture=cap, layer=frm.layer, atom=atom.kind, gradient=g,
+                           lambda i, g=g: Reduce(i, capture=cap, layer=frm.layer, atom=atom.kind, gradient=g,
                                             at=atom.at, channels=atom.channels))
             series.append(Series(label, op))
         return Content(series, atom.kind, frm.layer, "attribution", sentence, canon=atom)
@@ -191,7 +191,7 @@ class ContentLowering:
                 self.fail(path, f"compare needs the same number of series on both sides ({len(a.series)} vs {len(b.series)})")
             series = []
             for sa, sb in zip(a.series, b.series):
-                op = self.node("cmp", ("compare", sa.op, sb.op), lambda i: Combine(i, op="compare", inputs=(sa.op, sb.op)))
+                op = self.node("cmp", ("compare", sa.op, sb.op), lambda i, sa=sa, sb=sb: Combine(i, op="compare", inputs=(sa.op, sb.op)))
                 series.append(Series(f"{sa.label} − {sb.label}", op))
             return Content(series, a.atom, a.layer, "transform", f"Transform(compare, {a.sentence}, {b.sentence})", a.groups,
                             canon=a.canon)
@@ -210,7 +210,7 @@ class ContentLowering:
         for s in of.series:
             op = self.node("tf", (t.op, s.op, t.k, t.by if isinstance(t.by, str) else by,
                                   tuple(t.atoms) if t.atoms else None, t.threshold),
-                           lambda i: Combine(i, op=t.op, inputs=(s.op,), k=t.k,
+                           lambda i, s=s: Combine(i, op=t.op, inputs=(s.op,), k=t.k,
                                              by=t.by if isinstance(t.by, str) else by,
                                              atoms=tuple(t.atoms) if t.atoms else None, threshold=t.threshold))
             series.append(Series(s.label, op))

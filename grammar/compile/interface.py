@@ -29,12 +29,12 @@ from interpgram.grammar.compile.links import apply_selection, resolve_links
 
 
 def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple[LinkInfo, Any]],
-                     *, base: Optional[Plan] = None, options: CompileOptions = CompileOptions()) -> Plan:
+                     *, base: Optional[Plan] = None, options: Optional[CompileOptions] = None) -> Plan:
     """The linked elements' variants for ``selections`` ((link, value) pairs) as one fused plan:
     one forward pass, one backward per distinct target, shared nodes — as for the spec itself.
     Presents carry ``link`` (the link's index) and ``variant`` (the selection key)."""
     spec = loaded.spec
-    b = Builder(loaded, info, options)
+    b = Builder(loaded, info, options or CompileOptions())
     presents: list[Present] = []
     for li, value in selections:
         sel = Selection(li.kind, value, li.target, li.source_layer, li.source_shape)
@@ -52,10 +52,10 @@ def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple
     return plan
 
 
-def compile_spec(loaded: LoadedSpec, info: ModelInfo, options: CompileOptions = CompileOptions()) -> Plan:
+def compile_spec(loaded: LoadedSpec, info: ModelInfo, options: Optional[CompileOptions] = None) -> Plan:
     """Lower a validated spec to a fused plan for ``info``'s model. Raises :class:`SpecError`."""
     spec = loaded.spec
-    b = Builder(loaded, info, options)
+    b = Builder(loaded, info, options or CompileOptions())
     presents: list[Present] = []
     unfused_fwd = unfused_bwd = 0
     for el_id, el in spec.elements.items():
