@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from interpgram.backends.execute.executor import execute
+from interpgram.backends.render.views import build_views
 from interpgram.grammar import Plan
 from interpgram.grammar.compile import compile_variants
 from interpgram.grammar.plan import LinkInfo, Present
@@ -102,8 +104,6 @@ def run_variants(prep, inputs, sels: list[tuple[LinkInfo, Any]], *, cache,
                  progress: Optional[Callable[[str, int, int], None]] = None):
     """Compute the variants of ``sels`` as one fused plan. Returns (plan, results, views), views
     keyed by element id as :func:`backends.views.build_views` returns them."""
-    from interpgram.backends.execute.executor import execute
-    from interpgram.backends.render.views import build_views
 
     plan = variant_plan(prep, sels)
     results = execute(plan, prep.model, inputs, cache=cache, batch_size=prep.loaded.spec.execution.batch_size,

@@ -5,6 +5,8 @@ from typing import Literal, Optional, Union
 
 import altair as alt
 import numpy as np
+from pydantic import Field, field_validator
+
 from interpgram.backends.render.charts import (
     PANEL,
     as_array,
@@ -25,7 +27,6 @@ from interpgram.grammar.compile import Builder, Content, freeze
 from interpgram.grammar.options import OptionsModel, check_transforms
 from interpgram.grammar.plan import ActivationGrid
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field, field_validator
 
 
 class ActivationGridOptions(OptionsModel):

@@ -5,6 +5,8 @@ from typing import Any, Literal, Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field, ValidationError
+
 from interpgram.backends.render.atlas_chart import atlas_chart
 from interpgram.backends.render.charts import png_data_url
 from interpgram.backends.render.types import ElementView
@@ -20,7 +22,6 @@ from interpgram.grammar.spec.nodes import (
     TransformContent,
     canonical_presentations,
 )
-from pydantic import Field, ValidationError
 
 
 class AtlasLayoutOptions(OptionsModel):

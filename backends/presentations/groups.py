@@ -6,6 +6,8 @@ from typing import Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field
+
 from interpgram.backends.render.charts import (
     ALPHA,
     GROUP_COLOURS,
@@ -35,7 +37,6 @@ from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import IconOptions, OptionsModel
 from interpgram.grammar.plan import FeatureVis
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field
 
 
 class GroupsOptions(OptionsModel):

@@ -6,16 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-
+from interpgram.grammar.compile.content import ContentLowering
+from interpgram.grammar.compile.model_info import CompileOptions, ModelInfo
+from interpgram.grammar.compile.vocab import CAPTURE_ID, DEFAULT_ICON_MAX_PX, Invalid, Selection, freeze, map_position
+from interpgram.grammar.plan import Target
 from interpgram.grammar.spec.errors import Diagnostic, did_you_mean, nearest
 from interpgram.grammar.spec.load import LoadedSpec
-from interpgram.grammar.plan import (Target)
-from interpgram.grammar.spec.nodes import (CanonicalAtom, DatasetSubstrate,
-                                           NetworkSubstrate, ParametersSubstrate)
-from interpgram.grammar.compile.model_info import CompileOptions, ModelInfo
-from interpgram.grammar.compile.vocab import (CAPTURE_ID, DEFAULT_ICON_MAX_PX, Invalid, Selection,
-                                              freeze, map_position)
-from interpgram.grammar.compile.content import ContentLowering
+from interpgram.grammar.spec.nodes import CanonicalAtom, DatasetSubstrate, NetworkSubstrate, ParametersSubstrate
 
 
 @dataclass

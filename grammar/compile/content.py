@@ -2,12 +2,15 @@
 A mixin of :class:`~interpgram.grammar.compile.builder.Builder` (it uses the builder's nodes and checks)."""
 from __future__ import annotations
 
-
-
-from interpgram.grammar.plan import (Combine, Factorize,
-                                     GroupAttribution, PathGradient, Reduce, Series, Target)
-from interpgram.grammar.spec.nodes import (ActivationContent, AttributionContent, NetworkSubstrate, TransformContent, canonical_atom)
-from interpgram.grammar.compile.vocab import (Content, map_position, top_rank)
+from interpgram.grammar.compile.vocab import Content, map_position, top_rank
+from interpgram.grammar.plan import Combine, Factorize, GroupAttribution, PathGradient, Reduce, Series, Target
+from interpgram.grammar.spec.nodes import (
+    ActivationContent,
+    AttributionContent,
+    NetworkSubstrate,
+    TransformContent,
+    canonical_atom,
+)
 
 
 class ContentLowering:

@@ -6,12 +6,16 @@ from typing import Optional
 
 from pydantic import ValidationError
 
-from interpgram.grammar.presentation import PRESENTATIONS
-from interpgram.grammar.plan import (Present)
-from interpgram.grammar.spec.nodes import (ActivationContent, AttributionContent, TransformContent, canonical_presentations)
-from interpgram.grammar.compile.vocab import (Content, Invalid, Selection,
-                                              top_rank)
 from interpgram.grammar.compile.builder import Builder, option_error
+from interpgram.grammar.compile.vocab import Content, Invalid, Selection, top_rank
+from interpgram.grammar.plan import Present
+from interpgram.grammar.presentation import PRESENTATIONS
+from interpgram.grammar.spec.nodes import (
+    ActivationContent,
+    AttributionContent,
+    TransformContent,
+    canonical_presentations,
+)
 
 
 def with_layer(content, layer: str):

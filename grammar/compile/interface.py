@@ -14,18 +14,16 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-
-from interpgram.grammar.spec.errors import SpecError, did_you_mean
-from interpgram.grammar.spec.load import LoadedSpec
-from interpgram.grammar.presentation import PRESENTATIONS
-from interpgram.grammar.plan import (Capture, Collect, Gradient, LinkInfo, PathGradient, Plan,
-                                     Present)
-from interpgram.grammar.spec.nodes import (canonical_presentations)
-from interpgram.grammar.compile.model_info import CompileOptions, ModelInfo
-from interpgram.grammar.compile.vocab import (CAPTURE_ID, COLLECT_ID, Selection)
 from interpgram.grammar.compile.builder import Builder
 from interpgram.grammar.compile.element import lower_element, lower_varied
 from interpgram.grammar.compile.links import apply_selection, resolve_links
+from interpgram.grammar.compile.model_info import CompileOptions, ModelInfo
+from interpgram.grammar.compile.vocab import CAPTURE_ID, COLLECT_ID, Selection
+from interpgram.grammar.plan import Capture, Collect, Gradient, LinkInfo, PathGradient, Plan, Present
+from interpgram.grammar.presentation import PRESENTATIONS
+from interpgram.grammar.spec.errors import SpecError, did_you_mean
+from interpgram.grammar.spec.load import LoadedSpec
+from interpgram.grammar.spec.nodes import AtlasDataset, canonical_presentations
 
 
 def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple[LinkInfo, Any]],
@@ -120,7 +118,6 @@ def finish_plan(b: Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[
         wrt = tuple(sorted(b.grad_wrt[t], key=info.order))
         plan.ops[gid] = Gradient(gid, capture=CAPTURE_ID, target=t, wrt=wrt)
     if b.atlas_layers:
-        from interpgram.grammar.spec.nodes import AtlasDataset
         ds = spec.dataset or AtlasDataset()
         plan.ops[COLLECT_ID] = Collect(COLLECT_ID, dataset=ds.source, n=ds.n, split=ds.split,
                                        layers=tuple(sorted(b.atlas_layers, key=info.order)), positions=ds.positions,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-
-from interpgram.grammar.presentation import PRESENTATIONS
-from interpgram.grammar.plan import (LinkInfo, Present)
-from interpgram.grammar.compile.model_info import ModelInfo
-from interpgram.grammar.compile.vocab import (Selection)
 from interpgram.grammar.compile.builder import Builder
 from interpgram.grammar.compile.element import apply_selection
+from interpgram.grammar.compile.model_info import ModelInfo
+from interpgram.grammar.compile.vocab import Selection
+from interpgram.grammar.plan import LinkInfo, Present
+from interpgram.grammar.presentation import PRESENTATIONS
 
 
 def selection_kind(p: Present, info: ModelInfo) -> Optional[str]:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 
-
-
 @dataclass
 class ModelInfo:
     """What the compiler needs to know about a model (pure data)."""

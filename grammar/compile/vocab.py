@@ -6,9 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-
-from interpgram.grammar.plan import (Series)
-
+from interpgram.grammar.plan import Series
 
 CAPTURE_ID = "fwd"
 DEFAULT_ICON_MAX_PX = 128  # icons default to the model's input side, at most this

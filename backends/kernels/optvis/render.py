@@ -29,8 +29,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from interpgram.backends.kernels.capture import capture_until
+from interpgram.backends.execute.cache import cache_key
 from interpgram.backends.execute.device import pick_device, run_batched
+from interpgram.backends.kernels.capture import capture_until
 from interpgram.backends.kernels.optvis import objectives as O
 from interpgram.backends.kernels.optvis.param import ImageParam
 from interpgram.backends.kernels.optvis.transforms import apply, draw, normalize_steps
@@ -274,7 +275,6 @@ def icon_objective(icons: Sequence[Icon]) -> O.Objective:
 
 
 def icon_cache_key(model_digest: str, icon: Icon, settings: IconSettings, seed: int) -> str:
-    from interpgram.backends.execute.cache import cache_key
     return cache_key(model=model_digest, icon=repr(icon.identity()), settings=repr(settings.key()), seed=seed,
                      what="icon")
 
