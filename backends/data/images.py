@@ -148,3 +148,31 @@ def resize(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     img = img[:, y0:y1, x0:x1]
     return torch.nn.functional.interpolate(img[None], size=size, mode="bilinear", antialias=True,
                                            align_corners=False)[0].clamp(0, 1)
+
+
+def probe_image(p: Path) -> Optional[str]:
+    """Why ``p`` cannot be an image we would read (not a regular file, unidentifiable, over the pixel
+    limit), from its header alone, or None. Cheap: no pixel is decoded (truncated pixel data shows
+    only when :func:`read_image` decodes it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from interpgram.backends.files import open_regular, path_problem
+    pr = path_problem(p)
+    if pr:
+        return pr[1]
+    limit = max_image_pixels()
+    _quiet_pil_bomb_warning()
+    Image.MAX_IMAGE_PIXELS = limit or None
+    try:
+        with open_regular(p) as fh, Image.open(fh) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        w, h = _header_size(p)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        if isinstance(e, UnidentifiedImageError):
+            return "is not an image PIL can identify (damaged, empty or another format)"
+        return f"cannot be read as an image: {why}"
+    if limit and w * h > limit:
+        return f"is {w}×{h} = {w * h:,} pixels, over the limit of {limit:,} ({MAX_PIXELS_ENV})"
+    return None

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from interpgram.backends.files import path_problem
 from interpgram.backends.data.datasets import SPLITS, Dataset, DatasetError, bad_dataset, dataset_source
-from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, probe_image, read_image, resize
 
 
 class FolderDataset(Dataset):
@@ -37,14 +38,25 @@ class FolderDataset(Dataset):
                 "files": h.hexdigest()}
 
     def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        return (torch.stack([self._read(self.files[i]) for i in idx]).float(), [self.name(i) for i in idx],
+        imgs, bad = [], []
+        for i in idx:  # every image of the batch is tried, so one error names all the bad ones
+            try:
+                imgs.append(resize(read_image(self.files[i], self.size), self.size))
+            except ImageError as e:
+                bad.append((self.name(i), str(e).removeprefix(str(self.files[i])).strip()))
+        if bad:
+            raise DatasetError(f"data set {self.ref!r}: {unreadable(bad, len(idx), self.root)}")
+        return (torch.stack(imgs).float(), [self.name(i) for i in idx],
                 torch.full((len(idx),), -1, dtype=torch.int64))
 
-    def _read(self, p: Path) -> torch.Tensor:
-        try:
-            return resize(read_image(p), self.size)
-        except ImageError as e:
-            raise DatasetError(f"data set {self.ref!r}: {e}") from None
+
+def unreadable(bad: list[tuple[str, str]], of: int, root: Path) -> str:
+    """``N of M image files in ROOT cannot be read:`` then every file, grouped by reason."""
+    by: dict[str, list[str]] = {}
+    for name, why in bad:
+        by.setdefault(why, []).append(name)
+    groups = "; ".join(f"{', '.join(names)}: {why}" for why, names in by.items())
+    return f"{len(bad)} of {of} image files in {root} cannot be read ({groups}); fix or remove them"
 
 
 def image_files(root: Path) -> list[Path]:
@@ -62,6 +74,9 @@ def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir
     p = Path(os.path.expanduser(ref))
     if not p.is_absolute():
         p = Path(base_dir or Path.cwd()) / p
+    problem = path_problem(p)
+    if problem and problem[0] == "loop":
+        raise bad_dataset(ref, f"{p} {problem[1]}")
     if not p.exists():
         hint = " (did you mean builtin:shapes?)" if ref.strip().lower() in ("shapes", "builtin/shapes") else ""
         raise bad_dataset(ref, f"no such folder {p}{hint}")
@@ -74,4 +89,9 @@ def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir
     files = image_files(root)
     if not files:
         raise bad_dataset(ref, f"the folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return FolderDataset(ref, split, size, root.resolve(), [f.resolve() for f in files[:n]])
+    files = files[:n]
+    bad = [(f.relative_to(root).as_posix(), why) for f in files if (why := probe_image(f))]
+    if bad:  # every unreadable file at once, from headers (a damaged pixel stream shows when it is decoded)
+        raise DatasetError(f"data set {ref!r}: {unreadable(bad, len(files), root)}")
+    real = root.resolve()
+    return FolderDataset(ref, split, size, real, [real / f.relative_to(root) for f in files])
