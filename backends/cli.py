@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         from interpgram.backends.kernels.atlas.run import AtlasError
         from interpgram.backends.kernels.atlas.store import StoreError
         from interpgram.backends.data.inputs import InputError
-        if isinstance(e, (AtlasError, EngineError, StoreError, InputError)):
+        from interpgram.backends.files import OutputError
+        if isinstance(e, (AtlasError, EngineError, StoreError, InputError, OutputError)):
             _err(f"error: {e}")
             return 1
         raise

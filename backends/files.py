@@ -35,9 +35,7 @@ def _reason(e: OSError) -> str:
 
 
 def output_error(path: Path, e: OSError, doing: str = "write") -> OutputError:
-    err = OutputError(f"cannot {doing} {path}: {_reason(e)}; choose another output folder (-o) or free space there")
-    err.errno, err.filename = e.errno, str(path)
-    return err
+    return OutputError(f"cannot {doing} {path}: {_reason(e)}; choose another output folder (-o) or free space there")
 
 
 def path_problem(path: Path) -> Optional[tuple[str, str]]:
@@ -111,7 +109,7 @@ def check_output_dir(out_dir: Path) -> Path:
     while True:
         try:
             st = os.stat(probe_dir)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # not there yet, or a file in the way: look above
             parent = probe_dir.parent
             if parent == probe_dir:
                 break
@@ -120,8 +118,7 @@ def check_output_dir(out_dir: Path) -> Path:
         except OSError as e:
             raise output_error(out_dir, e, "create the output folder") from None
         if not stat.S_ISDIR(st.st_mode):
-            where = "" if probe_dir == out_dir else f" ({probe_dir} is in the way)"
-            raise OutputError(f"cannot write into {out_dir}: {probe_dir} is a file, not a folder{where}; "
+            raise OutputError(f"cannot write into {out_dir}: {probe_dir} is a file, not a folder; "
                               "choose another output folder (-o)")
         break
     probe = probe_dir / f".interpgram-probe-{os.getpid()}-{os.urandom(4).hex()}"
