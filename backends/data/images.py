@@ -94,16 +94,14 @@ def read_image(p: Path, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-_QUIET = []
-
-
 def _quiet_pil_bomb_warning() -> None:
-    """Silence PIL's DecompressionBombWarning once, process-wide: :func:`read_image` checks the same
-    limit itself and refuses with an error, so the warning would only be noise."""
-    if not _QUIET:
-        from PIL import Image
-        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-        _QUIET.append(True)
+    """Silence PIL's DecompressionBombWarning, process-wide (re-added if something reset the filters):
+    :func:`read_image` checks the same limit itself and refuses with an error, so the warning would
+    only be noise."""
+    from PIL import Image
+    w = Image.DecompressionBombWarning
+    if not any(f[0] == "ignore" and f[2] is w for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=w)
 
 
 def _header_size(p: Path) -> tuple[int, int]:
