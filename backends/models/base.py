@@ -279,7 +279,8 @@ def load_weights_file(path: Path, what: str = "weights file") -> dict[str, torch
             from safetensors.torch import load_file
             sd = load_file(str(path), device="cpu")
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            with open(path, "rb") as fh:  # a file object: torch.load would otherwise go by the name's suffix
+                sd = torch.load(fh, map_location="cpu", weights_only=True)
     except LOAD_ERRORS as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
@@ -358,13 +359,25 @@ def parse_source(source: str) -> tuple[str, str]:
 _CACHE: dict[tuple, LoadedModel] = {}
 
 
+def _signature(p: Path) -> tuple:
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        return (str(p), e.errno)
+    return (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def load_model(source: str, *, weights: str | None = None, factory: str | None = None, labels: str | None = None,
                allow_code: bool = False, base_dir: str | Path | None = None) -> LoadedModel:
     """Load a model by reference (memoised per process)."""
     prefix, ref = parse_source(source)
     base = Path(base_dir) if base_dir else Path.cwd()
-    key = (prefix, ref, weights, factory, labels, allow_code, str(base))
+    ctx = SourceContext(ref, weights, factory, labels, allow_code, base)
+    # the files' sizes and modification times are part of the key: a file replaced (or damaged) since
+    # is loaded again, never served from memory
+    files = [ctx.path(ref)] if prefix == "file" else []
+    files += [ctx.path(x) for x in (weights, labels) if x]
+    key = (prefix, ref, weights, factory, labels, allow_code, str(base), tuple(_signature(f) for f in files))
     if key not in _CACHE:
-        ctx = SourceContext(ref, weights, factory, labels, allow_code, base)
         _CACHE[key] = MODEL_SOURCES.get(prefix).load(ctx)
     return _CACHE[key]
