@@ -230,7 +230,7 @@ def test_render_checks_the_output_folder_before_loading_anything(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\0" * 10)
     spec = tmp_path / "s.yaml"
     spec.write_text("interpgram: 1\nmodel: {source: builtin:shapes-cnn, weights: broken.safetensors}\n"
-                    "input: builtin:shapes/1\nelements:\n  a:\n    content: {activations: {layer: conv3}}\n"
+                    "input: builtin:shapes/1\nelements:\n  a:\n    content: {activation: {layer: conv3, atom: spatial}}\n"
                     "    presentation: heatmap\n")
     (tmp_path / "out").write_text("a file where the report folder should go")
     with pytest.raises(OutputError, match="out is a file, not a folder"):
@@ -244,3 +244,17 @@ def test_cli_says_why_it_cannot_write_without_a_traceback(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
     assert "error: cannot create /sys/kernel/interpgram-out in /sys/kernel" in r.stderr
+
+
+def test_a_disk_that_fills_during_render_gives_a_clear_error_and_no_temp_file(tmpfs, tmp_path):
+    """256 KiB free: the probe passes, the report (about a megabyte, Vega inlined) does not fit. The CLI
+    says so without a traceback, and the folder holds no temp file afterwards."""
+    small = tmpfs("small", "size=256k")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("interpgram: 1\nmodel: builtin:shapes-cnn\ninput: builtin:shapes/1\nelements:\n  a:\n"
+                    "    content: {activation: {layer: conv3, atom: spatial}}\n    presentation: heatmap\n")
+    r = subprocess.run([sys.executable, "-m", "interpgram.backends.cli", "render", str(spec), "-o", str(small / "out"),
+                        "--no-cache", "-q"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"cannot write {small}/out/index.html: no space left on the device" in r.stderr
+    assert list((small / "out").iterdir()) == []

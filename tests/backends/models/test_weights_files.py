@@ -171,7 +171,7 @@ def test_check_reports_a_broken_weights_file_without_a_traceback(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(WEIGHTS.read_bytes()[:5000])
     (tmp_path / "s.yaml").write_text(
         "interpgram: 1\nmodel: {source: builtin:shapes-cnn, weights: cut.safetensors}\ninput: builtin:shapes/1\n"
-        "elements:\n  a:\n    content: {activations: {layer: conv3}}\n    presentation: heatmap\n")
+        "elements:\n  a:\n    content: {activation: {layer: conv3, atom: spatial}}\n    presentation: heatmap\n")
     r = subprocess.run([sys.executable, "-m", "interpgram.backends.cli", "check", str(tmp_path / "s.yaml")],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
