@@ -59,6 +59,25 @@ def unreadable(bad: list[tuple[str, str]], of: int, root: Path) -> str:
     return f"{len(bad)} of {of} image files in {root} cannot be read ({groups}); fix or remove them"
 
 
+_GOOD: set[tuple] = set()  # (path, size, mtime, inode) of files whose header was read fine in this process
+
+
+def _probe(p: Path):
+    """:func:`probe_image`, remembered for files that passed and have not changed since (a data set is
+    opened several times per render: check, plan, each kernel)."""
+    try:
+        st = os.stat(p)
+        key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        return probe_image(p)
+    if key in _GOOD:
+        return None
+    why = probe_image(p)
+    if why is None:
+        _GOOD.add(key)
+    return why
+
+
 def image_files(root: Path) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -90,7 +109,7 @@ def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir
     if not files:
         raise bad_dataset(ref, f"the folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     files = files[:n]
-    bad = [(f.relative_to(root).as_posix(), why) for f in files if (why := probe_image(f))]
+    bad = [(f.relative_to(root).as_posix(), why) for f in files if (why := _probe(f))]
     if bad:  # every unreadable file at once, from headers (a damaged pixel stream shows when it is decoded)
         raise DatasetError(f"data set {ref!r}: {unreadable(bad, len(files), root)}")
     real = root.resolve()
