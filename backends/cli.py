@@ -172,6 +172,9 @@ def cmd_sprites(args) -> int:
         bar.set_description(stage, refresh=False)
         bar.refresh()
 
+    if args.out:  # an unwritable sheet location fails now, not after the optimisation
+        from interpgram.backends.files import check_output_dir
+        check_output_dir(Path(args.out).parent)
     stats = IconStats()
     try:
         results = render_icons(model, [Icon(args.layer, "channel", index=c) for c in channels], settings, seed=args.seed,
