@@ -316,7 +316,8 @@ def fit_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor], path: Path
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected keys {unexpected[:_SHOW]}")
     if shapes:
-        problems.append(f"{len(shapes)} shape mismatches: " + "; ".join(shapes[:_SHOW]))
+        problems.append(f"{len(shapes)} shape mismatches: " + "; ".join(shapes[:_SHOW])
+                        + ("; …" if len(shapes) > _SHOW else ""))
     if problems:
         hint = ""
         for pre in ("module.", "model.", "_orig_mod."):
