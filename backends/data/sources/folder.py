@@ -3,7 +3,9 @@ searched recursively, in sorted order of their paths relative to the folder. Whe
 ``train/`` or ``test/`` subfolders, the split's subfolder is used (and must exist); otherwise the split
 is ignored. Images are centre-cropped to the model's aspect ratio and resized (antialiased), exactly as
 input images are. The identity covers the chosen files' names, sizes and modification times, so an
-edited folder is never served stale results."""
+edited folder is never served stale results. Opening reads every chosen file's header: all that cannot be
+images (damaged, empty, a symlink loop, a named pipe, over the pixel limit) are named in one error; pixel
+data that fails to decode names every bad file of its batch."""
 from __future__ import annotations
 
 import hashlib
