@@ -39,12 +39,12 @@ def _sd(**changes) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def d(tmp_path):
-    (tmp_path / "fac.py").write_text(FACTORY)
+    (tmp_path / "wfac.py").write_text(FACTORY)
     return tmp_path
 
 
 def _load_factory(d, name):
-    return load_model(f"file:{name}", factory="python:fac:build", allow_code=True, base_dir=d)
+    return load_model(f"file:{name}", factory="python:wfac:build", allow_code=True, base_dir=d)
 
 
 def _truncate(path, keep=0.5):
@@ -101,7 +101,7 @@ def test_missing_unexpected_and_misshapen_keys_are_listed(d):
     with pytest.raises(ModelSourceError) as err:
         _load_factory(d, "w.safetensors")
     msg = str(err.value)
-    assert f"{d / 'w.safetensors'} does not fit the factory's model (python:fac:build)" in msg
+    assert f"{d / 'w.safetensors'} does not fit the factory's model (python:wfac:build)" in msg
     assert "1 missing keys ['conv.bias']" in msg and "1 unexpected keys ['extra.weight']" in msg
     assert "fc.weight: expected (4, 6) vs found (5, 6)" in msg
 
@@ -114,11 +114,11 @@ def test_a_wrapped_models_prefix_is_pointed_out(d):
 
 def test_python_model_with_wrong_weights(d):
     torch.save(_sd(**{"conv.weight": torch.zeros(6, 3, 5, 5)}), d / "w.pt")
-    with pytest.raises(ModelSourceError, match=r"does not fit the model python:fac:build builds: .*"
+    with pytest.raises(ModelSourceError, match=r"does not fit the model python:wfac:build builds: .*"
                                                r"conv.weight: expected \(6, 3, 3, 3\) vs found \(6, 3, 5, 5\)"):
-        load_model("python:fac:build", weights="w.pt", allow_code=True, base_dir=d)
+        load_model("python:wfac:build", weights="w.pt", allow_code=True, base_dir=d)
     with pytest.raises(ModelSourceError, match=r"weights file .*absent.pt was not found"):
-        load_model("python:fac:build", weights="absent.pt", allow_code=True, base_dir=d)
+        load_model("python:wfac:build", weights="absent.pt", allow_code=True, base_dir=d)
 
 
 def test_builtin_model_weights(tmp_path):
@@ -153,12 +153,12 @@ def test_inceptionv1_weights(tmp_path):
 def test_labels_files(d, tmp_path):
     save_file(_sd(), str(d / "w.safetensors"))
     with pytest.raises(ModelSourceError, match=r"labels file .*names.txt was not found"):
-        load_model("file:w.safetensors", factory="python:fac:build", labels="names.txt", allow_code=True, base_dir=d)
+        load_model("file:w.safetensors", factory="python:wfac:build", labels="names.txt", allow_code=True, base_dir=d)
     (d / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(ModelSourceError, match=r"labels file .*bin.txt is not UTF-8 text"):
-        load_model("file:w.safetensors", factory="python:fac:build", labels="bin.txt", allow_code=True, base_dir=d)
+        load_model("file:w.safetensors", factory="python:wfac:build", labels="bin.txt", allow_code=True, base_dir=d)
     (d / "names.txt").write_text("a\nb\n\nc\nd\n")
-    m = load_model("file:w.safetensors", factory="python:fac:build", labels="names.txt", allow_code=True, base_dir=d)
+    m = load_model("file:w.safetensors", factory="python:wfac:build", labels="names.txt", allow_code=True, base_dir=d)
     assert m.classes == ["a", "b", "c", "d"]
     with pytest.raises(ModelSourceError, match=r"labels file .*absent.txt was not found"):
         load_model("inceptionv1", labels="absent.txt", base_dir=tmp_path)
