@@ -172,6 +172,9 @@ def cmd_sprites(args) -> int:
         bar.set_description(stage, refresh=False)
         bar.refresh()
 
+    if args.out:  # an unwritable sheet location fails now, not after the optimisation
+        from interpgram.backends.files import check_output_dir
+        check_output_dir(Path(args.out).parent)
     stats = IconStats()
     try:
         results = render_icons(model, [Icon(args.layer, "channel", index=c) for c in channels], settings, seed=args.seed,
@@ -314,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         from interpgram.backends.kernels.atlas.run import AtlasError
         from interpgram.backends.kernels.atlas.store import StoreError
         from interpgram.backends.data.inputs import InputError
-        if isinstance(e, (AtlasError, EngineError, StoreError, InputError)):
+        from interpgram.backends.files import OutputError
+        if isinstance(e, (AtlasError, EngineError, StoreError, InputError, OutputError)):
             _err(f"error: {e}")
             return 1
         raise

@@ -213,8 +213,10 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     bad = [f for f in export if f not in ("svg", "png")]
     if bad:
         raise ValueError(f"export formats are svg and png, not {', '.join(bad)}")
+    from interpgram.backends.files import check_output_dir
     from interpgram.backends.render import write_report
 
+    check_output_dir(Path(out_dir))  # a read-only, full or misplaced output folder fails now, not after the compute
     t0 = time.perf_counter()
     prep = prepare(spec_path, allow_code=allow_code, icon_steps=icon_steps)
     rc = make_cache(prep, cache)

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+from interpgram.backends.files import path_problem
 
 _BUILTIN = re.compile(r"^builtin:(?P<name>[a-z\-]+)/(?:(?P<split>train|test)/)?(?P<a>\d+)(?:-(?P<b>\d+))?$")
 
@@ -73,12 +74,15 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
         else:
             p = Path(r).expanduser()
             p = p if p.is_absolute() else base / p
-            if not p.exists():
+            problem = path_problem(p)
+            if problem and problem[0] == "missing":
                 raise InputError(f"input image not found: {p}")
+            if problem:  # a symlink loop, a named pipe (reading it would hang), a folder, a device, ...
+                raise InputError(f"input image {p} {problem[1]}")
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InputError(f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
             try:
-                img = resize(read_image(p), size)
+                img = resize(read_image(p, size), size)
             except ImageError as e:
                 raise InputError(str(e)) from None
             truth.append(None)

@@ -3,22 +3,18 @@ from __future__ import annotations
 
 import torch
 
-from interpgram.backends.models.base import (LoadedModel, ModelSourceError, SourceContext, from_callable_result,
-                                             import_callable, load_weights_file, meta_model, model_source)
+from interpgram.backends.models.base import (LoadedModel, ModelSourceError, SourceContext, check_regular_file,
+                                             fit_state_dict, from_callable_result, import_callable, load_weights_file,
+                                             meta_model, model_source)
 
 @model_source("file", "file:PATH — TorchScript (.pt), or a state_dict/.safetensors with model.factory")
 def _file(ctx: SourceContext) -> LoadedModel:
     path = ctx.path(ctx.ref)
-    if not path.exists():
-        raise ModelSourceError(f"model file not found: {path}")
+    check_regular_file(path, "model file")
     if ctx.factory:
         build = import_callable(ctx.factory.removeprefix("python:"), ctx, "model.factory")
         module, meta = from_callable_result(f"file:{ctx.ref}", build(), ctx)
-        sd = load_weights_file(path)
-        try:
-            module.load_state_dict(sd)
-        except RuntimeError as e:
-            raise ModelSourceError(f"{path} does not fit the factory's model: {str(e).splitlines()[0]} …") from None
+        fit_state_dict(module, load_weights_file(path), path, f"the factory's model ({ctx.factory})")
         return meta_model(f"file:{ctx.ref}", module, meta, ctx)
     if path.suffix == ".safetensors":
         raise ModelSourceError(f"{path} holds weights only; name the architecture with model.factory: python:MODULE:CALLABLE")
