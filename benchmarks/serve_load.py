@@ -216,10 +216,12 @@ def _ws_session(url: str, index: int, timeout: float, tally: Tally, started: thr
     ]
 
     def check() -> None:
-        if session.connected is False:
-            return
+        if session.connected is False or state["step"] >= len(steps):
+            return  # closing: the loop may call once more
         name, cond, act = steps[state["step"]]
         if cond("\n".join(received)):
+            tally.ok(f"ws step {state['step']}", time.perf_counter() - state.setdefault("t", t0))
+            state["t"] = time.perf_counter()
             state["step"] += 1
             if act is None:
                 session.close()
@@ -287,7 +289,9 @@ def run(n_http: int, n_ws: int, seconds: float, timeout: float) -> dict:
 
     return {"http_clients": n_http, "ws_sessions": n_ws, "seconds": seconds, "wall_s": round(wall, 1),
             "page": stat("page"), "static": stat("static"), "closed_route": stat("closed"),
-            "ws": stat("ws session"), "errors": len(tally.errors), "error_samples": tally.errors[:10]}
+            "ws": stat("ws session"), "ws_steps": {name: stat(f"ws step {i}") for i, name in
+                                                   enumerate(("drawn", "class", "input", "refusal"))},
+            "errors": len(tally.errors), "error_samples": tally.errors[:10]}
 
 
 def main(argv=None) -> int:
@@ -306,6 +310,8 @@ def main(argv=None) -> int:
               f"(wall {out['wall_s']} s): {out['errors']} errors")
         for k in ("page", "static", "closed_route", "ws"):
             print(f"  {k:13s} {out[k]}")
+        for k, v in out["ws_steps"].items():
+            print(f"    ws step {k:8s} {v}")
         for e in out["error_samples"]:
             print(f"  error: {e}")
     return 1 if out["errors"] else 0
