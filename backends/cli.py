@@ -98,7 +98,13 @@ def cmd_serve(args) -> int:
     from interpgram.backends.serve import serve
 
     return serve(args.spec, host=args.host, port=args.port, allow_code=args.allow_code, cache_dir=args.cache_dir,
-                 icon_steps=args.icon_steps, show=not args.no_show)
+                 icon_steps=args.icon_steps, show=not args.no_show, input_root=args.input_root)
+
+
+def _folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder" + ("" if Path(text).exists() else " (not found)"))
+    return text
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -257,11 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
                   cmd_serve)
     sv.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
     sv.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
+                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface, "
+                         "which prints a warning: the dashboard has no login)")
     sv.add_argument("--cache-dir", help="result cache folder (default: the spec's execution.cache)")
     sv.add_argument("--icon-steps", type=_positive, metavar="N",
                     help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
     sv.add_argument("--no-show", action="store_true", help="do not open a browser tab")
+    sv.add_argument("--input-root", type=_folder, metavar="DIR",
+                    help="the only folder whose images the page's input box may open; typed paths are relative to it "
+                         "(default: the spec's folder)")
 
     la = sub.add_parser("layers", help="list a model's addressable layers and output shapes")
     la.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")

@@ -3,8 +3,11 @@
 The page shows the same elements as the static report, built the same way (``pipeline.prepare`` →
 ``pipeline.run`` → ``pipeline.build_views`` → ``view.chart_for``), in the spec's layout, with
 
-* an input picker (the spec's inputs, or any ``builtin:shapes/N`` or image path typed in): the plan
-  is recompiled for that input, the model is reused;
+* an input picker (the spec's inputs, or a ``builtin:shapes/N`` or an image path typed in): the plan
+  is recompiled for that input, the model is reused. A typed path opens only an image file inside
+  the *input folder* (``--input-root``, default the spec's folder; relative paths start there):
+  anything outside it, by ``..``, an absolute path or a symlink, gets one answer whatever is there,
+  so the page cannot read or probe the server's other files;
 * a class picker: every element whose attribution goes to the output layer is re-planned for the
   picked class through the compiler (``compile_variants`` with a class selection);
 * live links: a source element's chart carries a Vega selection parameter named ``link``; the
@@ -18,13 +21,21 @@ One :class:`Engine` per server holds what sessions share: the prepared spec (mod
 result cache and everything computed so far for it; torch work runs under one lock, in worker
 threads, so one session's computation neither blocks the page of another nor races it. A
 :class:`Dashboard` is one browser session's page.
+
+Exposure: the server binds 127.0.0.1 unless told otherwise; any other address prints a warning
+that the dashboard is reachable from the network (:func:`exposure_warning`). Panel's
+``/components/<module>/...`` route, which imports the module named in the URL, is closed
+(:func:`closed_routes`): the dashboard loads its scripts from ``/static`` only.
 """
 from __future__ import annotations
 
 import hashlib
 import html
+import ipaddress
 import json
+import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -46,6 +57,12 @@ SPEC_INPUTS = "(spec)"  # the input picker's value for the spec's own inputs
 SPEC_CLASSES = -1  # the class picker's value for the classes the spec names
 LINK_CHART_MEMO = 512  # link selections whose chart JSON each computation keeps
 EMBED_OPTIONS = {"renderer": "svg", "actions": False}  # vega-embed reads these from the spec's usermeta
+MAX_TYPED_IMAGES = 16  # a range typed into the input box (builtin:shapes/A-B) holds at most this many images
+
+
+class InputRefused(ValueError):
+    """An input typed into the page that the server will not open; the message says what is allowed
+    (and never whether a path outside the input folder exists)."""
 
 
 # ============================================================================ shared state
@@ -130,6 +147,8 @@ def error_text(err: BaseException) -> str:
     if isinstance(err, SpecError):
         n = len(err.diagnostics)
         return f"{err}\n{n} problem{'s' if n != 1 else ''} found"
+    if isinstance(err, InputRefused):
+        return str(err)
     tb = traceback.format_exception(type(err), err, err.__traceback__)
     return f"{type(err).__name__}: {err}\n\n" + "".join(tb[-6:])
 
@@ -146,9 +165,11 @@ class Engine:
 
     def __init__(self, spec_path: str | Path, *, allow_code: bool = False, cache_dir: Optional[str | Path] = None,
                  icon_steps: Optional[int] = None, on_load: Optional[Callable[["Engine"], None]] = None,
-                 max_runs: int = 8):
+                 max_runs: int = 8, input_root: Optional[str | Path] = None):
         self.path = Path(spec_path)
         self.allow_code = allow_code
+        # the only folder a typed-in image path may open (its own symlinks resolved once, here)
+        self.input_root = Path(os.path.realpath(input_root if input_root is not None else self.path.parent.absolute()))
         self.cache_dir = cache_dir
         self.icon_steps = icon_steps  # every icon and activation grid optimised for this many steps (a draft)
         self.on_load = on_load
@@ -258,6 +279,7 @@ class Engine:
         raises a SpecError (the message names the input)."""
         if ref is None:
             return good.base
+        target = self.input_target(good, ref)
         with self._state:
             if ref in good.runs:
                 good.runs.move_to_end(ref)
@@ -265,7 +287,7 @@ class Engine:
         from interpgram.backends import pipeline
 
         t0 = time.perf_counter()
-        prep = pipeline.with_input(good.prep, ref)
+        prep = pipeline.with_input(good.prep, target)
         with self.lock:
             inputs, results = pipeline.run(prep, cache=good.cache)
         comp = self._finish_run(ref, prep, inputs, results, t0)
@@ -274,6 +296,56 @@ class Engine:
             while len(good.runs) > self.max_runs:
                 good.runs.popitem(last=False)
         return comp
+
+    def input_target(self, good: Good, ref: str) -> str:
+        """What the input box may open for ``ref``: one of the spec's own inputs as it is, a
+        ``builtin:`` reference (at most :data:`MAX_TYPED_IMAGES` images), or an image file inside
+        :attr:`input_root`, as its resolved absolute path (what was checked is what is opened).
+
+        A path outside the folder (``..``, absolute, a symlink out of it) is refused with one
+        message whatever is there, before the file system is asked when the text alone leaves
+        the folder; ``~`` is not expanded (that would tell which user names exist)."""
+        from interpgram.backends.data.images import IMAGE_SUFFIXES
+        from interpgram.backends.data.inputs import InputError, expand_refs
+
+        spec_refs = good.prep.loaded.spec.inputs
+        if ref in spec_refs or ref in _expanded(spec_refs):
+            return ref
+        if ref.startswith("builtin:"):
+            try:
+                n = len(expand_refs([ref]))
+            except InputError as e:
+                raise InputRefused(str(e)) from None
+            if n > MAX_TYPED_IMAGES:
+                raise InputRefused(f"{ref}: {n} images; the input box takes at most {MAX_TYPED_IMAGES} at a time")
+            return ref
+        root = self.input_root
+        outside = InputRefused(
+            f"{ref!r}: the input box opens image files inside the input folder only (paths are relative to it; "
+            "the folder is set with --input-root DIR when interpgram serve starts)")
+        if "\0" in ref:
+            raise InputRefused(f"{ref!r} is not a valid path")
+        candidate = Path(os.path.normpath(root / ref))  # `..` and absolute paths, by the text alone
+        if not candidate.is_relative_to(root):
+            raise outside
+        try:
+            real = Path(os.path.realpath(candidate))  # symlinks followed
+        except (OSError, ValueError):
+            raise InputRefused(f"{ref!r} is not a valid path") from None
+        if not real.is_relative_to(root):
+            raise outside
+        shown = candidate.relative_to(root).as_posix()
+        try:
+            st = real.stat()
+        except FileNotFoundError:
+            raise InputRefused(f"input image not found: {shown} (in the input folder)") from None
+        except OSError as e:
+            raise InputRefused(f"{shown}: cannot be read ({e.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise InputRefused(f"{shown} is not an image file (a folder, pipe or device)")
+        if real.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputRefused(f"{shown} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return str(real)
 
     def class_driven(self, comp: Computed) -> list[str]:
         """The elements a class selection re-targets: those whose attribution goes to the output
@@ -341,6 +413,15 @@ class Engine:
                 while len(comp.link_charts) > LINK_CHART_MEMO:
                     comp.link_charts.popitem(last=False)
         return LinkRun(flat, charts, results.stats, time.perf_counter() - t0)
+
+
+def _expanded(refs: list[str]) -> list[str]:
+    from interpgram.backends.data.inputs import InputError, expand_refs
+
+    try:
+        return expand_refs(refs)
+    except InputError:
+        return list(refs)
 
 
 def class_link(element: str):
@@ -429,7 +510,8 @@ class Dashboard:
 
         self.title = self._html("", css_classes=["ig-title"], sizing_mode="stretch_width")
         self.input_select = pn.widgets.Select(label="input", options={}, width=260)
-        self.input_text = pn.widgets.TextInput(label="other input", placeholder="builtin:shapes/N or an image path",
+        self.input_text = pn.widgets.TextInput(label="other input",
+                                               placeholder="builtin:shapes/N or an image in the input folder",
                                                width=260)
         self.class_select = pn.widgets.Select(label="class", options={}, width=200)
         muted = {"font-size": "12px", "color": "#5f6368"}
@@ -797,6 +879,54 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return s.getsockname()[1]
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` names this machine only (127.0.0.0/8, ::1, or a name resolving to those
+    alone); every-interface addresses (0.0.0.0, ::, "") and anything unresolvable are not."""
+    if host in ("", "0.0.0.0", "::"):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    addrs = {info[4][0].split("%")[0] for info in infos}
+    return bool(addrs) and all(ipaddress.ip_address(a).is_loopback for a in addrs)
+
+
+def exposure_warning(host: str, port: int, input_root: Path) -> Optional[str]:
+    """The warning printed when the server listens beyond loopback (None on loopback)."""
+    if is_loopback(host):
+        return None
+    where = "every network interface" if host in ("", "0.0.0.0", "::") else f"address {host}"
+    return (f"interpgram serve: WARNING: listening on {host or '0.0.0.0'}:{port} ({where}): the dashboard is "
+            f"reachable from the network. Anyone who can connect can open it (there is no login), run its "
+            f"computations on this machine, and open image files under the input folder {input_root} "
+            f"(--input-root). To keep it on this machine, use --host 127.0.0.1 (the default).")
+
+
+def _closed_handler():
+    from tornado.web import RequestHandler
+
+    class ClosedRouteHandler(RequestHandler):
+        """Panel's ``/components/<module>/...`` imports ``<module>`` by name (any installed one) to
+        find a resource beside it; the dashboard needs none of them, so nothing is imported."""
+
+        def prepare(self) -> None:
+            self.set_status(404)
+            self.finish("404: Not Found")
+
+    return ClosedRouteHandler
+
+
+def closed_routes() -> list[tuple]:
+    """Tornado routes placed ahead of Panel's own (extra patterns match first): those that import
+    the module named in the URL."""
+    return [(r"/components/.*", _closed_handler())]
+
+
 def websocket_origins(host: str, port: int) -> list[str]:
     """Where the page may be opened from: the bound host, and loopback by either name; bound to every
     interface (0.0.0.0, ::), any host name on this port (the user asked for the page to be reachable)."""
@@ -836,7 +966,7 @@ def make_server(engine: Engine, *, host: str = DEFAULT_HOST, port: int = DEFAULT
         port = free_port(host)
     return pn.serve(app_factory(engine), port=port, address=host, websocket_origin=websocket_origins(host, port),
                     show=show, start=False, title=title or f"interpgram: {engine.path.name}", verbose=False,
-                    loop=loop)
+                    loop=loop, extra_patterns=closed_routes())
 
 
 def url_of(server, host: str) -> str:
@@ -846,8 +976,10 @@ def url_of(server, host: str) -> str:
 
 def serve(spec_path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, allow_code: bool = False,
           cache_dir: Optional[str | Path] = None, icon_steps: Optional[int] = None, show: bool = False,
-          out=None) -> int:
-    """Start the dashboard for ``spec_path`` and serve until interrupted (blocking)."""
+          out=None, input_root: Optional[str | Path] = None) -> int:
+    """Start the dashboard for ``spec_path`` and serve until interrupted (blocking).
+
+    ``input_root``: the folder the page's input box may open images from (default: the spec's folder)."""
 
     def report(engine: Engine) -> None:
         _, good, error = engine.snapshot()
@@ -859,10 +991,15 @@ def serve(spec_path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAUL
                   f"({len(good.prep.loaded.spec.elements)} elements)", file=out, flush=True)
 
     out = out or sys.stdout
-    engine = Engine(spec_path, allow_code=allow_code, cache_dir=cache_dir, icon_steps=icon_steps, on_load=report)
+    engine = Engine(spec_path, allow_code=allow_code, cache_dir=cache_dir, icon_steps=icon_steps, on_load=report,
+                    input_root=input_root)
     server = make_server(engine, host=host, port=port, show=show)
     print(f"interpgram serve: {url_of(server, host)}  (spec {spec_path}; reloads when the file changes; Ctrl-C stops)",
           file=out, flush=True)
+    print(f"interpgram serve: the input box opens images under {engine.input_root} (--input-root)", file=out, flush=True)
+    warning = exposure_warning(host, server.port, engine.input_root)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     engine.start_watching()
     try:
         server.start()
