@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from interpgram.backends.serve import MAX_TYPED_IMAGES, Dashboard, Engine, InputRefused
+from interpgram.backends.serve import MAX_TYPED_IMAGES, Dashboard, Session, InputRefused
 
 SPEC = """\
 interpgram: 1
@@ -42,13 +42,13 @@ def world(tmp_path):
     png(root / "cat.png", 1)
     png(root / "sub" / "dog.png", 2)
     png(tmp_path / "secret" / "real.png", 3)
-    engine = Engine(root / "spec.yaml")
+    engine = Session(root / "spec.yaml")
     assert engine.load(), engine.error
     yield engine, root, tmp_path
     engine.stop()
 
 
-def refusal(engine: Engine, ref: str) -> str:
+def refusal(engine: Session, ref: str) -> str:
     with pytest.raises(InputRefused) as e:
         engine.input_target(engine.good, ref)
     return str(e.value)
@@ -114,7 +114,7 @@ def test_what_is_inside_but_not_an_image_is_refused_without_reading_it(world):
 
 def test_a_named_input_root_replaces_the_spec_folder(world, tmp_path):
     engine, root, tmp = world
-    other = Engine(root / "spec.yaml", input_root=tmp / "secret")
+    other = Session(root / "spec.yaml", input_root=tmp / "secret")
     assert other.load(), other.error
     try:
         assert other.input_target(other.good, "real.png") == str(tmp / "secret" / "real.png")
