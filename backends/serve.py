@@ -146,8 +146,9 @@ class Engine:
 
     def __init__(self, spec_path: str | Path, *, allow_code: bool = False, cache_dir: Optional[str | Path] = None,
                  icon_steps: Optional[int] = None, on_load: Optional[Callable[["Engine"], None]] = None,
-                 max_runs: int = 8):
+                 max_runs: int = 8, prepare: Optional[Callable[..., Any]] = None):
         self.path = Path(spec_path)
+        self.prepare = prepare  # (path, allow_code=, icon_steps=) -> Prepared; the Python API's keeps its model in memory
         self.allow_code = allow_code
         self.cache_dir = cache_dir
         self.icon_steps = icon_steps  # every icon and activation grid optimised for this many steps (a draft)
@@ -197,7 +198,8 @@ class Engine:
             t0 = time.perf_counter()
             try:
                 with self.lock:
-                    prep = pipeline.prepare(self.path, allow_code=self.allow_code, icon_steps=self.icon_steps)
+                    prep = (self.prepare or pipeline.prepare)(self.path, allow_code=self.allow_code,
+                                                              icon_steps=self.icon_steps)
                     cache = pipeline.make_cache(prep, self.cache_dir)
                     inputs, results = pipeline.run(prep, cache=cache)
                 base = self._finish_run(None, prep, inputs, results, t0)
