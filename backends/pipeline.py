@@ -34,6 +34,11 @@ def model_info(model: LoadedModel) -> ModelInfo:
     return ModelInfo(model.name, model.layers(), model.classes, (3, *model.preprocess.size))
 
 
+def spec_model(loaded: LoadedSpec, allow_code: bool = False) -> LoadedModel:
+    """The model the spec's ``model:`` names; a reference that cannot load is a SpecError at that key."""
+    return _model(loaded, allow_code)
+
+
 def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
     ms = loaded.spec.model_spec
     try:
