@@ -253,6 +253,24 @@ def _np(t) -> np.ndarray:
     return t.float().numpy()  # numpy has no bfloat16
 
 
+def _array_of(t) -> Optional[np.ndarray]:
+    """A tensor, or a per-input list of same-shape tensors or of equal-length number lists, as one
+    array; None for what has no rectangular numeric form (nested records such as data-set examples)."""
+    if hasattr(t, "detach"):
+        return _np(t)
+    if isinstance(t, list) and t and all(hasattr(x, "detach") for x in t):
+        if len({tuple(x.shape) for x in t}) == 1:
+            return np.stack([_np(x) for x in t])
+        return None
+    if isinstance(t, list) and t:
+        try:
+            arr = np.asarray(t)
+        except ValueError:  # ragged
+            return None
+        return arr if arr.dtype.kind in "biuf" else None
+    return None
+
+
 def _atom_dims(atom: str, layer: str, shape: tuple[int, ...], classes: list[str]) -> tuple[tuple, dict]:
     """Dims (and labels) of one input's content of ``atom`` at ``layer`` with this shape."""
     if len(shape) == 0:
@@ -316,8 +334,9 @@ def numbers_of(plan, inputs, results) -> Numbers:
         for op_id in tuple(p.icons) + ((p.detail,) if p.detail else ()):
             kind = type(plan.ops[op_id]).__name__
             for name, t in results.values.get(op_id, {}).items():
-                if hasattr(t, "detach") and f"{kind}.{name}" not in el.arrays:
-                    el.arrays[f"{kind}.{name}"] = _generic(_np(t), per_input, names)
+                arr = _array_of(t)
+                if arr is not None and f"{kind}.{name}" not in el.arrays:
+                    el.arrays[f"{kind}.{name}"] = _generic(arr, per_input, names)
         if not per_input:  # an atlas: its cells' numbers, labelled where the layout is known
             _label_cells(el, classes)
     return Numbers(out, names, classes, plan.model, plan.source)
