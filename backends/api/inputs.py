@@ -54,7 +54,9 @@ def _is_pil(x: Any) -> bool:
 
 def to_inputs(items: Any, size: tuple[int, int], base_dir: Path | None = None) -> Inputs:
     """``items`` (one input or a list of them) as :class:`Inputs` at ``size`` = (H, W)."""
-    if isinstance(items, (str, Path)) or torch.is_tensor(items) or isinstance(items, np.ndarray) or _is_pil(items):
+    if (torch.is_tensor(items) or isinstance(items, np.ndarray)) and items.ndim == 4:
+        items = list(items)  # one batch (N, 3, H, W): image i is "tensor i"
+    elif isinstance(items, (str, Path)) or torch.is_tensor(items) or isinstance(items, np.ndarray) or _is_pil(items):
         items = [items]
     if not isinstance(items, (list, tuple)):
         raise APIError(f"inputs: expected a tensor, an image, a path, a ref or a list of them; got {type(items).__name__}")
