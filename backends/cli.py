@@ -82,9 +82,12 @@ def cmd_render(args) -> int:
             bar.close()
     st = results.stats
     print(f"wrote {path.resolve()}")
-    if args.export:
+    if set(args.export) & {"svg", "png"}:
         n = len(list((path.parent / "figures").glob("*")))
         print(f"  figures: {n} file(s) in {(path.parent / 'figures').resolve()}")
+    if "npz" in args.export:
+        from interpgram.backends.render.export import NUMBERS_FILE
+        print(f"  numbers: every element's, with their labels, in {(path.parent / NUMBERS_FILE).resolve()}")
     print(f"  {len(prep.loaded.spec.elements)} elements · {st.forward_passes} forward / {st.backward_passes} backward "
           f"passes computed · cache {st.cache_hits} hits, {st.cache_misses} misses · device {results.device}")
     if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
@@ -109,9 +112,9 @@ def _folder(text: str) -> str:
 
 def _formats(text: str) -> tuple[str, ...]:
     out = tuple(f.strip().lower() for f in text.split(",") if f.strip())
-    bad = [f for f in out if f not in ("svg", "png")]
+    bad = [f for f in out if f not in ("svg", "png", "npz")]
     if bad or not out:
-        raise argparse.ArgumentTypeError(f"formats are svg and png (comma-separated), not {text!r}")
+        raise argparse.ArgumentTypeError(f"formats are svg and png (figures) and npz (numbers), comma-separated, not {text!r}")
     return out
 
 
@@ -256,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--icon-steps", type=_positive, metavar="N",
                    help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
-    r.add_argument("--export", type=_formats, default=(), metavar="svg,png",
-                   help="also write every element's figure to OUT/figures/<element>.svg / .png (for papers)")
+    r.add_argument("--export", type=_formats, default=(), metavar="svg,png,npz",
+                   help="also write every element's figure to OUT/figures/<element>.svg / .png (for papers); "
+                        "npz: every element's numbers with their labels to OUT/numbers.npz")
 
     sv = spec_cmd("serve", "serve a live dashboard of the spec: class and input pickers, live links, reload on edit",
                   cmd_serve)

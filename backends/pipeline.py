@@ -27,6 +27,7 @@ class Prepared:
     plan: Plan
     options: CompileOptions = CompileOptions()  # what the plan was compiled with (link variants use it too)
     allow_code: bool = False  # the user allowed python: sources (models, data sets)
+    inputs: Optional[Inputs] = None  # images given in memory (the Python API); None: the spec's ``input``
 
     @property
     def icon_steps(self) -> Optional[int]:
@@ -35,6 +36,11 @@ class Prepared:
 
 def model_info(model: LoadedModel) -> ModelInfo:
     return ModelInfo(model.name, model.layers(), model.classes, (3, *model.preprocess.size))
+
+
+def spec_model(loaded: LoadedSpec, allow_code: bool = False) -> LoadedModel:
+    """The model the spec's ``model:`` names; a reference that cannot load is a SpecError at that key."""
+    return _model(loaded, allow_code)
 
 
 def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
@@ -47,20 +53,23 @@ def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
         raise SpecError([loaded.error(path, str(e))]) from None
 
 
-def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Optional[int] = None) -> Prepared:
+def prepare(spec_path: str | Path | LoadedSpec, *, allow_code: bool = False, icon_steps: Optional[int] = None,
+            model: Optional[LoadedModel] = None, inputs: Optional[Inputs] = None) -> Prepared:
     """Load the spec and its model and compile the plan (what ``check`` and ``plan`` do).
 
     ``icon_steps`` replaces the optimisation steps of every icon and activation grid (a quick draft).
+    The Python API passes a spec it loaded itself (a :class:`LoadedSpec`), a ``model`` already in
+    memory (used instead of the spec's ``model:``) and ``inputs`` already read (instead of ``input:``).
     """
-    loaded = load_spec(spec_path)
-    model = _model(loaded, allow_code)
+    loaded = spec_path if isinstance(spec_path, LoadedSpec) else load_spec(spec_path)
+    model = model if model is not None else _model(loaded, allow_code)
     info = model_info(model)
     options = CompileOptions(icon_steps=icon_steps, resolved_device=_resolved_device(loaded),
-                             n_images=_n_images(loaded))
+                             n_images=len(inputs.names) if inputs is not None else _n_images(loaded))
     plan = compile_spec(loaded, info, options)
     _check_datasets(loaded, model, plan)  # dataset examples: a data set that cannot be opened, with its position
     _check_atlas_dataset(loaded, model, plan, allow_code)
-    return Prepared(loaded, model, info, plan, options, allow_code)
+    return Prepared(loaded, model, info, plan, options, allow_code, inputs)
 
 
 def _resolved_device(loaded: LoadedSpec) -> str:
@@ -150,12 +159,18 @@ def with_input(prep: Prepared, ref: str) -> Prepared:
     from dataclasses import replace
 
     loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
-    options = replace(prep.options, n_images=_n_images(loaded))
+    sub = None
+    if prep.inputs is not None and ref in prep.inputs.refs:  # one of the images given in memory
+        i = prep.inputs.refs.index(ref)
+        sub = Inputs([ref], [prep.inputs.names[i]], prep.inputs.images[i:i + 1], prep.inputs.truth[i:i + 1])
+    options = replace(prep.options, n_images=len(sub.names) if sub is not None else _n_images(loaded))
     plan = compile_spec(loaded, prep.info, options)
-    return Prepared(loaded, prep.model, prep.info, plan, options, prep.allow_code)
+    return Prepared(loaded, prep.model, prep.info, plan, options, prep.allow_code, sub)
 
 
 def load_spec_inputs(prep: Prepared) -> Inputs:
+    if prep.inputs is not None:  # given in memory (the Python API)
+        return prep.inputs
     refs = prep.loaded.spec.inputs
     try:
         return load_inputs(refs, prep.model.preprocess.size, prep.loaded.base_dir)
@@ -205,24 +220,67 @@ def build_views(plan: Plan, inputs: Inputs, results: Results):
     return _build(plan, inputs, results)
 
 
-def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
+EXPORT_FORMATS = ("svg", "png", "npz")  # figures of each element; every element's numbers
+
+
+@dataclass
+class ReportParts:
+    """Everything a report page is drawn from (``write_report`` / ``render_html`` keyword arguments)."""
+
+    views: list
+    title: str
+    layout: list
+    meta: dict
+    links: list
+    variants: dict
+
+    def kwargs(self) -> dict:
+        return {"title": self.title, "layout": self.layout, "meta": self.meta, "links": self.links,
+                "variants": self.variants}
+
+
+def render(spec_path: str | Path | Prepared, out_dir: str | Path, *, allow_code: bool = False,
            cache: Optional[str | Path | bool] = None, progress=None,
            icon_steps: Optional[int] = None, export: tuple[str, ...] = ()) -> tuple[Path, Prepared, Results]:
     """Compute and write ``out_dir/index.html`` (and, for each format in ``export`` — svg, png —
-    every element's figure as ``out_dir/figures/<view>.<format>``). Returns (path, prepared, results)."""
-    bad = [f for f in export if f not in ("svg", "png")]
+    every element's figure as ``out_dir/figures/<view>.<format>``; npz — every element's numbers with
+    their labels in ``out_dir/numbers.npz``, see :mod:`.render.export`). Returns (path, prepared, results).
+
+    ``spec_path`` may be a :class:`Prepared` already (the Python API: a model or inputs in memory)."""
+    bad = [f for f in export if f not in EXPORT_FORMATS]
     if bad:
-        raise ValueError(f"export formats are svg and png, not {', '.join(bad)}")
+        raise ValueError(f"export formats are {', '.join(EXPORT_FORMATS)}, not {', '.join(bad)}")
     from interpgram.backends.files import check_output_dir
     from interpgram.backends.render import write_report
 
     check_output_dir(Path(out_dir))  # a read-only, full or misplaced output folder fails now, not after the compute
     t0 = time.perf_counter()
-    prep = prepare(spec_path, allow_code=allow_code, icon_steps=icon_steps)
+    prep = spec_path if isinstance(spec_path, Prepared) else prepare(spec_path, allow_code=allow_code,
+                                                                      icon_steps=icon_steps)
     rc = make_cache(prep, cache)
     inputs, results = run(prep, cache=rc, progress=progress)
+    parts = report_parts(prep, inputs, results, cache=rc, progress=progress, t0=t0)
+    path = write_report(parts.views, Path(out_dir), **parts.kwargs())
+    figures = [f for f in export if f in ("svg", "png")]
+    if figures:
+        from interpgram.backends.render import to_png, to_svg
+        for v in parts.views:  # figures for papers: each element with its title and grammar sentence
+            for fmt in figures:
+                (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
+    if "npz" in export:
+        from interpgram.backends.render.export import NUMBERS_FILE, numbers_of, write_npz
+        write_npz(numbers_of(prep.plan, inputs, results), Path(out_dir) / NUMBERS_FILE)
+    return path, prep, results
+
+
+def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: ResultCache, progress=None,
+                 t0: Optional[float] = None) -> ReportParts:
+    """The report page of computed ``results``: views (with other models' comparisons and the
+    precomputed link variants), layout, and the header's facts. ``t0``: when the computation began."""
+    t0 = time.perf_counter() if t0 is None else t0
+    rc = cache
     by_element = build_views(prep.plan, inputs, results)
-    for el_id, views_ in compare_models(prep, cache=rc, allow_code=allow_code, progress=progress).items():
+    for el_id, views_ in compare_models(prep, cache=rc, allow_code=prep.allow_code, progress=progress).items():
         by_element[el_id] = by_element.get(el_id, []) + views_
     links_table, variants, vstats = precompute_links(prep, inputs, results, by_element, cache=rc, progress=progress)
     views = [v for vs in by_element.values() for v in vs]
@@ -230,7 +288,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     st = results.stats
     passes = prep.plan.passes()
     meta = {
-        "spec": str(spec_path),
+        "spec": prep.loaded.file,
         "model": prep.model.name,
         "inputs": ", ".join(inputs.names) or "none (atlases of a data set)",
         "device": results.device,
@@ -272,14 +330,9 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     truth = [t for t in inputs.truth if t]
     if truth:
         meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
-    path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta,
-                        links=links_table, variants=variants)
-    if export:
-        from interpgram.backends.render import to_png, to_svg
-        for v in views:  # figures for papers: each element with its title and grammar sentence
-            for fmt in export:
-                (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
-    return path, prep, results
+    spec_file = Path(prep.loaded.file)
+    title = prep.plan.title or (spec_file.stem if not prep.loaded.file.startswith("<") else "interpgram")
+    return ReportParts(views, title, layout, meta, links_table, variants)
 
 
 def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = False, progress=None) -> dict[str, list]:
@@ -312,7 +365,7 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
             except SpecError as e:
                 raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
                                                          + "; ".join(d.message for d in e.diagnostics))]) from None
-            other = Prepared(loaded, model, info, plan, prep.options, allow_code)
+            other = Prepared(loaded, model, info, plan, prep.options, allow_code, inputs=_inputs_for(prep, model, path))
             inputs, results = run(other, cache=cache, progress=progress)
             for v in build_views(plan, inputs, results).get(el_id, []):
                 label = name if ms is None or not ms.weights else f"{name} ({Path(ms.weights).name})"
@@ -320,6 +373,17 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
                 v.title = f"{v.title} · {label}"
                 out.setdefault(el_id, []).append(v)
     return out
+
+
+def _inputs_for(prep: Prepared, model: LoadedModel, path: tuple) -> Optional[Inputs]:
+    """In-memory inputs for another model of a comparison: the same images when its input size is the same."""
+    if prep.inputs is None:
+        return None
+    if tuple(prep.inputs.images.shape[-2:]) != tuple(model.preprocess.size):
+        raise SpecError([prep.loaded.error(path, f"vary model {model.name} takes {tuple(model.preprocess.size)} images, "
+                                                 f"the inputs given in memory are {tuple(prep.inputs.images.shape[-2:])}; "
+                                                 "give them as files or refs so each model reads them at its own size")])
+    return prep.inputs
 
 
 def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_element: dict, *, cache: ResultCache,

@@ -170,6 +170,36 @@ def finish(name: str, module: nn.Module, pre: Preprocess, classes: list[str], no
     return LoadedModel(name, module, pre, list(classes), state_digest(module), list(notes or []))
 
 
+def from_module(module: nn.Module, *, name: Optional[str] = None, size: int | tuple[int, int] = 224,
+                mean: tuple[float, ...] = (0.0, 0.0, 0.0), std: tuple[float, ...] = (1.0, 1.0, 1.0),
+                value_range: tuple[float, float] = (0.0, 1.0), classes: Optional[list[str]] = None) -> LoadedModel:
+    """A :class:`LoadedModel` of a module already in memory (the Python API).
+
+    Like every loaded model, ``module`` is put in eval mode and its parameters stop requiring
+    gradients. Without ``classes`` the output's width gives ``class0 … classN``. The digest (the
+    result cache's key) covers the weights, the class's qualified name and, where Python can read
+    it, the source of its ``forward``: editing the class in a notebook does not hit stale results."""
+    import inspect
+
+    hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    pre = Preprocess(hw, tuple(float(m) for m in mean), tuple(float(s) for s in std),
+                     tuple(float(v) for v in value_range))
+    if classes is None:
+        with torch.no_grad():
+            p = next(module.parameters(), None)
+            n = module.eval()(torch.zeros(1, 3, *hw, device=p.device if p is not None else "cpu")).shape[-1]
+        classes = [f"class{i}" for i in range(n)]
+    cls = type(module)
+    model = finish(name or f"memory:{cls.__name__}", module, pre, list(classes))
+    try:
+        code = inspect.getsource(cls)
+    except (OSError, TypeError):  # defined where Python keeps no source (an exec'd string)
+        code = ""
+    h = hashlib.sha256(f"{model.digest}|{cls.__module__}.{cls.__qualname__}|{code}".encode())
+    model.digest = h.hexdigest()[:32]
+    return model
+
+
 def import_callable(ref: str, ctx: SourceContext, what: str):
     """``MODULE:CALLABLE`` of a model source or factory (only with ``ctx.allow_code``)."""
     try:

@@ -138,8 +138,9 @@ class Session:
 
     def __init__(self, spec_path: str | Path, *, allow_code: bool = False, cache_dir: Optional[str | Path] = None,
                  icon_steps: Optional[int] = None, on_load: Optional[Callable[["Session"], None]] = None,
-                 max_runs: int = 8, input_root: Optional[str | Path] = None):
+                 max_runs: int = 8, input_root: Optional[str | Path] = None, prepare: Optional[Callable[..., Any]] = None):
         self.path = Path(spec_path)
+        self.prepare = prepare  # (path, allow_code=, icon_steps=) -> Prepared; the Python API's keeps its model in memory
         self.allow_code = allow_code
         # the only folder a typed-in image path may open (its own symlinks resolved once, here)
         self.input_root = Path(os.path.realpath(input_root if input_root is not None else self.path.parent.absolute()))
@@ -190,7 +191,8 @@ class Session:
             t0 = time.perf_counter()
             try:
                 with self.lock:
-                    prep = pipeline.prepare(self.path, allow_code=self.allow_code, icon_steps=self.icon_steps)
+                    prep = (self.prepare or pipeline.prepare)(self.path, allow_code=self.allow_code,
+                                                              icon_steps=self.icon_steps)
                     cache = pipeline.make_cache(prep, self.cache_dir)
                     inputs, results = pipeline.run(prep, cache=cache)
                 base = self._finish_run(None, prep, inputs, results, t0)
