@@ -38,10 +38,10 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # for type checkers and editors; never executed
-    from interpgram.backends.api.inputs import APIError
-    from interpgram.backends.api.interface import Interface, Model, Results
-    from interpgram.backends.render.export import ElementNumbers, Labelled, Numbers, load_numbers
-    from interpgram.grammar import SpecError
+    from interpgram.backends.api.inputs import APIError  # noqa: F401
+    from interpgram.backends.api.interface import Interface, Model, Results  # noqa: F401
+    from interpgram.backends.render.export import ElementNumbers, Labelled, Numbers, load_numbers  # noqa: F401
+    from interpgram.grammar import SpecError  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -28,9 +28,11 @@ that the dashboard is reachable from the network (:func:`exposure_warning`). Pan
 (:func:`closed_routes`): the dashboard loads its scripts from ``/static`` only.
 """
 from interpgram.backends.serve.page import Dashboard, set_chart
-from interpgram.backends.serve.server import exposure_warning, free_port, is_loopback, make_server, serve, url_of
+from interpgram.backends.serve.server import (exposure_warning, free_port, is_loopback, make_server, serve, url_of,
+                                              websocket_origins)
 from interpgram.backends.serve.session import DEFAULT_HOST, DEFAULT_PORT, MAX_TYPED_IMAGES, InputRefused, Session
 from interpgram.grammar.link_kinds import selection_key
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MAX_TYPED_IMAGES", "Dashboard", "InputRefused", "Session", "exposure_warning",
-           "free_port", "is_loopback", "make_server", "selection_key", "serve", "set_chart", "url_of"]
+           "free_port", "is_loopback", "make_server", "selection_key", "serve", "set_chart", "url_of",
+           "websocket_origins"]
