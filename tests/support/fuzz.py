@@ -101,16 +101,20 @@ _TEXT_VALUES = [
 ]
 
 
-def _paths(data: Any, prefix: tuple = ()) -> list[tuple]:
-    """Every path into the data (keys of mappings and indices of lists)."""
-    out = [prefix]
-    if isinstance(data, dict):
-        for k, v in data.items():
-            out += _paths(v, prefix + (k,))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            out += _paths(v, prefix + (i,))
-    return out
+def _paths(data: Any) -> list[tuple]:
+    """Every path into the data (keys of mappings and indices of lists); a node reached twice (shared
+    by two places) is listed once."""
+    out, todo, seen = [], [((), data)], set()
+    while todo:
+        prefix, node = todo.pop()
+        out.append(prefix)
+        if isinstance(node, (dict, list)):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            todo.extend((prefix + (k,), v) for k, v in items)
+    return sorted(out, key=lambda p: (len(p), [str(x) for x in p]))
 
 
 def _get(data: Any, path: tuple) -> Any:
@@ -191,9 +195,10 @@ def mutate_data(rng: random.Random, data: Any) -> Any:
         if leaves:
             _set(data, rng.choice(leaves), rng.choice(_NUMBERS))
     elif op == "shared" and path:  # the same object in two places: the dumper writes an anchor and an alias
-        maps = [p for p in paths if isinstance(_get(data, p), dict)]
-        target = _get(data, rng.choice(maps))
-        target[rng.choice(["x", "of", "by", "a", "content", "title"])] = node
+        maps = [p for p in paths if isinstance(_get(data, p), dict) and p[: len(path)] != path]  # no cycle
+        if maps:
+            target = _get(data, rng.choice(maps))
+            target[rng.choice(["x", "of", "by", "a", "content", "title"])] = node
     return data
 
 
