@@ -14,7 +14,7 @@ from interpgram.grammar.spec.nodes import Spec
 
 _TYPE_WORDS = {
     "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "float_parsing": "a number",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
     "bool_type": "true or false", "bool_parsing": "true or false",
     "string_type": "a string", "dict_type": "a mapping", "list_type": "a list",
     "tuple_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping",

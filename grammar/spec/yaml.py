@@ -6,6 +6,7 @@ map ``path -> (line, col)`` for values and another for mapping keys, so that a v
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -268,6 +269,8 @@ def _construct_scalar(loader: _Loader, n: yaml.ScalarNode, file: str) -> Any:
         value = loader.construct_object(n, deep=True)
     except ValueError as e:  # a date that does not exist (2020-13-45), a malformed number (0x_)
         raise _diag(file, n, f"{n.value[:80]!r} is not {_TAG_WORDS.get(short, 'a valid value')}: {e}") from None
+    if isinstance(value, float) and not math.isfinite(value):  # every number a spec takes is finite
+        raise _diag(file, n, f"{n.value[:80]!r} is not a finite number (NaN and infinity are not allowed in a spec)")
     if isinstance(value, int) and value.bit_length() > 3.33 * _INT_DIGITS:  # 1:20:… (base 60) grows past printable
         raise _diag(file, n, f"this whole number is too large for a spec (more than {_INT_DIGITS:,} digits)")
     return value
