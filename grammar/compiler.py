@@ -606,7 +606,7 @@ class _Builder:
             src = c.series[0].op if c.series else ""
             groups = (c.groups or "") if kind == "group" else ""
             ds = opts["dataset"]
-            if not ds.startswith("builtin:"):  # a folder: relative to the spec's folder
+            if not ds.startswith(("builtin:", "python:")):  # a folder: relative to the spec's folder
                 p = Path(os.path.expanduser(ds))
                 ds = str(p if p.is_absolute() else self.loaded.base_dir / p)
             fields = dict(source=src, vectors=vectors, groups=groups, layer=c.layer, atom=kind, atoms=explicit,
