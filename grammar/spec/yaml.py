@@ -118,6 +118,8 @@ _ENV = {"nodes": "INTERPGRAM_SPEC_MAX_NODES", "depth": "INTERPGRAM_SPEC_MAX_DEPT
 
 
 def _raise_hint(name: str, value: int) -> str:
+    if name == "depth" and value >= SpecLimits.MAX_DEPTH:
+        return f"{SpecLimits.MAX_DEPTH} levels is as far as the limit goes (the loader and validator recurse per level)"
     more = min(value * 4, SpecLimits.MAX_DEPTH) if name == "depth" else value * 10
     return (f"if the spec is legitimate, raise the limit with the environment variable {_ENV[name]} "
             f"(e.g. {_ENV[name]}={more}) or limits=SpecLimits({name}={more})")
