@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
 from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
 
-from interpgram.backends.data.inputs import InputError, Inputs, expand_refs, load_inputs
+from interpgram.backends.data.images import IMAGE_SUFFIXES
+from interpgram.backends.data.inputs import BUILTIN_REF, InputError, Inputs, expand_refs, load_inputs
 from interpgram.backends.models import LoadedModel, ModelSourceError, load_model
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.execute.executor import Results, execute
@@ -67,9 +68,15 @@ def prepare(spec_path: str | Path | LoadedSpec, *, allow_code: bool = False, ico
     options = CompileOptions(icon_steps=icon_steps, resolved_device=_resolved_device(loaded),
                              n_images=len(inputs.names) if inputs is not None else _n_images(loaded))
     plan = compile_spec(loaded, info, options)
-    _check_datasets(loaded, model, plan)  # dataset examples: a data set that cannot be opened, with its position
+    if inputs is None:
+        _check_inputs(loaded)  # an input image that render could not read: refused here, with its position
+    _check_datasets(loaded, model, plan, allow_code=allow_code)  # dataset examples: a data set that cannot be opened
     _check_atlas_dataset(loaded, model, plan, allow_code)
-    return Prepared(loaded, model, info, plan, options, allow_code, inputs)
+    prep = Prepared(loaded, model, info, plan, options, allow_code, inputs)
+    for el_id, sources in plan.vary_models.items():  # vary: {model: [...]}: each loads and fits the element
+        for i in range(len(sources)):
+            _vary_model(prep, el_id, i, allow_code)
+    return prep
 
 
 def _resolved_device(loaded: LoadedSpec) -> str:
@@ -85,6 +92,57 @@ def _n_images(loaded: LoadedSpec) -> int:
         return len(expand_refs(loaded.spec.inputs))
     except InputError as e:
         raise SpecError([loaded.error(("input",), str(e))]) from None
+
+
+def _check_inputs(loaded: LoadedSpec) -> None:
+    """Every input reference names something :func:`load_inputs` can read (a built-in image, or an
+    image file that exists), without decoding any image."""
+    refs = loaded.spec.inputs
+    for idx, r in enumerate(refs):
+        where = ("input",) if isinstance(loaded.spec.input, str) else ("input", idx)
+        if r.startswith("builtin:"):
+            m = BUILTIN_REF.match(r)
+            if not m or m.group("name") != "shapes":
+                raise SpecError([loaded.error(where, f"unknown built-in input {r!r}; use builtin:shapes/N, "
+                                                     "builtin:shapes/train/N or builtin:shapes/A-B")])
+            continue
+        p = Path(r).expanduser()
+        p = p if p.is_absolute() else loaded.base_dir / p
+        if not p.exists():
+            raise SpecError([loaded.error(where, f"input image not found: {p}")])
+        if not p.is_file():
+            raise SpecError([loaded.error(where, f"{p} is not an image file (a folder, a pipe or a device?)")])
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            raise SpecError([loaded.error(where, f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")])
+        if not os.access(p, os.R_OK):
+            raise SpecError([loaded.error(where, f"cannot read the input image {p} (permission denied)")])
+
+
+def _vary_model(prep: Prepared, el_id: str, i: int, allow_code: bool) -> Prepared:
+    """The element ``el_id`` prepared for the ``i``-th model of its ``vary: {model: [...]}``: that model
+    loaded (memoised) and the element compiled against it; either failure is a positioned SpecError."""
+    spec = prep.loaded.spec
+    el = spec.elements[el_id]
+    src = prep.plan.vary_models[el_id][i]
+    path = ("elements", el_id, "vary", "model", i)
+    sub = spec.model_copy(update={"model": src, "elements": {el_id: el.model_copy(update={"vary": None})},
+                                  "links": [], "layout": None, "title": None})
+    loaded = replace(prep.loaded, spec=sub)
+    ms = src if not isinstance(src, str) else None
+    name = src if isinstance(src, str) else src.source
+    try:
+        model = load_model(name, weights=ms.weights if ms else None, factory=ms.factory if ms else None,
+                           labels=ms.labels if ms else None, allow_code=allow_code,
+                           base_dir=prep.loaded.base_dir)
+    except ModelSourceError as e:
+        raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
+    info = model_info(model)
+    try:
+        plan = compile_spec(loaded, info, prep.options)
+    except SpecError as e:
+        raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
+                                                 + "; ".join(d.message for d in e.diagnostics))]) from None
+    return Prepared(loaded, model, info, plan, prep.options, allow_code, inputs=_inputs_for(prep, model, path))
 
 
 def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, allow_code: bool) -> None:
@@ -125,7 +183,8 @@ def _examples_path(loaded: LoadedSpec, element: str) -> tuple:
     return path + ("examples", "dataset")
 
 
-def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None) -> None:
+def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None, *,
+                    allow_code: bool = False) -> None:
     """Open the data set of every ``examples`` element (listing its files, reading none); a failure
     (or ``error``, raised while streaming one) becomes a SpecError at the element's ``dataset`` key."""
     from interpgram.backends.data.datasets import DatasetError, open_dataset
@@ -144,7 +203,8 @@ def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: O
                 break
             continue
         try:
-            open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir)
+            open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
+                         allow_code=allow_code)
         except DatasetError as e:
             diags.append((True, loaded.error(_examples_path(loaded, p.element), str(e))))
     if diags:
@@ -338,34 +398,15 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
 def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = False, progress=None) -> dict[str, list]:
     """Elements with ``vary: {model: [...]}``: the element compiled, run and drawn again for each
     other model (its own preprocessing, the same inputs and cache), titled and named by the model."""
-    from dataclasses import replace
-
     from interpgram.backends.render.views import safe_id
 
     out: dict[str, list] = {}
-    spec = prep.loaded.spec
     for el_id, sources in prep.plan.vary_models.items():
-        el = spec.elements[el_id]
         for i, src in enumerate(sources):
-            path = ("elements", el_id, "vary", "model", i)
-            sub = spec.model_copy(update={"model": src, "elements": {el_id: el.model_copy(update={"vary": None})},
-                                          "links": [], "layout": None, "title": None})
-            loaded = replace(prep.loaded, spec=sub)
             ms = src if not isinstance(src, str) else None
             name = src if isinstance(src, str) else src.source
-            try:
-                model = load_model(name, weights=ms.weights if ms else None, factory=ms.factory if ms else None,
-                                   labels=ms.labels if ms else None, allow_code=allow_code,
-                                   base_dir=prep.loaded.base_dir)
-            except ModelSourceError as e:
-                raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
-            info = model_info(model)
-            try:
-                plan = compile_spec(loaded, info, prep.options)
-            except SpecError as e:
-                raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
-                                                         + "; ".join(d.message for d in e.diagnostics))]) from None
-            other = Prepared(loaded, model, info, plan, prep.options, allow_code, inputs=_inputs_for(prep, model, path))
+            other = _vary_model(prep, el_id, i, allow_code)
+            plan = other.plan
             inputs, results = run(other, cache=cache, progress=progress)
             for v in build_views(plan, inputs, results).get(el_id, []):
                 label = name if ms is None or not ms.weights else f"{name} ({Path(ms.weights).name})"

@@ -146,7 +146,8 @@ class Combine(Op):
 
     @property
     def deps(self):
-        return self.inputs
+        # filter's `by` is a content computed like the inputs (top_k's `by` is a word: value | abs)
+        return self.inputs + ((self.by,) if self.op == "filter" and self.by else ())
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ LAYERS = [
     ("interpgram.backends.execute", 3), ("interpgram.backends.kernels", 3),
     ("interpgram.backends.render", 4), ("interpgram.backends.presentations", 5),
     ("interpgram.backends.links", 6), ("interpgram.backends.pipeline", 6),
-    ("interpgram.backends.serve", 7), ("interpgram.backends.cli", 8),
+    ("interpgram.backends.serve", 7), ("interpgram.backends.cli", 8), ("interpgram.backends.api", 8),
+    ("interpgram.backends.public", 9),
     ("interpgram.backends", 6),
     # the layout before the house (so the same script reads old checkouts): torch = execution, atlas and
     # view(s) above it, _files at the bottom

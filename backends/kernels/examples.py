@@ -375,7 +375,8 @@ def run_examples(ex, ops: list[Examples], values: dict) -> None:
     for op in ops:
         dk = (op.dataset, op.n, op.split)
         if dk not in datasets:
-            datasets[dk] = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(model.preprocess.size))
+            datasets[dk] = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(model.preprocess.size),
+                                        base_dir=ex.base_dir, allow_code=ex.allow_code)
         ds = datasets[dk]
         chosen[op.id] = [[(*sel, atom_key(ex, ds, op, sel[3], side)) for sel in select_atoms(op, values, i)]
                          for i in range(n_images)]
@@ -416,6 +417,6 @@ def run_examples(ex, ops: list[Examples], values: dict) -> None:
             "labels": [[sel[1] for sel in img] for img in per_image],
             "values": [[sel[2] for sel in img] for img in per_image],
             "examples": [[found[sel[4]] for sel in img] for img in per_image],
-            "dataset": ds.ref if ds.kind == "shapes" else str(ds.root),
+            "dataset": str(ds.root) if ds.kind == "folder" else ds.ref,  # a python: data set has no folder
             "size": len(ds),
         }
