@@ -75,7 +75,7 @@ class ExamplesPresentation(Presentation):
         src = c.series[0].op if c.series else ""
         groups = (c.groups or "") if kind == "group" else ""
         ds = opts["dataset"]
-        if not ds.startswith("builtin:"):  # a folder: relative to the spec's folder
+        if not ds.startswith(("builtin:", "python:")):  # a folder: relative to the spec's folder
             p = Path(os.path.expanduser(ds))
             ds = str(p if p.is_absolute() else b.loaded.base_dir / p)
         fields = dict(source=src, vectors=vectors, groups=groups, layer=c.layer, atom=kind, atoms=explicit,

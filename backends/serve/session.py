@@ -160,7 +160,7 @@ class Session:
         self._stop = threading.Event()
         self._watcher: Optional[threading.Thread] = None
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="interpgram-serve")
-        self.sessions: "weakref.WeakSet"  # of Dashboard = weakref.WeakSet()  # the open pages
+        self.sessions: weakref.WeakSet = weakref.WeakSet()  # the open pages (Dashboards)
 
     # ------------------------------------------------------------------ loading
     def snapshot(self) -> tuple[int, Optional[Good], Optional[str]]:
