@@ -27,6 +27,7 @@ class Prepared:
     plan: Plan
     icon_steps: Optional[int] = None  # a draft's icon steps, applied to link variants too
     allow_code: bool = False  # the user allowed python: sources (models, data sets)
+    cache: Optional[ResultCache] = None  # the cache render used (its .degraded says if it stopped writing)
 
 
 def model_info(model: LoadedModel) -> ModelInfo:
@@ -170,14 +171,22 @@ def load_spec_inputs(prep: Prepared) -> Inputs:
         raise SpecError([prep.loaded.error(path, msg)]) from None
 
 
-def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None) -> ResultCache:
+def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None,
+               max_size: Optional[str | int] = None) -> ResultCache:
+    """The result cache: ``override`` (``--cache-dir``: a relative folder is relative to the current
+    directory, like ``-o``; ``False``: no cache) or the spec's ``execution.cache`` (a relative folder
+    is relative to the spec's folder). ``max_size`` (``--cache-max-size``, e.g. ``500M``, ``none``)
+    replaces ``$INTERPGRAM_CACHE_MAX_SIZE`` and the 2 GiB default."""
+    limit = "default" if max_size is None else max_size
     setting = prep.loaded.spec.execution.cache if override is None else override
     if setting is False:
-        return ResultCache(None, enabled=False)
+        return ResultCache(None, enabled=False, max_bytes=None)
     if setting is True:
-        return ResultCache(None)
+        return ResultCache(None, max_bytes=limit)
     p = Path(os.path.expanduser(str(setting)))
-    return ResultCache(p if p.is_absolute() else prep.loaded.base_dir / p)
+    if not p.is_absolute():
+        p = (Path.cwd() if override is not None else prep.loaded.base_dir) / p
+    return ResultCache(p, max_bytes=limit)
 
 
 def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
@@ -211,7 +220,8 @@ def build_views(plan: Plan, inputs: Inputs, results: Results):
 
 def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
            cache: Optional[str | Path | bool] = None, progress=None,
-           icon_steps: Optional[int] = None, export: tuple[str, ...] = ()) -> tuple[Path, Prepared, Results]:
+           icon_steps: Optional[int] = None, export: tuple[str, ...] = (),
+           cache_max_size: Optional[str | int] = None) -> tuple[Path, Prepared, Results]:
     """Compute and write ``out_dir/index.html`` (and, for each format in ``export`` — svg, png —
     every element's figure as ``out_dir/figures/<view>.<format>``). Returns (path, prepared, results)."""
     bad = [f for f in export if f not in ("svg", "png")]
@@ -221,7 +231,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
 
     t0 = time.perf_counter()
     prep = prepare(spec_path, allow_code=allow_code, icon_steps=icon_steps)
-    rc = make_cache(prep, cache)
+    rc = prep.cache = make_cache(prep, cache, cache_max_size)
     inputs, results = run(prep, cache=rc, progress=progress)
     by_element = build_views(prep.plan, inputs, results)
     for el_id, views_ in compare_models(prep, cache=rc, allow_code=allow_code, progress=progress).items():
@@ -245,6 +255,8 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
            if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
         "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
+    if rc.degraded:  # a read-only or full cache folder: the report says the results were not kept
+        meta["cache"] = rc.degraded
     if not inputs.names:  # atlases only: no pass over inputs to speak of
         for k in ("passes", "computed"):
             meta.pop(k)
