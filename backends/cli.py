@@ -69,7 +69,7 @@ def cmd_render(args) -> int:
             if bars:
                 bars[-1].close()
             unit = ("step" if ("icons" in stage or "grid" in stage) else
-                    "image" if "examples" in stage else "pass")
+                    "image" if ("examples" in stage or "atlas collection" in stage) else "pass")
             bars.append(tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, disable=args.quiet, leave=False))
         bar = bars[-1]
         bar.n = done
