@@ -106,6 +106,8 @@ def cmd_render(args) -> int:
 def cmd_serve(args) -> int:
     from interpgram.backends.serve import serve
 
+    if _cache_limit(args) is False:  # $INTERPGRAM_CACHE_MAX_SIZE that is not a size
+        return 2
     return serve(args.spec, host=args.host, port=args.port, allow_code=args.allow_code, cache_dir=args.cache_dir,
                  icon_steps=args.icon_steps, show=not args.no_show)
 
