@@ -206,13 +206,25 @@ def _as_root_in_own_mounts() -> bool:
     return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
 
 
-@pytest.mark.parametrize("kind", ["read-only", "full"])
-def test_unwritable_cache_degrades_to_no_cache_and_says_so(tmp_path, kind):
+ATLAS_SPEC = """\
+interpgram: 1
+model: builtin:shapes-cnn
+dataset: {source: builtin:shapes, n: 64, split: train, chunk: 32, batch_size: 32}
+elements:
+  atlas:
+    content: {activation: {layer: conv4, atom: spatial}}
+    presentation: {atlas: {grid: 3, min_count: 2, layout: {n_neighbors: 6}, icon: {size: 16, steps: 2, attempts: 1}}}
+"""
+
+
+@pytest.mark.parametrize("kind, spec_text", [("read-only", SMALL_SPEC), ("full", SMALL_SPEC), ("full", ATLAS_SPEC)],
+                         ids=["read-only", "full", "full-atlas"])
+def test_unwritable_cache_degrades_to_no_cache_and_says_so(tmp_path, kind, spec_text):
     """A render into a read-only or full cache folder completes, prints one line saying the results are not
     cached, and the report says it too; no traceback. As root a private mount makes the folder truly
     read-only (a read-only bind) or full (a 16 KiB tmpfs); otherwise file permissions do it (read-only only)."""
     spec = tmp_path / "s.yaml"
-    spec.write_text(SMALL_SPEC)
+    spec.write_text(spec_text)  # the atlas: its collection store cannot be written either (zarr on a full disk)
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
     render = [*EXE, "render", str(spec), "-o", str(tmp_path / "out"), "--cache-dir", str(cache_dir), "-q"]
