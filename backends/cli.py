@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = spec_cmd("render", "compute the interface and write a self-contained report", cmd_render)
     r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
     r.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")
-    r.add_argument("--cache-dir", help="result cache folder, relative to the current folder "
+    r.add_argument("--cache-dir", "--cache", dest="cache_dir", help="result cache folder, relative to the current folder "
                                        "(default: the spec's execution.cache, else ~/.cache/interpgram/results)")
     r.add_argument("--cache-max-size", type=_size, metavar="SIZE",
                    help="size limit of the cache, e.g. 500M, 2G, none (default 2G or $INTERPGRAM_CACHE_MAX_SIZE); "
