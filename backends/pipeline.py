@@ -29,6 +29,7 @@ class Prepared:
     options: CompileOptions = CompileOptions()  # what the plan was compiled with (link variants use it too)
     allow_code: bool = False  # the user allowed python: sources (models, data sets)
     inputs: Optional[Inputs] = None  # images given in memory (the Python API); None: the spec's ``input``
+    cache: Optional[ResultCache] = None  # the cache render used (its .degraded says if it stopped writing)
 
     @property
     def icon_steps(self) -> Optional[int]:
@@ -241,14 +242,22 @@ def load_spec_inputs(prep: Prepared) -> Inputs:
         raise SpecError([prep.loaded.error(path, msg)]) from None
 
 
-def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None) -> ResultCache:
+def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None,
+               max_size: Optional[str | int] = None) -> ResultCache:
+    """The result cache: ``override`` (``--cache-dir``: a relative folder is relative to the current
+    directory, like ``-o``; ``False``: no cache) or the spec's ``execution.cache`` (a relative folder
+    is relative to the spec's folder). ``max_size`` (``--cache-max-size``, e.g. ``500M``, ``none``)
+    replaces ``$INTERPGRAM_CACHE_MAX_SIZE`` and the 2 GiB default."""
+    limit = "default" if max_size is None else max_size
     setting = prep.loaded.spec.execution.cache if override is None else override
     if setting is False:
-        return ResultCache(None, enabled=False)
+        return ResultCache(None, enabled=False, max_bytes=None)
     if setting is True:
-        return ResultCache(None)
+        return ResultCache(None, max_bytes=limit)
     p = Path(os.path.expanduser(str(setting)))
-    return ResultCache(p if p.is_absolute() else prep.loaded.base_dir / p)
+    if not p.is_absolute():
+        p = (Path.cwd() if override is not None else prep.loaded.base_dir) / p
+    return ResultCache(p, max_bytes=limit)
 
 
 def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
@@ -301,7 +310,8 @@ class ReportParts:
 
 def render(spec_path: str | Path | Prepared, out_dir: str | Path, *, allow_code: bool = False,
            cache: Optional[str | Path | bool] = None, progress=None,
-           icon_steps: Optional[int] = None, export: tuple[str, ...] = ()) -> tuple[Path, Prepared, Results]:
+           icon_steps: Optional[int] = None, export: tuple[str, ...] = (),
+           cache_max_size: Optional[str | int] = None) -> tuple[Path, Prepared, Results]:
     """Compute and write ``out_dir/index.html`` (and, for each format in ``export`` — svg, png —
     every element's figure as ``out_dir/figures/<view>.<format>``; npz — every element's numbers with
     their labels in ``out_dir/numbers.npz``, see :mod:`.render.export`). Returns (path, prepared, results).
@@ -317,7 +327,7 @@ def render(spec_path: str | Path | Prepared, out_dir: str | Path, *, allow_code:
     t0 = time.perf_counter()
     prep = spec_path if isinstance(spec_path, Prepared) else prepare(spec_path, allow_code=allow_code,
                                                                       icon_steps=icon_steps)
-    rc = make_cache(prep, cache)
+    rc = prep.cache = make_cache(prep, cache, cache_max_size)
     inputs, results = run(prep, cache=rc, progress=progress)
     parts = report_parts(prep, inputs, results, cache=rc, progress=progress, t0=t0)
     path = write_report(parts.views, Path(out_dir), **parts.kwargs())
@@ -361,6 +371,8 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
            if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
         "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
+    if rc.degraded:  # a read-only or full cache folder: the report says the results were not kept
+        meta["cache"] = rc.degraded
     if not inputs.names:  # atlases only: no pass over inputs to speak of
         for k in ("passes", "computed"):
             meta.pop(k)
