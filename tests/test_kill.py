@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore

@@ -1,6 +1,5 @@
 """Damaged cache entries on disk (flipped bytes, truncation, garbage, an entry copied under another
 key) are detected by their checksum, recomputed, and the report is identical."""
-import os
 import shutil
 from pathlib import Path
 

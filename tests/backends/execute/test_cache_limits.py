@@ -1,6 +1,5 @@
 """The result cache's size limit (LRU eviction of entries and whole atlas stores), its info/clear, and
 a cache folder that cannot be written (read-only, full): real files, real processes, real mounts."""
-import json
 import os
 import subprocess
 import sys
