@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("spec", help="path to a YAML spec")
-        s.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+        s.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
         s.set_defaults(fn=fn)
         return s
 
@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")
     la.add_argument("--weights", help="weights file for the model")
     la.add_argument("--all", action="store_true", help="list submodules too")
-    la.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+    la.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
     la.set_defaults(fn=cmd_layers)
 
     sp = sub.add_parser("sprites", help="render and cache the feature visualisation of every channel of a layer",
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--weights", help="weights file for the model")
     sp.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
     sp.add_argument("--cache-max-size", type=_size, metavar="SIZE", help="size limit of the cache (default 2G)")
-    sp.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+    sp.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(fn=cmd_sprites)
 

@@ -132,11 +132,6 @@ class SourceContext:
         return q if q.is_absolute() else self.base_dir / q
 
 
-Loader = Callable[[SourceContext], LoadedModel]
-SOURCES: dict[str, tuple[Loader, str]] = {}
-
-
-
 Loader = Callable[[SourceContext], "LoadedModel"]
 
 
@@ -360,6 +355,21 @@ def fit_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor], path: Path
         module.load_state_dict(sd, strict=True)
     except RuntimeError as e:  # what the key/shape checks above cannot see (a module's own load hook)
         raise ModelSourceError(f"{path} does not fit {what}: {str(e).splitlines()[0]}") from None
+
+
+def zoo_weights_and_labels(ctx: SourceContext, module: nn.Module, classes: list[str], what: str) -> list[str]:
+    """A model zoo's module (torchvision, timm) with the spec's ``weights:`` file loaded into it (checked
+    key by key) and its ``labels:`` file read (one name per output). Returns the class names."""
+    if ctx.weights:
+        path = ctx.path(ctx.weights)
+        fit_state_dict(module, load_weights_file(path), path, what)
+    if ctx.labels:
+        names = read_labels(ctx.path(ctx.labels))
+        if len(names) != len(classes):
+            raise ModelSourceError(f"labels file {ctx.path(ctx.labels)} has {len(names)} names, but {what} has "
+                                   f"{len(classes)} outputs")
+        classes = names
+    return classes
 
 
 def read_labels(path: Path) -> list[str]:
