@@ -1,4 +1,9 @@
-"""The ``interpgram`` command."""
+"""The ``interpgram`` command.
+
+Each command imports what it needs inside its own function, on purpose: ``interpgram --help``,
+``cache info`` and ``schema`` start without loading torch, Panel or the models (a second or more),
+and ``serve`` alone pays for Panel. Every function-local import below is there for that reason.
+"""
 from __future__ import annotations
 
 import argparse
