@@ -312,10 +312,10 @@ def _positive(v: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interpgram", description="A declarative grammar of interpretability for PyTorch models.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        from importlib.metadata import version
         p.add_argument("--version", action="version", version=f"interpgram {version('interpgram')}")
-    except Exception:  # pragma: no cover - not installed
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
         pass
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -293,7 +293,7 @@ def _page_text(url: str, timeout: float = 60.0) -> str:
     for m in pkgutil.iter_modules(panel.models.__path__):  # the page's Panel models, so the client can read them
         try:
             importlib.import_module(f"panel.models.{m.name}")
-        except Exception:  # optional extras (e.g. a model needing a package not installed)
+        except Exception:  # noqa: BLE001 - optional extras (e.g. a model needing a package not installed)
             pass
 
     out: dict = {}
