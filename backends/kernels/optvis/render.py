@@ -6,7 +6,7 @@ scores. The forward pass stops at the deepest layer the objective reads. On cuda
 under bfloat16 autocast while the parameters, transforms and objective stay in float32
 (``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
 model, icons optimised through a bfloat16 model reach the same float32-scored objective
-(benchmarks/featurevis_autocast.py, tests/test_optvis.py).
+(benchmarks/featurevis_autocast.py, tests/backends/kernels/optvis/test_optvis.py).
 
 ``render_icons`` renders many independent icons (one objective each): it groups them by layer and
 objective kind into batched optimisations, splits a batch that does not fit in memory (an

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from support import ROOT as REPO
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore
 from support.reports import report_core
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("INTERPGRAM_KILL_SEED", "11"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "INTERPGRAM_CACHE_MAX_SIZE": "none"}
 

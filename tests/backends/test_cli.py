@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 
+from support import ROOT
 from interpgram.backends.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "specs" / "shapes" / "demo.yaml"
 
 

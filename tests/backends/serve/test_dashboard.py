@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from support import ROOT
 from interpgram.backends.cli import build_parser
 from interpgram.backends.serve import (DEFAULT_HOST, Dashboard, Session, free_port, make_server, selection_key,
                                        websocket_origins)
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "specs" / "shapes" / "demo.yaml"
 
 LINKED = """\
