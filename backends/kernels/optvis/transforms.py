@@ -26,7 +26,6 @@ from typing import Any, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-STEP_KINDS = ("pad", "jitter", "scale", "rotate", "crop_or_pad")
 
 STANDARD: tuple[tuple[str, Any], ...] = (
     ("pad", 12),
