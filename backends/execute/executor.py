@@ -26,9 +26,9 @@ from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.execute.context import Context, Kernel, Stats, Values, kernel_for, whole_kinds
 from interpgram.backends.execute.device import DTYPES, pick_device
 from interpgram.backends.execute.policy import CachePolicy
-from interpgram.backends.execute.prune import prune
+from interpgram.backends.execute.prune import prune, status
 
-__all__ = ["Executor", "Results", "Stats", "execute", "run_plan"]
+__all__ = ["Executor", "Results", "Stats", "execute", "preview", "run_plan"]
 
 
 @dataclass
@@ -129,6 +129,15 @@ class Executor:
         values = run_plan(to_run, ctx, cached)
         ctx.stats.absorb(ctx.cache, whole_kinds())
         return Results(values, ctx.stats, str(ctx.device))
+
+
+def preview(plan: Plan, model, inputs, *, cache: ResultCache, base_dir=None,
+            allow_code: bool = False) -> tuple[Plan, dict[str, str]]:
+    """What running ``plan`` against ``cache`` would do, without reading any result: (the plan to
+    run, op id -> "cached" | "runs" | "skipped")."""
+    ex = Executor(plan, model, inputs, cache=cache, base_dir=base_dir, allow_code=allow_code)
+    to_run, cached = prune(plan, ex.context.cache, ex.context.key, load=False)
+    return to_run, status(plan, to_run, cached)
 
 
 def execute(plan: Plan, model, inputs, *, cache: ResultCache, batch_size: Optional[int] = None,
