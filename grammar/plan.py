@@ -635,6 +635,8 @@ def _images(n: int) -> str:
 def _size(n: int) -> str:
     if n >= MiB:
         return f"{n / MiB:8.1f} MiB"
+    if n < 1024:
+        return f"{n:6d} B  "
     return f"{n / 1024:8.1f} KiB"
 
 
