@@ -705,7 +705,7 @@ class Plan:
     def passes(self) -> dict[str, int]:
         fwd = sum(1 for c in self.of_type(Capture) if c.layers)
         bwd = len(self.of_type(Gradient))
-        for pg in self.of_type(PathGradient):
+        for _ in self.of_type(PathGradient):
             fwd += 1  # batched over the path points
             bwd += 1
         return {"forward": fwd, "backward": bwd}

@@ -13,7 +13,7 @@ from interpgram.grammar.plan import Capture, Gradient, Present, Reduce, Series
 from interpgram.backends.cli import main
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.execute.executor import Executor, run_plan
-from interpgram.backends.execute.prune import PlanError, prune
+from interpgram.backends.execute.prune import PlanError
 from interpgram.backends.kernels import network
 from interpgram.backends.pipeline import load_spec_inputs, prepare, run
 

@@ -2,7 +2,6 @@
 transforms (compare, top_k, select, filter). Each result is cached whole."""
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import torch
