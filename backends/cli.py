@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ examples:
   interpgram schema > interpgram.schema.json       JSON Schema for editor autocompletion
   interpgram sprites builtin:shapes-cnn conv4 -o conv4.png
                                                    render (and cache) the icon of every channel of a layer
+  interpgram cache info                            where the result cache is, what it holds, its size limit
+  interpgram cache clear                           delete every cached result and atlas collection
 
 Specs that build models from Python code (model: python:pkg.mod:factory) only run with --allow-code.
 """
@@ -82,27 +85,36 @@ def cmd_render(args) -> int:
             if bars:
                 bars[-1].close()
             unit = ("step" if ("icons" in stage or "grid" in stage) else
-                    "image" if "examples" in stage else "pass")
+                    "image" if ("examples" in stage or "atlas collection" in stage) else "pass")
             bars.append(tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, disable=args.quiet, leave=False))
         bar = bars[-1]
         bar.n = done
         bar.set_description(stage, refresh=False)
         bar.refresh()
 
-    cache = False if args.no_cache else (args.cache_dir if args.cache_dir else None)
+    if _cache_limit(args) is False:
+        return 2
+    cache = False if args.no_cache else (_cache_dir(args.cache_dir) if args.cache_dir else None)
     try:
         path, prep, results = render(args.spec, args.out, allow_code=args.allow_code, cache=cache, progress=progress,
-                                     icon_steps=args.icon_steps, export=tuple(args.export))
+                                     icon_steps=args.icon_steps, export=tuple(args.export),
+                                     cache_max_size=args.cache_max_size)
     finally:
         for bar in bars:
             bar.close()
     st = results.stats
     print(f"wrote {path.resolve()}")
-    if args.export:
+    if set(args.export) & {"svg", "png"}:
         n = len(list((path.parent / "figures").glob("*")))
         print(f"  figures: {n} file(s) in {(path.parent / 'figures').resolve()}")
+    if "npz" in args.export:
+        from interpgram.backends.render.export import NUMBERS_FILE
+        print(f"  numbers: every element's, with their labels, in {(path.parent / NUMBERS_FILE).resolve()}")
     print(f"  {len(prep.loaded.spec.elements)} elements · {st.forward_passes} forward / {st.backward_passes} backward "
           f"passes computed · cache {st.cache_hits} hits, {st.cache_misses} misses · device {results.device}")
+    rc = prep.cache
+    if rc is not None and rc.degraded:
+        print(f"  cache: {rc.degraded}")
     if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
         print(f"  icons: {st.icons_rendered} rendered, {st.icons_cached} from the cache"
               + (f" · activation grids: {st.grids_rendered} rendered, {st.grids_cached} from the cache"
@@ -113,15 +125,82 @@ def cmd_render(args) -> int:
 def cmd_serve(args) -> int:
     from interpgram.backends.serve import serve
 
+    if _cache_limit(args) is False:  # $INTERPGRAM_CACHE_MAX_SIZE that is not a size
+        return 2
     return serve(args.spec, host=args.host, port=args.port, allow_code=args.allow_code, cache_dir=args.cache_dir,
-                 icon_steps=args.icon_steps, show=not args.no_show)
+                 icon_steps=args.icon_steps, show=not args.no_show, input_root=args.input_root)
+
+
+def _folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder" + ("" if Path(text).exists() else " (not found)"))
+    return text
+
+
+def _cache_dir(text: str) -> Path:
+    """``--cache-dir``: a relative folder is relative to the current directory (like ``-o``)."""
+    return Path(text).expanduser().absolute()
+
+
+def _size(text: str):
+    from interpgram.backends.execute.cache import parse_size
+    try:
+        return parse_size(text, what="--cache-max-size") or text
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--cache-max-size: ")) from None
+
+
+def _cache_limit(args):
+    """The size limit the command uses (None: no limit), or False after printing why
+    $INTERPGRAM_CACHE_MAX_SIZE is not a size."""
+    from interpgram.backends.execute.cache import default_max_bytes, parse_size
+    if getattr(args, "cache_max_size", None) is not None:
+        return parse_size(args.cache_max_size)
+    try:
+        return default_max_bytes()
+    except ValueError as e:
+        _err(f"error: {e}")
+        return False
+
+
+def cmd_cache(args) -> int:
+    from datetime import datetime
+
+    from interpgram.backends.execute.cache import MAX_SIZE_ENV, ResultCache, format_size
+    limit = _cache_limit(args)
+    if limit is False:
+        return 2
+    cache = ResultCache(_cache_dir(args.cache_dir) if args.cache_dir else None, max_bytes=limit)
+    if args.action == "clear":
+        if not cache.root.is_dir():
+            print(f"{cache.root}: nothing to clear (no cache there)")
+            return 0
+        before = cache.info()
+        n = cache.clear()
+        print(f"cleared {cache.root}: {n} item(s), {format_size(before['bytes'])} freed")
+        return 0
+    i = cache.info()
+    src = ("--cache-max-size" if args.cache_max_size is not None else
+           f"${MAX_SIZE_ENV}" if os.environ.get(MAX_SIZE_ENV, "").strip() else "default; --cache-max-size or $" + MAX_SIZE_ENV)
+    print(f"cache: {i['root']}" + ("" if i["exists"] else " (does not exist yet)"))
+    print(f"  entries: {i['entries']} ({format_size(i['entry_bytes'])})")
+    print(f"  atlas collections: {i['atlas_stores']} ({format_size(i['atlas_bytes'])})")
+    print(f"  size: {format_size(i['bytes'])} of {format_size(i['max_bytes'])} ({src})"
+          + (" — over the limit: the next write evicts the least recently used" if i["max_bytes"] is not None
+             and i["bytes"] > i["max_bytes"] else ""))
+    if i["oldest_ns"] is not None:
+        fmt = lambda ns: datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+        print(f"  least recently used: {fmt(i['oldest_ns'])} · most recently used: {fmt(i['newest_ns'])}")
+    if i["corrupt_kept"] or i["tmp_files"]:
+        print(f"  damaged entries kept for inspection: {i['corrupt_kept']} · leftover temporary files: {i['tmp_files']}")
+    return 0
 
 
 def _formats(text: str) -> tuple[str, ...]:
     out = tuple(f.strip().lower() for f in text.split(",") if f.strip())
-    bad = [f for f in out if f not in ("svg", "png")]
+    bad = [f for f in out if f not in ("svg", "png", "npz")]
     if bad or not out:
-        raise argparse.ArgumentTypeError(f"formats are svg and png (comma-separated), not {text!r}")
+        raise argparse.ArgumentTypeError(f"formats are svg and png (figures) and npz (numbers), comma-separated, not {text!r}")
     return out
 
 
@@ -179,7 +258,10 @@ def cmd_sprites(args) -> int:
         return 1
     size = args.size or min(int(model.preprocess.size[-1]), 128)
     settings = IconSettings(size=size, steps=args.steps, attempts=args.attempts)
-    cache = ResultCache(args.cache_dir) if args.cache_dir else ResultCache(None)
+    limit = _cache_limit(args)
+    if limit is False:
+        return 2
+    cache = ResultCache(_cache_dir(args.cache_dir) if args.cache_dir else None, max_bytes=limit)
     bar = tqdm(total=args.steps * args.attempts, unit="step", file=sys.stderr, disable=args.quiet, leave=False)
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -188,6 +270,9 @@ def cmd_sprites(args) -> int:
         bar.set_description(stage, refresh=False)
         bar.refresh()
 
+    if args.out:  # an unwritable sheet location fails now, not after the optimisation
+        from interpgram.backends.files import check_output_dir
+        check_output_dir(Path(args.out).parent)
     stats = IconStats()
     try:
         results = render_icons(model, [Icon(args.layer, "channel", index=c) for c in channels], settings, seed=args.seed,
@@ -249,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         s.add_argument("spec", help="path to a YAML spec")
-        s.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+        s.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
         s.set_defaults(fn=fn)
         return s
 
@@ -261,28 +346,37 @@ def build_parser() -> argparse.ArgumentParser:
     r = spec_cmd("render", "compute the interface and write a self-contained report", cmd_render)
     r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
     r.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")
-    r.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
+    r.add_argument("--cache-dir", "--cache", dest="cache_dir", help="result cache folder, relative to the current folder "
+                                       "(default: the spec's execution.cache, else ~/.cache/interpgram/results)")
+    r.add_argument("--cache-max-size", type=_size, metavar="SIZE",
+                   help="size limit of the cache, e.g. 500M, 2G, none (default 2G or $INTERPGRAM_CACHE_MAX_SIZE); "
+                        "the least recently used results go first")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--icon-steps", type=_positive, metavar="N",
                    help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
-    r.add_argument("--export", type=_formats, default=(), metavar="svg,png",
-                   help="also write every element's figure to OUT/figures/<element>.svg / .png (for papers)")
+    r.add_argument("--export", type=_formats, default=(), metavar="svg,png,npz",
+                   help="also write every element's figure to OUT/figures/<element>.svg / .png (for papers); "
+                        "npz: every element's numbers with their labels to OUT/numbers.npz")
 
     sv = spec_cmd("serve", "serve a live dashboard of the spec: class and input pickers, live links, reload on edit",
                   cmd_serve)
     sv.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
     sv.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface)")
+                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface, "
+                         "which prints a warning: the dashboard has no login)")
     sv.add_argument("--cache-dir", help="result cache folder (default: the spec's execution.cache)")
     sv.add_argument("--icon-steps", type=_positive, metavar="N",
                     help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
     sv.add_argument("--no-show", action="store_true", help="do not open a browser tab")
+    sv.add_argument("--input-root", type=_folder, metavar="DIR",
+                    help="the only folder whose images the page's input box may open; typed paths are relative to it "
+                         "(default: the spec's folder)")
 
     la = sub.add_parser("layers", help="list a model's addressable layers and output shapes")
     la.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")
     la.add_argument("--weights", help="weights file for the model")
     la.add_argument("--all", action="store_true", help="list submodules too")
-    la.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+    la.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
     la.set_defaults(fn=cmd_layers)
 
     sp = sub.add_parser("sprites", help="render and cache the feature visualisation of every channel of a layer",
@@ -301,9 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--columns", type=int, help="icons per row of the sheet (default: square)")
     sp.add_argument("--weights", help="weights file for the model")
     sp.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
-    sp.add_argument("--allow-code", action="store_true", help="allow python: model sources to run code")
+    sp.add_argument("--cache-max-size", type=_size, metavar="SIZE", help="size limit of the cache (default 2G)")
+    sp.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(fn=cmd_sprites)
+
+    ca = sub.add_parser("cache", help="the result cache: where it is, what it holds (info) or empty it (clear)",
+                        description="info: the cache's folder, entries, atlas collections, size and limit. "
+                                    "clear: delete every cached result and atlas collection.")
+    ca.add_argument("action", choices=("info", "clear"))
+    ca.add_argument("--cache-dir", help="the cache folder (default: $INTERPGRAM_CACHE or ~/.cache/interpgram/results)")
+    ca.add_argument("--cache-max-size", type=_size, metavar="SIZE", help="the limit to report (default 2G)")
+    ca.set_defaults(fn=cmd_cache)
 
     sc = sub.add_parser("schema", help="print the spec's JSON Schema")
     sc.set_defaults(fn=cmd_schema)
@@ -332,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         from interpgram.backends.kernels.atlas.run import AtlasError
         from interpgram.backends.kernels.atlas.store import StoreError
         from interpgram.backends.data.inputs import InputError
-        if isinstance(e, (AtlasError, EngineError, StoreError, InputError)):
+        from interpgram.backends.files import OutputError
+        if isinstance(e, (AtlasError, EngineError, StoreError, InputError, OutputError)):
             _err(f"error: {e}")
             return 1
         raise

@@ -18,8 +18,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from interpgram.grammar import Plan
-from interpgram.grammar.compiler import compile_variants
+from interpgram.backends.execute.executor import execute
+from interpgram.backends.render.views import build_views
+from interpgram.grammar import Plan, link_kinds
+from interpgram.grammar.compile import compile_variants
 from interpgram.grammar.plan import LinkInfo, Present
 from interpgram.grammar.presentation import PRESENTATIONS
 
@@ -95,21 +97,13 @@ def mark_sources(plan: Plan, by_element: dict[str, list]) -> None:
 
 
 def variant_plan(prep, sels: list[tuple[LinkInfo, Any]]) -> Plan:
-    plan = compile_variants(prep.loaded, prep.info, sels, base=prep.plan)
-    if getattr(prep, "icon_steps", None) is not None:  # a draft (render --icon-steps): its variants too
-        from interpgram.backends.pipeline import _override_steps
-        _override_steps(plan, prep.icon_steps)
-    if prep.plan.device == "auto":
-        plan.resolved_device = prep.plan.resolved_device
-    return plan
+    return compile_variants(prep.loaded, prep.info, sels, base=prep.plan, options=prep.options)
 
 
 def run_variants(prep, inputs, sels: list[tuple[LinkInfo, Any]], *, cache,
                  progress: Optional[Callable[[str, int, int], None]] = None):
     """Compute the variants of ``sels`` as one fused plan. Returns (plan, results, views), views
     keyed by element id as :func:`backends.views.build_views` returns them."""
-    from interpgram.backends.execute.executor import execute
-    from interpgram.backends.render.views import build_views
 
     plan = variant_plan(prep, sels)
     results = execute(plan, prep.model, inputs, cache=cache, batch_size=prep.loaded.spec.execution.batch_size,
@@ -130,20 +124,12 @@ def variant_views(prep, inputs, link_index: int, value: Any, *, cache) -> list:
 
 def parse_key(li: LinkInfo, key: str) -> Any:
     """A selection key as charts report it ("3,5", "17") → the link's value."""
-    if li.kind == "position":
-        x, y = (int(t) for t in str(key).split(","))
-        return (x, y)
-    return int(key)
+    return link_kinds.parse_key(li.kind, key)
 
 
 def describe(li: LinkInfo, value: Any, classes: list[str] | None = None) -> str:
-    if li.kind == "position":
-        return f"position ({value[0]}, {value[1]}) of {li.source_layer}"
-    if li.kind == "class":
-        return f"class {classes[int(value)] if classes else value}"
-    if li.kind == "group":
-        return f"group {int(value) + 1}"
-    return f"channel {li.source_layer}:{value}"
+    """How a selection of ``li`` reads ("position (3, 5) of conv4"), the same words as the report's."""
+    return link_kinds.label(li.kind, link_kinds.key_of(li.kind, value), names=classes, layer=li.source_layer)
 
 
 def report_links(plan: Plan, base_views: dict[str, list], variant_views_: dict[str, list], n_images: int) -> tuple[list[dict], dict[str, list]]:
@@ -168,7 +154,8 @@ def report_links(plan: Plan, base_views: dict[str, list], variant_views_: dict[s
                 for t in per_image(base_views.get(li.element, []), i):
                     entry = {"link": li.index, "source": s.id, "target": t.id, "kind": li.kind,
                              "event": li.event, "keys": keys, "bound": li.precompute, "total": total,
-                             "source_element": li.source, "label": f"{li.source}.{li.event} → {li.element}.{li.target}"}
+                             "source_element": li.source, "layer": li.source_layer,
+                             "label": f"{li.source}.{li.event} → {li.element}.{li.target}"}
                     if li.kind == "class":
                         entry["names"] = {str(k): plan.classes[int(k)] for k in keys}
                     table.append(entry)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from interpgram.grammar import LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
+from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
 
-from interpgram.backends.data.inputs import InputError, Inputs, expand_refs, load_inputs
+from interpgram.backends.data.images import IMAGE_SUFFIXES
+from interpgram.backends.data.inputs import BUILTIN_REF, InputError, Inputs, expand_refs, load_inputs
 from interpgram.backends.models import LoadedModel, ModelSourceError, load_model
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.execute.executor import Results, execute
@@ -25,12 +26,23 @@ class Prepared:
     model: LoadedModel
     info: ModelInfo
     plan: Plan
-    icon_steps: Optional[int] = None  # a draft's icon steps, applied to link variants too
+    options: CompileOptions = CompileOptions()  # what the plan was compiled with (link variants use it too)
     allow_code: bool = False  # the user allowed python: sources (models, data sets)
+    inputs: Optional[Inputs] = None  # images given in memory (the Python API); None: the spec's ``input``
+    cache: Optional[ResultCache] = None  # the cache render used (its .degraded says if it stopped writing)
+
+    @property
+    def icon_steps(self) -> Optional[int]:
+        return self.options.icon_steps
 
 
 def model_info(model: LoadedModel) -> ModelInfo:
     return ModelInfo(model.name, model.layers(), model.classes, (3, *model.preprocess.size))
+
+
+def spec_model(loaded: LoadedSpec, allow_code: bool = False) -> LoadedModel:
+    """The model the spec's ``model:`` names; a reference that cannot load is a SpecError at that key."""
+    return _model(loaded, allow_code)
 
 
 def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
@@ -43,27 +55,95 @@ def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
         raise SpecError([loaded.error(path, str(e))]) from None
 
 
-def prepare(spec_path: str | Path, *, allow_code: bool = False, icon_steps: Optional[int] = None) -> Prepared:
+def prepare(spec_path: str | Path | LoadedSpec, *, allow_code: bool = False, icon_steps: Optional[int] = None,
+            model: Optional[LoadedModel] = None, inputs: Optional[Inputs] = None) -> Prepared:
     """Load the spec and its model and compile the plan (what ``check`` and ``plan`` do).
 
     ``icon_steps`` replaces the optimisation steps of every icon and activation grid (a quick draft).
+    The Python API passes a spec it loaded itself (a :class:`LoadedSpec`), a ``model`` already in
+    memory (used instead of the spec's ``model:``) and ``inputs`` already read (instead of ``input:``).
     """
-    loaded = load_spec(spec_path)
-    model = _model(loaded, allow_code)
+    loaded = spec_path if isinstance(spec_path, LoadedSpec) else load_spec(spec_path)
+    model = model if model is not None else _model(loaded, allow_code)
     info = model_info(model)
-    plan = compile_spec(loaded, info)
-    if icon_steps is not None:
-        _override_steps(plan, icon_steps)
-    if plan.device == "auto":
-        from interpgram.backends.execute.device import pick_device
-        plan.resolved_device = str(pick_device("auto"))
+    options = CompileOptions(icon_steps=icon_steps, resolved_device=_resolved_device(loaded),
+                             n_images=len(inputs.names) if inputs is not None else _n_images(loaded))
+    plan = compile_spec(loaded, info, options)
+    if inputs is None:
+        _check_inputs(loaded)  # an input image that render could not read: refused here, with its position
+    _check_datasets(loaded, model, plan, allow_code=allow_code)  # dataset examples: a data set that cannot be opened
+    _check_atlas_dataset(loaded, model, plan, allow_code)
+    prep = Prepared(loaded, model, info, plan, options, allow_code, inputs)
+    for el_id, sources in plan.vary_models.items():  # vary: {model: [...]}: each loads and fits the element
+        for i in range(len(sources)):
+            _vary_model(prep, el_id, i, allow_code)
+    return prep
+
+
+def _resolved_device(loaded: LoadedSpec) -> str:
+    """What ``execution: {device: auto}`` means on this machine (empty for an explicit device)."""
+    if loaded.spec.execution.device != "auto":
+        return ""
+    from interpgram.backends.execute.device import pick_device  # imports CUDA probing only when asked
+    return str(pick_device("auto"))
+
+
+def _n_images(loaded: LoadedSpec) -> int:
     try:
-        plan.n_images = len(expand_refs(loaded.spec.inputs))
+        return len(expand_refs(loaded.spec.inputs))
     except InputError as e:
         raise SpecError([loaded.error(("input",), str(e))]) from None
-    _check_datasets(loaded, model, plan)  # dataset examples: a data set that cannot be opened, with its position
-    _check_atlas_dataset(loaded, model, plan, allow_code)
-    return Prepared(loaded, model, info, plan, icon_steps, allow_code)
+
+
+def _check_inputs(loaded: LoadedSpec) -> None:
+    """Every input reference names something :func:`load_inputs` can read (a built-in image, or an
+    image file that exists), without decoding any image."""
+    refs = loaded.spec.inputs
+    for idx, r in enumerate(refs):
+        where = ("input",) if isinstance(loaded.spec.input, str) else ("input", idx)
+        if r.startswith("builtin:"):
+            m = BUILTIN_REF.match(r)
+            if not m or m.group("name") != "shapes":
+                raise SpecError([loaded.error(where, f"unknown built-in input {r!r}; use builtin:shapes/N, "
+                                                     "builtin:shapes/train/N or builtin:shapes/A-B")])
+            continue
+        p = Path(r).expanduser()
+        p = p if p.is_absolute() else loaded.base_dir / p
+        if not p.exists():
+            raise SpecError([loaded.error(where, f"input image not found: {p}")])
+        if not p.is_file():
+            raise SpecError([loaded.error(where, f"{p} is not an image file (a folder, a pipe or a device?)")])
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            raise SpecError([loaded.error(where, f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")])
+        if not os.access(p, os.R_OK):
+            raise SpecError([loaded.error(where, f"cannot read the input image {p} (permission denied)")])
+
+
+def _vary_model(prep: Prepared, el_id: str, i: int, allow_code: bool) -> Prepared:
+    """The element ``el_id`` prepared for the ``i``-th model of its ``vary: {model: [...]}``: that model
+    loaded (memoised) and the element compiled against it; either failure is a positioned SpecError."""
+    spec = prep.loaded.spec
+    el = spec.elements[el_id]
+    src = prep.plan.vary_models[el_id][i]
+    path = ("elements", el_id, "vary", "model", i)
+    sub = spec.model_copy(update={"model": src, "elements": {el_id: el.model_copy(update={"vary": None})},
+                                  "links": [], "layout": None, "title": None})
+    loaded = replace(prep.loaded, spec=sub)
+    ms = src if not isinstance(src, str) else None
+    name = src if isinstance(src, str) else src.source
+    try:
+        model = load_model(name, weights=ms.weights if ms else None, factory=ms.factory if ms else None,
+                           labels=ms.labels if ms else None, allow_code=allow_code,
+                           base_dir=prep.loaded.base_dir)
+    except ModelSourceError as e:
+        raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
+    info = model_info(model)
+    try:
+        plan = compile_spec(loaded, info, prep.options)
+    except SpecError as e:
+        raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
+                                                 + "; ".join(d.message for d in e.diagnostics))]) from None
+    return Prepared(loaded, model, info, plan, prep.options, allow_code, inputs=_inputs_for(prep, model, path))
 
 
 def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, allow_code: bool) -> None:
@@ -104,7 +184,8 @@ def _examples_path(loaded: LoadedSpec, element: str) -> tuple:
     return path + ("examples", "dataset")
 
 
-def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None) -> None:
+def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None, *,
+                    allow_code: bool = False) -> None:
     """Open the data set of every ``examples`` element (listing its files, reading none); a failure
     (or ``error``, raised while streaming one) becomes a SpecError at the element's ``dataset`` key."""
     from interpgram.backends.data.datasets import DatasetError, open_dataset
@@ -123,7 +204,8 @@ def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: O
                 break
             continue
         try:
-            open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir)
+            open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
+                         allow_code=allow_code)
         except DatasetError as e:
             diags.append((True, loaded.error(_examples_path(loaded, p.element), str(e))))
     if diags:
@@ -135,31 +217,21 @@ def with_input(prep: Prepared, ref: str) -> Prepared:
     again, the loaded model is reused, a draft's icon steps are kept."""
     from interpgram.grammar import LoadedSpec
 
-    loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
-    try:
-        n = len(expand_refs(loaded.spec.inputs))
-    except InputError as e:
-        raise SpecError([loaded.error(("input",), str(e))]) from None
-    plan = compile_spec(loaded, prep.info)
-    if prep.icon_steps is not None:
-        _override_steps(plan, prep.icon_steps)
-    plan.resolved_device, plan.n_images = prep.plan.resolved_device, n
-    return Prepared(loaded, prep.model, prep.info, plan, prep.icon_steps, prep.allow_code)
-
-
-def _override_steps(plan: Plan, steps: int) -> None:
     from dataclasses import replace
 
-    from interpgram.grammar.plan import ActivationGrid, AtlasIcons, FeatureVis
-    if steps < 1:
-        raise ValueError("icon steps must be at least 1")
-    for op_id, op in list(plan.ops.items()):
-        if isinstance(op, (FeatureVis, ActivationGrid, AtlasIcons)):
-            settings = tuple((k, steps if k == "steps" else v) for k, v in op.settings)
-            plan.ops[op_id] = replace(op, settings=settings)
+    loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
+    sub = None
+    if prep.inputs is not None and ref in prep.inputs.refs:  # one of the images given in memory
+        i = prep.inputs.refs.index(ref)
+        sub = Inputs([ref], [prep.inputs.names[i]], prep.inputs.images[i:i + 1], prep.inputs.truth[i:i + 1])
+    options = replace(prep.options, n_images=len(sub.names) if sub is not None else _n_images(loaded))
+    plan = compile_spec(loaded, prep.info, options)
+    return Prepared(loaded, prep.model, prep.info, plan, options, prep.allow_code, sub)
 
 
 def load_spec_inputs(prep: Prepared) -> Inputs:
+    if prep.inputs is not None:  # given in memory (the Python API)
+        return prep.inputs
     refs = prep.loaded.spec.inputs
     try:
         return load_inputs(refs, prep.model.preprocess.size, prep.loaded.base_dir)
@@ -170,14 +242,22 @@ def load_spec_inputs(prep: Prepared) -> Inputs:
         raise SpecError([prep.loaded.error(path, msg)]) from None
 
 
-def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None) -> ResultCache:
+def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None,
+               max_size: Optional[str | int] = None) -> ResultCache:
+    """The result cache: ``override`` (``--cache-dir``: a relative folder is relative to the current
+    directory, like ``-o``; ``False``: no cache) or the spec's ``execution.cache`` (a relative folder
+    is relative to the spec's folder). ``max_size`` (``--cache-max-size``, e.g. ``500M``, ``none``)
+    replaces ``$INTERPGRAM_CACHE_MAX_SIZE`` and the 2 GiB default."""
+    limit = "default" if max_size is None else max_size
     setting = prep.loaded.spec.execution.cache if override is None else override
     if setting is False:
-        return ResultCache(None, enabled=False)
+        return ResultCache(None, enabled=False, max_bytes=None)
     if setting is True:
-        return ResultCache(None)
+        return ResultCache(None, max_bytes=limit)
     p = Path(os.path.expanduser(str(setting)))
-    return ResultCache(p if p.is_absolute() else prep.loaded.base_dir / p)
+    if not p.is_absolute():
+        p = (Path.cwd() if override is not None else prep.loaded.base_dir) / p
+    return ResultCache(p, max_bytes=limit)
 
 
 def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
@@ -209,22 +289,68 @@ def build_views(plan: Plan, inputs: Inputs, results: Results):
     return _build(plan, inputs, results)
 
 
-def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = False,
+EXPORT_FORMATS = ("svg", "png", "npz")  # figures of each element; every element's numbers
+
+
+@dataclass
+class ReportParts:
+    """Everything a report page is drawn from (``write_report`` / ``render_html`` keyword arguments)."""
+
+    views: list
+    title: str
+    layout: list
+    meta: dict
+    links: list
+    variants: dict
+
+    def kwargs(self) -> dict:
+        return {"title": self.title, "layout": self.layout, "meta": self.meta, "links": self.links,
+                "variants": self.variants}
+
+
+def render(spec_path: str | Path | Prepared, out_dir: str | Path, *, allow_code: bool = False,
            cache: Optional[str | Path | bool] = None, progress=None,
-           icon_steps: Optional[int] = None, export: tuple[str, ...] = ()) -> tuple[Path, Prepared, Results]:
+           icon_steps: Optional[int] = None, export: tuple[str, ...] = (),
+           cache_max_size: Optional[str | int] = None) -> tuple[Path, Prepared, Results]:
     """Compute and write ``out_dir/index.html`` (and, for each format in ``export`` — svg, png —
-    every element's figure as ``out_dir/figures/<view>.<format>``). Returns (path, prepared, results)."""
-    bad = [f for f in export if f not in ("svg", "png")]
+    every element's figure as ``out_dir/figures/<view>.<format>``; npz — every element's numbers with
+    their labels in ``out_dir/numbers.npz``, see :mod:`.render.export`). Returns (path, prepared, results).
+
+    ``spec_path`` may be a :class:`Prepared` already (the Python API: a model or inputs in memory)."""
+    bad = [f for f in export if f not in EXPORT_FORMATS]
     if bad:
-        raise ValueError(f"export formats are svg and png, not {', '.join(bad)}")
+        raise ValueError(f"export formats are {', '.join(EXPORT_FORMATS)}, not {', '.join(bad)}")
+    from interpgram.backends.files import check_output_dir
     from interpgram.backends.render import write_report
 
+    check_output_dir(Path(out_dir))  # a read-only, full or misplaced output folder fails now, not after the compute
     t0 = time.perf_counter()
-    prep = prepare(spec_path, allow_code=allow_code, icon_steps=icon_steps)
-    rc = make_cache(prep, cache)
+    prep = spec_path if isinstance(spec_path, Prepared) else prepare(spec_path, allow_code=allow_code,
+                                                                      icon_steps=icon_steps)
+    rc = prep.cache = make_cache(prep, cache, cache_max_size)
     inputs, results = run(prep, cache=rc, progress=progress)
+    parts = report_parts(prep, inputs, results, cache=rc, progress=progress, t0=t0)
+    path = write_report(parts.views, Path(out_dir), **parts.kwargs())
+    figures = [f for f in export if f in ("svg", "png")]
+    if figures:
+        from interpgram.backends.render import to_png, to_svg
+        for v in parts.views:  # figures for papers: each element with its title and grammar sentence
+            for fmt in figures:
+                (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
+    if "npz" in export:
+        from interpgram.backends.render.export import NUMBERS_FILE, numbers_of, write_npz
+        write_npz(numbers_of(prep.plan, inputs, results), Path(out_dir) / NUMBERS_FILE)
+    return path, prep, results
+
+
+def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: ResultCache, progress=None,
+                 t0: Optional[float] = None) -> ReportParts:
+    """The report page of computed ``results``: views (with other models' comparisons and the
+    precomputed link variants), layout, and the header's facts. ``t0``: when the computation began."""
+    t0 = time.perf_counter() if t0 is None else t0
+    rc = cache
     by_element = build_views(prep.plan, inputs, results)
-    for el_id, views_ in compare_models(prep, cache=rc, allow_code=allow_code, progress=progress).items():
+    for el_id, views_ in compare_models(prep, cache=rc, allow_code=prep.allow_code, progress=progress).items():
         by_element[el_id] = by_element.get(el_id, []) + views_
     links_table, variants, vstats = precompute_links(prep, inputs, results, by_element, cache=rc, progress=progress)
     views = [v for vs in by_element.values() for v in vs]
@@ -232,7 +358,7 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     st = results.stats
     passes = prep.plan.passes()
     meta = {
-        "spec": str(spec_path),
+        "spec": prep.loaded.file,
         "model": prep.model.name,
         "inputs": ", ".join(inputs.names) or "none (atlases of a data set)",
         "device": results.device,
@@ -245,6 +371,8 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
            if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
         "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
+    if rc.degraded:  # a read-only or full cache folder: the report says the results were not kept
+        meta["cache"] = rc.degraded
     if not inputs.names:  # atlases only: no pass over inputs to speak of
         for k in ("passes", "computed"):
             meta.pop(k)
@@ -274,48 +402,23 @@ def render(spec_path: str | Path, out_dir: str | Path, *, allow_code: bool = Fal
     truth = [t for t in inputs.truth if t]
     if truth:
         meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
-    path = write_report(views, Path(out_dir), title=prep.plan.title or Path(spec_path).stem, layout=layout, meta=meta,
-                        links=links_table, variants=variants)
-    if export:
-        from interpgram.backends.render import to_png, to_svg
-        for v in views:  # figures for papers: each element with its title and grammar sentence
-            for fmt in export:
-                (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
-    return path, prep, results
+    spec_file = Path(prep.loaded.file)
+    title = prep.plan.title or (spec_file.stem if not prep.loaded.file.startswith("<") else "interpgram")
+    return ReportParts(views, title, layout, meta, links_table, variants)
 
 
 def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = False, progress=None) -> dict[str, list]:
     """Elements with ``vary: {model: [...]}``: the element compiled, run and drawn again for each
     other model (its own preprocessing, the same inputs and cache), titled and named by the model."""
-    from dataclasses import replace
-
     from interpgram.backends.render.views import safe_id
 
     out: dict[str, list] = {}
-    spec = prep.loaded.spec
     for el_id, sources in prep.plan.vary_models.items():
-        el = spec.elements[el_id]
         for i, src in enumerate(sources):
-            path = ("elements", el_id, "vary", "model", i)
-            sub = spec.model_copy(update={"model": src, "elements": {el_id: el.model_copy(update={"vary": None})},
-                                          "links": [], "layout": None, "title": None})
-            loaded = replace(prep.loaded, spec=sub)
             ms = src if not isinstance(src, str) else None
             name = src if isinstance(src, str) else src.source
-            try:
-                model = load_model(name, weights=ms.weights if ms else None, factory=ms.factory if ms else None,
-                                   labels=ms.labels if ms else None, allow_code=allow_code,
-                                   base_dir=prep.loaded.base_dir)
-            except ModelSourceError as e:
-                raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
-            info = model_info(model)
-            try:
-                plan = compile_spec(loaded, info)
-            except SpecError as e:
-                raise SpecError([prep.loaded.error(path, f"vary model {name}: the element does not fit this model: "
-                                                         + "; ".join(d.message for d in e.diagnostics))]) from None
-            plan.resolved_device = prep.plan.resolved_device
-            other = Prepared(loaded, model, info, plan)
+            other = _vary_model(prep, el_id, i, allow_code)
+            plan = other.plan
             inputs, results = run(other, cache=cache, progress=progress)
             for v in build_views(plan, inputs, results).get(el_id, []):
                 label = name if ms is None or not ms.weights else f"{name} ({Path(ms.weights).name})"
@@ -323,6 +426,17 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
                 v.title = f"{v.title} · {label}"
                 out.setdefault(el_id, []).append(v)
     return out
+
+
+def _inputs_for(prep: Prepared, model: LoadedModel, path: tuple) -> Optional[Inputs]:
+    """In-memory inputs for another model of a comparison: the same images when its input size is the same."""
+    if prep.inputs is None:
+        return None
+    if tuple(prep.inputs.images.shape[-2:]) != tuple(model.preprocess.size):
+        raise SpecError([prep.loaded.error(path, f"vary model {model.name} takes {tuple(model.preprocess.size)} images, "
+                                                 f"the inputs given in memory are {tuple(prep.inputs.images.shape[-2:])}; "
+                                                 "give them as files or refs so each model reads them at its own size")])
+    return prep.inputs
 
 
 def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_element: dict, *, cache: ResultCache,

@@ -61,7 +61,6 @@ def main() -> int:
     from interpgram.backends.execute.device import pick_device
     from interpgram.backends.execute.executor import execute
     from interpgram.grammar import compile_spec, load_spec_text
-    from interpgram.grammar.plan import Reduce
 
     text = SPEC.format(last=args.images - 1, device=args.device)
     loaded = load_spec_text(text, "benchmarks/fusion.py")

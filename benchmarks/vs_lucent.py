@@ -80,7 +80,6 @@ def main(argv=None) -> int:
 
     try:
         from lucent.optvis import objectives, param, render, transform
-        import lucent
     except Exception as e:  # noqa: BLE001 - anything that stops lucent from loading
         print(ENV_HELP.format(exe=sys.executable, err=f"{type(e).__name__}: {e}"), file=sys.stderr)
         return 2

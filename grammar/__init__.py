@@ -5,7 +5,7 @@ Imports nothing from interpgram.backends: the pipeline runs one way, spec → pl
 from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean, nearest
 from interpgram.grammar.spec.load import LoadedSpec, load_spec, load_spec_text
 from interpgram.grammar.presentation import PRESENTATIONS, Presentation, register_presentation
-from interpgram.grammar.compiler import ModelInfo, compile_spec
+from interpgram.grammar.compile import CompileOptions, ModelInfo, compile_spec
 from interpgram.grammar.plan import Plan, Target
 from interpgram.grammar.spec.nodes import SPEC_VERSION, Spec
 
@@ -42,7 +42,7 @@ def json_schema() -> dict:
 
 
 __all__ = [
-    "Diagnostic", "LoadedSpec", "ModelInfo", "PRESENTATIONS", "Plan", "Presentation", "SPEC_VERSION",
+    "CompileOptions", "Diagnostic", "LoadedSpec", "ModelInfo", "PRESENTATIONS", "Plan", "Presentation", "SPEC_VERSION",
     "Spec", "SpecError", "Target", "compile_spec", "did_you_mean", "json_schema", "load_spec",
     "load_spec_text", "nearest", "register_presentation",
 ]

@@ -287,6 +287,7 @@ class Combine(Op):
 
     @property
     def deps(self):
+        # filter's `by` is a content computed like the inputs (top_k's `by` is a word: value | abs)
         return self.inputs + ((self.by,) if self.op == "filter" and self.by else ())
 
     def signature(self, plan):

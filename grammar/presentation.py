@@ -22,7 +22,7 @@ from interpgram.grammar.options import OptionsModel
 from interpgram.grammar.registry import Registry
 
 if TYPE_CHECKING:  # annotations only: the compiler imports this module
-    from interpgram.grammar.compiler import Builder, Content
+    from interpgram.grammar.compile import Builder, Content
     from interpgram.grammar.plan import Present
 
 BUILTIN = "interpgram.backends.presentations"

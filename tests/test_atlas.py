@@ -200,9 +200,9 @@ def test_atlas_errors_name_what_to_fix(tmp_path):
 def test_the_dashboard_serves_the_atlases_from_the_cache(rendered):
     """interpgram serve's engine on the same spec and cache: every atlas view is drawn (icons inline),
     nothing is recomputed."""
-    from interpgram.backends.serve import Engine
+    from interpgram.backends.serve import Session
     tmp, spec, path, prep, res = rendered
-    eng = Engine(spec, cache_dir=tmp / "cache")
+    eng = Session(spec, cache_dir=tmp / "cache")
     try:
         assert eng.load(), eng.error
         _, good, err = eng.snapshot()

@@ -9,33 +9,13 @@ import re
 import numpy as np
 
 from support.atlas_cells import classes, make_cells
-from support.sample_views import atlas_view
 import pytest
 import vl_convert
 
 from interpgram.backends.render.atlas_chart import TOP_CLASSES, atlas_chart
-from interpgram.backends.render.charts import png_data_url
 from interpgram.backends.render.draw import vegalite_version
 
 POSITIVE, NEGATIVE = "#d6604d", "#4393c3"
-
-
-def atlas_view(patch_test: bool = True, vid: str = "atlas"):
-    """An ``atlas`` ElementView shaped as the view builder (backends/views.py) makes it, with the grammar's
-    default options; ``patch_test`` adds a class atlas's per-cell flip fractions."""
-    from interpgram.backends.render import ElementView
-    from interpgram.backends.presentations.examples import AtlasOptions
-    cells = make_cells()
-    pt = None
-    if patch_test:
-        for i, c in enumerate(cells):
-            c["flip"] = 0.05 * i
-        pt = {"class": "class 3", "noise": 0.04, "n": 500, "size": 9, "crop": "centre"}
-    data = {"cells": cells, "classes": classes(), "grid": 5, "kind": "attribution" if patch_test else "activation",
-            "patch_test": pt, "atlas_classes": ["class 3"] if patch_test else [], "layer": "conv4",
-            "samples": sum(c["count"] for c in cells) + 11}
-    return ElementView(vid, "atlas", "atlas", "FeatureVis(Activation(Network conv4 Spatial))",
-                       AtlasOptions().model_dump(), data)
 
 
 def datasets(spec):

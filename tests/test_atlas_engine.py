@@ -64,14 +64,6 @@ def interval(shared, i):
     return i, start, time.time()
 
 
-def sleep_mark(shared, item):
-    i, delay = item
-    time.sleep(delay)
-    with open(os.path.join(shared["dir"], str(i)), "w"):
-        pass
-    return i
-
-
 class Counted:
     """Appends one byte to a file each time it is pickled (deserialising does not count)."""
 
@@ -121,13 +113,23 @@ def test_ray_matches_local_on_a_real_model(engine):
     assert all(torch.equal(a[1], b[1]) for a, b in zip(local, again))
 
 
-def test_results_in_order_when_tasks_finish_out_of_order(engine):
-    n = 6
-    items = [(i, 0.15 * (n - i)) for i in range(n)]  # the last item finishes first
-    out = list(engine.map(sleep_then_stamp, items, shared={}, max_in_flight=n))
-    assert [i for i, _ in out] == list(range(n))
-    finished = [t for _, t in out]
-    assert finished != sorted(finished)  # they did finish out of order
+def finish_after(shared, item):
+    """Mark ``i`` done, but only after item ``after`` is marked (None: at once); the finish time."""
+    i, after = item
+    d = shared["dir"]
+    end = time.monotonic() + 300
+    while after is not None and not os.path.exists(os.path.join(d, str(after))) and time.monotonic() < end:
+        time.sleep(0.01)
+    t = time.time()
+    open(os.path.join(d, str(i)), "w").close()
+    return i, t
+
+
+def test_results_in_order_when_tasks_finish_out_of_order(engine, tmp_path):
+    # two tasks on the two CPUs: the first waits for the second to finish (no timing involved)
+    out = list(engine.map(finish_after, [(0, 1), (1, None)], shared={"dir": str(tmp_path)}, max_in_flight=2))
+    assert [i for i, _ in out] == [0, 1]
+    assert out[0][1] >= out[1][1]  # they did finish out of order
 
 
 def test_lazy_and_bounded(engine):
@@ -169,28 +171,65 @@ def test_max_in_flight_one_runs_tasks_one_at_a_time(engine):
         assert start >= end  # 2 CPUs, yet never two tasks at once
 
 
+def wait_for(cond, what: str, timeout: float = 120.0, step: float = 0.01):
+    """Poll ``cond`` until it is true (a generous bound: a busy machine is only slower)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+def mark_when_released(shared, item):
+    """Mark ``started/i``; unless ``i`` is free, wait for the ``release`` file; then mark ``done/i``."""
+    i, free = item
+    d = shared["dir"]
+    open(os.path.join(d, "started", str(i)), "w").close()
+    end = time.monotonic() + 300
+    while not free and not os.path.exists(shared["release"]) and time.monotonic() < end:
+        time.sleep(0.01)
+    open(os.path.join(d, "done", str(i)), "w").close()
+    return i
+
+
 def test_interrupt_and_early_stop_cancel_pending_tasks(engine, tmp_path):
-    t0 = time.time()
-    interrupted = tmp_path / "interrupted"
-    interrupted.mkdir()
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C in ray.get
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            for _ in engine.map(sleep_mark, [(i, 3.0) for i in range(3)], shared={"dir": str(interrupted)},
-                                max_in_flight=3):
-                pass
-    finally:
-        timer.cancel()
-    t1 = time.time()
-    stopped = tmp_path / "stopped"
-    stopped.mkdir()
-    it = engine.map(sleep_mark, [(0, 0.0), (1, 2.0), (2, 2.0)], shared={"dir": str(stopped)}, max_in_flight=3)
+    """A Ctrl-C while the caller waits on running tasks, and a caller that stops iterating early, cancel
+    every task still pending: none of them ever finishes, even once nothing holds them back. The
+    interrupt is sent from an explicit point (a task has started and cannot finish before it), never
+    by a timer, so no load on the machine changes what it interrupts."""
+    release = tmp_path / "release"
+
+    def phase(name):
+        d = tmp_path / name
+        (d / "started").mkdir(parents=True)
+        (d / "done").mkdir()
+        return d, {"dir": str(d), "release": str(release)}
+
+    interrupted, shared = phase("interrupted")
+
+    def ctrl_c_once_a_task_runs():
+        wait_for(lambda: os.listdir(interrupted / "started"), "a task to start")
+        os.kill(os.getpid(), signal.SIGINT)  # the caller is inside ray.get: task 0 cannot end before release
+
+    watcher = threading.Thread(target=ctrl_c_once_a_task_runs, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in engine.map(mark_when_released, [(i, False) for i in range(3)], shared=shared, max_in_flight=3):
+            pass
+    watcher.join()
+
+    stopped, shared = phase("stopped")
+    it = engine.map(mark_when_released, [(0, True), (1, False), (2, False)], shared=shared, max_in_flight=3)
     assert next(it) == 0
     it.close()  # the caller stops early
-    time.sleep(max(0.0, max(t0 + 4.0, t1 + 3.0) - time.time()))  # past when the tasks would end
-    assert os.listdir(interrupted) == []
-    assert os.listdir(stopped) == ["0"]
+
+    release.touch()  # a task that was not cancelled would now finish at once
+    after, shared = phase("after")
+    # tasks on every CPU, queued after the cancelled ones: once they ran, a leftover would have too
+    assert sorted(engine.map(mark_when_released, [(i, True) for i in range(4)], shared=shared,
+                             max_in_flight=4)) == [0, 1, 2, 3]
+    assert os.listdir(interrupted / "done") == []
+    assert os.listdir(stopped / "done") == ["0"]
 
 
 def test_shared_is_serialised_once(engine, tmp_path):

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from interpgram.backends.cli import main
 
@@ -156,3 +155,27 @@ def test_render_exports_every_element_as_svg_and_png(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "interpgram.backends.cli", "render", "specs/shapes/demo.yaml", "-o",
                           str(tmp_path / "x"), "--export", "pdf"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "formats are svg and png" in bad.stderr
+
+
+QUIET_ATLAS = """\
+interpgram: 1
+model: builtin:shapes-cnn
+dataset: {{source: builtin:shapes, n: {n}, split: train, chunk: 32, batch_size: 32}}
+elements:
+  atlas:
+    content: {{activation: {{layer: conv4, atom: spatial}}}}
+    presentation: {{atlas: {{grid: 3, min_count: 2, layout: {{n_neighbors: 6}}, icon: {{size: 16, steps: 2, attempts: 1}}}}}}
+"""
+
+
+def test_quiet_silences_the_atlas_collection_bar(tmp_path):
+    """-q: nothing on stderr, the atlas collection's bar included; without it the collection shows a bar."""
+    for n, quiet in ((64, True), (96, False)):  # two collections (a complete one would show no bar)
+        spec = tmp_path / f"atlas{n}.yaml"
+        spec.write_text(QUIET_ATLAS.format(n=n))
+        r = cli("render", spec, "-o", tmp_path / f"out{n}", "--cache-dir", tmp_path / "cache", *(["-q"] if quiet else []))
+        assert r.returncode == 0, r.stderr
+        if quiet:
+            assert "atlas collection" not in r.stderr and "%|" not in r.stderr, r.stderr
+        else:
+            assert "atlas collection" in r.stderr

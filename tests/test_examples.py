@@ -378,23 +378,6 @@ def test_search_streams_with_progress_and_keeps_top_k(model):
 
 
 # ----------------------------------------------------------------------------- the chart
-def examples_view(atoms: int = 2, top: int = 3, patch: bool = False, vid: str = "e"):
-    """An ``examples`` ElementView as the view builder makes it (with the grammar's default options)."""
-    from interpgram.backends.render import ElementView
-    from interpgram.backends.presentations.examples import ExamplesOptions
-    rng = np.random.default_rng(0)
-    rows = [{"label": f"conv4:{a}", "value": float(rng.random()),
-             "images": [rng.random((64, 64, 3)).astype(np.float32) for _ in range(top)],
-             "scores": sorted(rng.random(top).tolist(), reverse=True), "indices": list(range(a * top, (a + 1) * top)),
-             "names": [f"shapes/test/{a * top + j} (star)" for j in range(top)],
-             "boxes": [[8, 16, 45, 53]] * top, "positions": [[3, 4]] * top} for a in range(atoms)]
-    data = {"atoms": rows, "layer": "conv4", "atom": "channel", "value_name": "activation", "score_name": "max activation",
-            "patch": patch, "input_size": [64, 64], "dataset": "builtin:shapes", "n": 100,
-            "heading": "dataset examples · conv4", "subtitle": "top 3 of 100"}
-    opts = ExamplesOptions(patch=patch).model_dump()
-    return ElementView(vid, "examples", "examples", "InfoVis(Activation(Network conv4 Channel))", opts, data)
-
-
 def test_the_chart_draws_a_row_per_atom_with_captioned_examples_and_boxes():
     import json
     import re

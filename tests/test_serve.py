@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from interpgram.backends.cli import build_parser
-from interpgram.backends.serve import (DEFAULT_HOST, Dashboard, Engine, free_port, make_server, selection_key,
+from interpgram.backends.serve import (DEFAULT_HOST, Dashboard, Session, free_port, make_server, selection_key,
                                        websocket_origins)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def all_views(dash: Dashboard) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    engine = Engine(DEMO, cache_dir=tmp_path_factory.mktemp("cache"), icon_steps=4)
+    engine = Session(DEMO, cache_dir=tmp_path_factory.mktemp("cache"), icon_steps=4)
     assert engine.load(), engine.error
     yield engine
     engine.stop()
@@ -70,7 +70,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture
 def linked(tmp_path):
-    engine = Engine(linked_spec(tmp_path))
+    engine = Session(linked_spec(tmp_path))
     assert engine.load(), engine.error
     yield engine
     engine.stop()
@@ -162,7 +162,7 @@ def test_link_selection_changes_the_target_and_a_repeat_comes_from_the_cache(lin
 def test_links_pair_the_views_of_each_input_image(tmp_path):
     path = linked_spec(tmp_path)
     path.write_text(path.read_text().replace("input: builtin:shapes/10", "input: [builtin:shapes/10, builtin:shapes/3]"))
-    engine = Engine(path)
+    engine = Session(path)
     assert engine.load(), engine.error
     dash = Dashboard(engine)
     assert {"where-0", "where-1", "upstream-0", "upstream-1"} <= set(dash.panes)
@@ -176,7 +176,7 @@ def test_links_pair_the_views_of_each_input_image(tmp_path):
 
 def test_a_missing_spec_file_is_reported_until_it_appears(tmp_path):
     path = tmp_path / "later.yaml"
-    engine = Engine(path)
+    engine = Session(path)
     assert engine.poll() and f"{path}:1:1: no such file" in engine.error
     assert not engine.poll()  # still missing: not loaded again every second
     dash = Dashboard(engine)
@@ -231,7 +231,7 @@ def _broken(text: str) -> tuple[str, str]:
 def test_a_broken_spec_shows_positioned_errors_above_the_last_good_page_and_recovers(tmp_path):
     path = linked_spec(tmp_path)
     good_text = path.read_text()
-    engine = Engine(path)
+    engine = Session(path)
     assert engine.load()
     dash = Dashboard(engine)
     assert not dash.alert.visible
@@ -261,7 +261,7 @@ def test_a_spec_broken_from_the_start_shows_its_errors(tmp_path):
     path = linked_spec(tmp_path)
     bad, at = _broken(path.read_text())
     path.write_text(bad)
-    engine = Engine(path)
+    engine = Session(path)
     assert not engine.load() and engine.good is None
     dash = Dashboard(engine)
     assert dash.alert.visible and f"{path}:{at}:" in dash.alert.object and not dash.body.objects
@@ -395,7 +395,7 @@ def _plain_replace(chart) -> None:
 def test_the_server_binds_loopback_unless_told(tmp_path):
     from tornado.ioloop import IOLoop
 
-    engine = Engine(linked_spec(tmp_path))
+    engine = Session(linked_spec(tmp_path))
     loop = IOLoop(make_current=False)
     server = make_server(engine, port=0, loop=loop)  # made, not started
     try:

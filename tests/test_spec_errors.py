@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from interpgram.grammar.presentation import PRESENTATIONS
-from interpgram.grammar import SpecError, compile_spec, load_spec, load_spec_text
+from interpgram.grammar import SpecError, load_spec, load_spec_text
 
 HEAD = "interpgram: 1\nmodel: builtin:shapes-cnn\ninput: builtin:shapes/7\n"
 

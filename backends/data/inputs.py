@@ -15,8 +15,9 @@ from typing import Optional
 import torch
 
 from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+from interpgram.backends.files import path_problem
 
-_BUILTIN = re.compile(r"^builtin:(?P<name>[a-z\-]+)/(?:(?P<split>train|test)/)?(?P<a>\d+)(?:-(?P<b>\d+))?$")
+BUILTIN_REF = re.compile(r"^builtin:(?P<name>[a-z\-]+)/(?:(?P<split>train|test)/)?(?P<a>\d+)(?:-(?P<b>\d+))?$")
 
 
 class InputError(Exception):
@@ -41,7 +42,7 @@ class Inputs:
 def expand_refs(refs: list[str]) -> list[str]:
     out = []
     for r in refs:
-        m = _BUILTIN.match(r)
+        m = BUILTIN_REF.match(r)
         if m and m.group("b") is not None:
             a, b = int(m.group("a")), int(m.group("b"))
             if b < a or b - a > 4096:
@@ -59,7 +60,7 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
     images, names, truth = [], [], []
     for r in refs:
         if r.startswith("builtin:"):
-            m = _BUILTIN.match(r)
+            m = BUILTIN_REF.match(r)
             if not m or m.group("name") != "shapes":
                 raise InputError(f"unknown built-in input {r!r}; use builtin:shapes/N, builtin:shapes/train/N or builtin:shapes/A-B")
             from interpgram.backends.data.shapes import CLASSES, generate
@@ -73,12 +74,15 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
         else:
             p = Path(r).expanduser()
             p = p if p.is_absolute() else base / p
-            if not p.exists():
+            problem = path_problem(p)
+            if problem and problem[0] == "missing":
                 raise InputError(f"input image not found: {p}")
+            if problem:  # a symlink loop, a named pipe (reading it would hang), a folder, a device, ...
+                raise InputError(f"input image {p} {problem[1]}")
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InputError(f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
             try:
-                img = resize(read_image(p), size)
+                img = resize(read_image(p, size), size)
             except ImageError as e:
                 raise InputError(str(e)) from None
             truth.append(None)

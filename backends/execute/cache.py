@@ -53,6 +53,24 @@ Temporary-file cleanup rules:
    ``stale_tmp_s`` (default one hour, long enough not to race a live writer) from the directory it
    writes to, and :meth:`ResultCache.cleanup` removes them from the whole cache.
 
+Size limit (least recently used goes first)
+-------------------------------------------
+The cache holds at most ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 2 GiB; ``$INTERPGRAM_CACHE_MAX_SIZE``
+or ``--cache-max-size`` such as ``500M``, ``2G``, ``none``), counting result entries and the atlas
+collections under ``root/atlas``. A hit bumps the entry's modification time; when a ``put`` takes the
+cache past its limit, the least recently used entries (and whole atlas stores) are deleted, under an
+advisory lock, until it is back under 90% of the limit. Each deletion is atomic: an entry is one
+``unlink`` (a reader that already opened it still reads it whole, a later reader misses), an atlas
+store is first renamed into ``root/_trash`` and then removed, so no half-deleted store is ever seen
+at its own name. The entry just written and the stores this process uses (:meth:`ResultCache.pin`)
+are never evicted by the same process.
+
+A cache that cannot be written
+------------------------------
+When a write fails with an ``OSError`` (a read-only folder, a full disk, a quota), ``put`` logs one
+line saying so, stops writing (``writable`` becomes ``False``, ``degraded`` holds the reason) and
+returns: the value is in memory and the caller goes on without the cache; reads still work.
+
 Corrupt entries
 ---------------
 A corrupt, truncated or unreadable entry makes ``get`` return ``None`` (so the caller recomputes),
@@ -63,15 +81,19 @@ aside to ``root/_corrupt/`` (or deleted if it cannot be moved); the newest
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import secrets
+import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -82,12 +104,17 @@ from interpgram.backends.files import default_root, fsync_path
 
 __all__ = [
     "CODE_VERSION",
+    "DEFAULT_MAX_BYTES",
     "KEEP_CORRUPT",
+    "MAX_SIZE_ENV",
     "CacheStats",
     "CorruptEntry",
     "ResultCache",
     "cache_key",
+    "default_max_bytes",
     "default_root",
+    "format_size",
+    "parse_size",
     "tensor_digest",
 ]
 
@@ -110,6 +137,91 @@ _RESERVED_PREFIX = "$ig:"
 _SUFFIX = ".ig"
 _TMP_SUFFIX = ".tmp"
 _CORRUPT_DIR = "_corrupt"
+_ATLAS_DIR = "atlas"
+_TRASH_DIR = "_trash"
+_LOCK = ".lock"
+
+#: The default size limit of a cache (result entries and atlas collections together).
+DEFAULT_MAX_BYTES = 2 << 30
+#: The environment variable that sets the size limit (``500M``, ``2G``, ``none``).
+MAX_SIZE_ENV = "INTERPGRAM_CACHE_MAX_SIZE"
+_EVICT_TO = 0.9  # an eviction pass brings the cache down to this fraction of its limit
+_RESCAN_EVERY = 64  # puts between two scans of the folder (other processes write too)
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int | None, *, what: str = "cache size") -> Optional[int]:
+    """Bytes from ``500M``, ``2G``, ``1.5GiB``, ``800k``, ``123`` (bytes; units are powers of 1024);
+    ``None`` for ``none``/``unlimited``. Anything else raises ``ValueError`` saying what is accepted."""
+    if text is None:
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        n = text
+    else:
+        t = str(text).strip()
+        if t.lower() in ("none", "unlimited", "inf"):
+            return None
+        m = _SIZE_RE.match(t)
+        if not m:
+            raise ValueError(f"{what}: {text!r} is not a size; write e.g. 500M, 2G, 1.5GiB, 800k, a number of bytes, "
+                             "or none (no limit)")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n < 1:
+        raise ValueError(f"{what}: {text!r} is below one byte; to keep nothing use --no-cache (or execution.cache: "
+                         "false), for no limit write none")
+    return n
+
+
+def format_size(n: Optional[int]) -> str:
+    """``1.5 GiB``, ``512 MiB``, ``900 B``; ``no limit`` for ``None``."""
+    if n is None:
+        return "no limit"
+    for unit, f in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= f:
+            v = n / f
+            return f"{v:.1f} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{n} B"
+
+
+def default_max_bytes() -> Optional[int]:
+    """``$INTERPGRAM_CACHE_MAX_SIZE`` if set (``ValueError`` naming it when it is not a size), else
+    :data:`DEFAULT_MAX_BYTES`."""
+    env = os.environ.get(MAX_SIZE_ENV)
+    if env is None or not env.strip():
+        return DEFAULT_MAX_BYTES
+    return parse_size(env, what=f"${MAX_SIZE_ENV}")
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """An advisory exclusive lock on the file ``path`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: unlink and rename stay atomic; two evictors may both delete
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass  # removed meanwhile
+    return total
 
 
 class CorruptEntry(Exception):
@@ -345,16 +457,32 @@ class ResultCache:
             does nothing (``get_or_compute`` always computes).
         stale_tmp_s: age in seconds after which a leftover temporary file is deleted by ``put`` (in
             the directory it writes to) and by :meth:`cleanup`.
+        max_bytes: the size limit (entries and atlas stores); ``"default"`` means
+            :func:`default_max_bytes` (``$INTERPGRAM_CACHE_MAX_SIZE`` or 2 GiB), ``None`` no limit; a
+            string such as ``"500M"`` is parsed by :func:`parse_size`.
     """
 
-    def __init__(self, root: str | Path | None = None, *, enabled: bool = True, stale_tmp_s: float = 3600.0):
+    def __init__(self, root: str | Path | None = None, *, enabled: bool = True, stale_tmp_s: float = 3600.0,
+                 max_bytes: int | str | None = "default"):
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.enabled = bool(enabled)
         self.stale_tmp_s = float(stale_tmp_s)
+        self.max_bytes: Optional[int] = (default_max_bytes() if max_bytes == "default"
+                                         else parse_size(max_bytes, what="cache max_bytes"))
         self.stats = CacheStats()
+        self.writable = True  # False after a write failed (read-only or full folder): reads go on
+        self.degraded: Optional[str] = None  # why the cache stopped writing, for the user
+        self.evicted = 0  # entries and stores this object evicted
+        self._pinned: set[Path] = set()
+        self._estimate: Optional[int] = None  # bytes in the cache as last scanned plus this process's puts
+        self._puts_since_scan = 0
 
     def __repr__(self) -> str:
         return f"ResultCache({str(self.root)!r}, enabled={self.enabled}, stats={self.stats})"
+
+    def pin(self, path: str | Path) -> None:
+        """Never evict ``path`` (an atlas store under ``root/atlas``) from this object."""
+        self._pinned.add(Path(path))
 
     def path(self, key: str) -> Path:
         """Where the entry for ``key`` lives: ``root/<key[:2]>/<key>.ig``."""
@@ -383,6 +511,11 @@ class ResultCache:
             self._corrupt(path, str(e))
             return None
         self.stats.hits += 1
+        if self.writable:
+            try:
+                os.utime(path)  # recency for the size limit (least recently used goes first)
+            except OSError:
+                pass  # a read-only cache, or evicted meanwhile: the value is already read
         return value
 
     def __contains__(self, key: str) -> bool:
@@ -424,32 +557,177 @@ class ResultCache:
     # -- writing ------------------------------------------------------------------------------------
 
     def put(self, key: str, value: dict) -> None:
-        """Store ``value`` under ``key`` atomically (no-op when disabled).
+        """Store ``value`` under ``key`` atomically (no-op when disabled or no longer writable), then
+        evict least recently used entries if the cache is past its size limit.
 
         Raises ``TypeError`` (before touching the disk) if ``value`` holds something that cannot be
-        stored without pickling.
+        stored without pickling. A write that fails with an ``OSError`` (read-only or full folder)
+        does not raise: see :meth:`_stop_writing`.
         """
         path = self.path(key)
-        if not self.enabled:
+        if not self.enabled or not self.writable:
             return
         data = _encode(key, value)
         shard = path.parent
-        shard.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp(shard, self.stale_tmp_s)
         tmp = shard / f".{key}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
         try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            shard.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_tmp(shard, self.stale_tmp_s)
             try:
-                tmp.unlink()
-            except OSError:
-                pass
-            raise
+                with open(tmp, "xb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+                raise
+        except OSError as e:
+            self._stop_writing(e)
+            return
         fsync_path(shard)
+        if self.max_bytes is not None:
+            self._account(len(data), keep=path)
+
+    def _stop_writing(self, e: OSError) -> None:
+        """A write failed: say so once, in one line, and go on without writing (reads still work)."""
+        why = {errno.ENOSPC: "the disk is full", errno.EROFS: "the folder is read-only",
+               errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there",
+               errno.EFBIG: "a file size limit was reached"}.get(e.errno, e.strerror or type(e).__name__)
+        if getattr(errno, "EDQUOT", None) == e.errno:
+            why = "the disk quota is exhausted"
+        self.writable = False
+        self.degraded = f"cannot write to {self.root} ({why}); results are computed but not cached"
+        log.warning("interpgram cache: %s", self.degraded)
+
+    # -- size limit ---------------------------------------------------------------------------------
+
+    def _account(self, nbytes: int, keep: Path) -> None:
+        self._puts_since_scan += 1
+        if self._estimate is None or self._puts_since_scan >= _RESCAN_EVERY:
+            self._estimate = self.size()
+            self._puts_since_scan = 0
+        else:
+            self._estimate += nbytes
+        if self._estimate > self.max_bytes:
+            self.evict(keep=keep)
+
+    def _units(self) -> list[tuple[int, int, Path, str]]:
+        """Every evictable unit: ``(mtime_ns, bytes, path, kind)``, kind ``entry`` or ``atlas``."""
+        out: list[tuple[int, int, Path, str]] = []
+        if not self.root.is_dir():
+            return out
+        try:
+            tops = list(os.scandir(self.root))
+        except OSError:
+            return out
+        for d in tops:
+            if d.is_dir(follow_symlinks=False) and len(d.name) == 2:
+                try:
+                    for e in os.scandir(d.path):
+                        if e.name.endswith(_SUFFIX) and e.is_file(follow_symlinks=False):
+                            st = e.stat(follow_symlinks=False)
+                            out.append((st.st_mtime_ns, st.st_size, Path(e.path), "entry"))
+                except OSError:
+                    continue  # a shard removed meanwhile
+        atlas = self.root / _ATLAS_DIR
+        if atlas.is_dir():
+            for d in os.scandir(atlas):
+                if not d.is_dir(follow_symlinks=False):
+                    continue
+                p = Path(d.path)
+                try:  # recency: the manifest (rewritten per chunk, touched on every use), else the folder
+                    mt = max(os.stat(p / "manifest.json").st_mtime_ns, d.stat().st_mtime_ns)
+                except OSError:
+                    mt = d.stat().st_mtime_ns
+                out.append((mt, _tree_bytes(p), p, "atlas"))
+        return out
+
+    def size(self) -> int:
+        """Bytes of every entry and atlas store (what the size limit counts)."""
+        return sum(u[1] for u in self._units())
+
+    def evict(self, keep: Optional[Path] = None, target: Optional[int] = None) -> int:
+        """Delete least recently used entries and atlas stores until the cache holds at most ``target``
+        bytes (default 90% of ``max_bytes``); returns how many went. Never removes ``keep`` or a
+        pinned store. Serialised between processes by an advisory lock on ``root/.lock``."""
+        if not self.enabled or not self.writable or not self.root.is_dir():
+            return 0
+        if target is None:
+            if self.max_bytes is None:
+                return 0
+            target = int(self.max_bytes * _EVICT_TO)
+        n = 0
+        try:
+            with _flock(self.root / _LOCK):
+                shutil.rmtree(self.root / _TRASH_DIR, ignore_errors=True)  # stores an evictor died removing
+                units = sorted(self._units())
+                total = sum(u[1] for u in units)
+                for mt, size, p, kind in units:
+                    if total <= target:
+                        break
+                    if p == keep or p in self._pinned:
+                        continue
+                    if self._remove_unit(p, kind):
+                        total -= size
+                        n += 1
+                self._estimate = total
+                self._puts_since_scan = 0
+        except OSError as e:  # the lock file cannot be made: a folder that turned read-only
+            self._stop_writing(e)
+            return n
+        if n:
+            self.evicted += n
+            log.info("interpgram cache: evicted %d least recently used item(s) to stay under %s", n,
+                     format_size(self.max_bytes))
+        return n
+
+    def _remove_unit(self, p: Path, kind: str) -> bool:
+        if kind == "entry":
+            try:
+                p.unlink()
+                return True
+            except FileNotFoundError:
+                return False  # another process evicted it
+            except OSError:
+                return False
+        trash = self.root / _TRASH_DIR
+        dest = trash / f"{p.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            trash.mkdir(exist_ok=True)
+            os.rename(p, dest)  # atomic: the store is whole at its name, or gone
+        except OSError:
+            return False
+        shutil.rmtree(dest, ignore_errors=True)
+        return True
+
+    def info(self) -> dict:
+        """What ``interpgram cache info`` prints: location, entries, atlas stores, bytes, limit."""
+        units = self._units()
+        entries = [u for u in units if u[3] == "entry"]
+        stores = [u for u in units if u[3] == "atlas"]
+
+        def count(sub: str, pred) -> int:
+            d = self.root / sub
+            try:
+                return sum(1 for _ in filter(pred, os.scandir(d))) if d.is_dir() else 0
+            except OSError:
+                return 0
+
+        tmp = 0
+        if self.root.is_dir():
+            for d in os.scandir(self.root):
+                if d.is_dir(follow_symlinks=False) and len(d.name) == 2:
+                    tmp += count(d.name, lambda e: e.name.startswith(".") and e.name.endswith(_TMP_SUFFIX))
+        return {"root": str(self.root), "exists": self.root.is_dir(), "entries": len(entries),
+                "entry_bytes": sum(u[1] for u in entries), "atlas_stores": len(stores),
+                "atlas_bytes": sum(u[1] for u in stores), "bytes": sum(u[1] for u in units),
+                "max_bytes": self.max_bytes, "corrupt_kept": count(_CORRUPT_DIR, lambda e: e.name.endswith(_SUFFIX)),
+                "tmp_files": tmp, "oldest_ns": min((u[0] for u in units), default=None),
+                "newest_ns": max((u[0] for u in units), default=None)}
 
     def get_or_compute(self, key: str, fn: Callable[[], dict]) -> tuple[dict, bool]:
         """``(value, hit)``: the cached value, or ``fn()`` stored then returned as ``fn`` gave it."""
@@ -487,8 +765,9 @@ class ResultCache:
         age = self.stale_tmp_s if older_than_s is None else float(older_than_s)
         return sum(self._remove_stale_tmp(d, age) for d in self.root.iterdir() if d.is_dir() and len(d.name) == 2)
 
-    def clear(self) -> int:
-        """Delete every entry (and the corrupt and temporary files); returns how many entries went."""
+    def clear(self, *, atlas: bool = True) -> int:
+        """Delete every entry (and the corrupt and temporary files) and, with ``atlas``, every atlas
+        store; returns how many entries and stores went."""
         if not self.enabled or not self.root.is_dir():
             return 0
         n = 0
@@ -502,4 +781,13 @@ class ResultCache:
                         n += d.name != _CORRUPT_DIR and p.name.endswith(_SUFFIX)
                     except OSError:
                         pass
+        if atlas:
+            with _flock(self.root / _LOCK):
+                a = self.root / _ATLAS_DIR
+                if a.is_dir():
+                    for d in a.iterdir():
+                        if d.is_dir() and not d.is_symlink():
+                            n += self._remove_unit(d, "atlas")
+                shutil.rmtree(self.root / _TRASH_DIR, ignore_errors=True)
+        self._estimate = None
         return n

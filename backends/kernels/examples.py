@@ -424,7 +424,7 @@ def run_examples(ctx: Context, ops: list[Examples], values: Values) -> Values:
             "labels": [[sel[1] for sel in img] for img in per_image],
             "values": [[sel[2] for sel in img] for img in per_image],
             "examples": [[found[sel[4]] for sel in img] for img in per_image],
-            "dataset": ds.ref if ds.kind == "shapes" else str(ds.root),
+            "dataset": str(ds.root) if ds.kind == "folder" else ds.ref,  # a python: data set has no folder
             "size": len(ds),
         }
     return out

@@ -10,10 +10,13 @@ code need ``allow_code=True``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -23,6 +26,7 @@ from interpgram.backends.code import import_callable as _import_callable
 from interpgram.grammar.registry import Registry
 from interpgram.grammar.spec.errors import did_you_mean
 
+_SHOW = 5  # offending keys listed in an error message
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -128,11 +132,6 @@ class SourceContext:
         return q if q.is_absolute() else self.base_dir / q
 
 
-Loader = Callable[[SourceContext], LoadedModel]
-SOURCES: dict[str, tuple[Loader, str]] = {}
-
-
-
 Loader = Callable[[SourceContext], "LoadedModel"]
 
 
@@ -166,6 +165,36 @@ def finish(name: str, module: nn.Module, pre: Preprocess, classes: list[str], no
     return LoadedModel(name, module, pre, list(classes), state_digest(module), list(notes or []))
 
 
+def from_module(module: nn.Module, *, name: Optional[str] = None, size: int | tuple[int, int] = 224,
+                mean: tuple[float, ...] = (0.0, 0.0, 0.0), std: tuple[float, ...] = (1.0, 1.0, 1.0),
+                value_range: tuple[float, float] = (0.0, 1.0), classes: Optional[list[str]] = None) -> LoadedModel:
+    """A :class:`LoadedModel` of a module already in memory (the Python API).
+
+    Like every loaded model, ``module`` is put in eval mode and its parameters stop requiring
+    gradients. Without ``classes`` the output's width gives ``class0 … classN``. The digest (the
+    result cache's key) covers the weights, the class's qualified name and, where Python can read
+    it, the source of its ``forward``: editing the class in a notebook does not hit stale results."""
+    import inspect
+
+    hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    pre = Preprocess(hw, tuple(float(m) for m in mean), tuple(float(s) for s in std),
+                     tuple(float(v) for v in value_range))
+    if classes is None:
+        with torch.no_grad():
+            p = next(module.parameters(), None)
+            n = module.eval()(torch.zeros(1, 3, *hw, device=p.device if p is not None else "cpu")).shape[-1]
+        classes = [f"class{i}" for i in range(n)]
+    cls = type(module)
+    model = finish(name or f"memory:{cls.__name__}", module, pre, list(classes))
+    try:
+        code = inspect.getsource(cls)
+    except (OSError, TypeError):  # defined where Python keeps no source (an exec'd string)
+        code = ""
+    h = hashlib.sha256(f"{model.digest}|{cls.__module__}.{cls.__qualname__}|{code}".encode())
+    model.digest = h.hexdigest()[:32]
+    return model
+
+
 def import_callable(ref: str, ctx: SourceContext, what: str):
     """``MODULE:CALLABLE`` of a model source or factory (only with ``ctx.allow_code``)."""
     try:
@@ -190,7 +219,7 @@ def meta_model(name: str, module: nn.Module, meta: dict, ctx: SourceContext) -> 
                      tuple(meta.get("value_range", (0.0, 1.0))))
     classes = meta.get("classes")
     if ctx.labels:
-        classes = [l.strip() for l in ctx.path(ctx.labels).read_text().splitlines() if l.strip()]
+        classes = read_labels(ctx.path(ctx.labels))
     if classes is None:
         with torch.no_grad():
             p = next(module.parameters(), None)
@@ -199,23 +228,165 @@ def meta_model(name: str, module: nn.Module, meta: dict, ctx: SourceContext) -> 
     return finish(name, module, pre, classes)
 
 
-def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state_dict from .safetensors or .pt/.pth, never unpickling arbitrary objects."""
-    if not path.exists():
-        raise ModelSourceError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ModelSourceError(
-            f"{path} is not a plain state_dict (loading with weights_only=True refused it: {str(e).splitlines()[0]}); "
-            "save model.state_dict() or use safetensors") from None
-    if not isinstance(sd, dict):
-        raise ModelSourceError(f"{path} holds a {type(sd).__name__}, not a state_dict")
-    return sd
+def check_regular_file(path: Path, what: str) -> None:
+    """Raise :class:`ModelSourceError` unless ``path`` is a readable regular file: not found, a symlink
+    loop, a folder, a named pipe or device (which would block or never end), each said as such."""
+    from interpgram.backends.files import describe_path_problem
+    problem = describe_path_problem(path)
+    if problem:
+        raise ModelSourceError(f"{what} {path} {problem}")
 
+
+#: what ``torch.load`` and safetensors raise on a damaged or foreign file (torch.load's error surface
+#: is wide: a truncated zip is an OSError, a random file a KeyError or UnpicklingError)
+LOAD_ERRORS: tuple[type[BaseException], ...] = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError,
+                                                 ValueError, TypeError, IndexError, AttributeError, zipfile.BadZipFile)
+try:  # safetensors' own error type (not an Exception subclass we could otherwise name)
+    from safetensors import SafetensorError as _SafetensorError
+    LOAD_ERRORS = LOAD_ERRORS + (_SafetensorError,)
+except ImportError:  # pragma: no cover - safetensors is a dependency
+    pass
+
+
+def sniff_tensor_file(path: Path) -> tuple[str, str | None]:
+    """(kind, problem) of a weights file from its bytes, without unpickling anything.
+
+    kind: ``"zip"`` (torch.save since 1.6), ``"pickle"`` (legacy torch.save), ``"safetensors"`` or
+    ``"unknown"``; problem: why it cannot be a complete file of that kind (``None`` if it may be)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "unknown", "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return "zip", (f"is truncated: a torch.save checkpoint whose end (the zip directory) is missing "
+                           f"({size:,} bytes on disk); copy or download it again")
+        return "zip", None
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle", None
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 2 <= n <= 100_000_000 and head[8:9] == b"{":
+            if size < 8 + n:
+                return "safetensors", (f"is truncated: a safetensors file whose header alone needs {8 + n:,} bytes "
+                                       f"but the file has {size:,}")
+            try:
+                with open(path, "rb") as f:
+                    f.seek(8)
+                    header = json.loads(f.read(n))
+                end = max((int(v["data_offsets"][1]) for k, v in header.items()
+                           if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+            except (ValueError, KeyError, TypeError, IndexError):
+                return "safetensors", "is a damaged safetensors file (its JSON header cannot be read)"
+            if size < 8 + n + end:
+                return "safetensors", (f"is truncated: its safetensors header describes {8 + n + end:,} bytes but "
+                                       f"the file has {size:,}; copy or download it again")
+            return "safetensors", None
+    return "unknown", (f"is not a PyTorch checkpoint or safetensors file (it begins with {head[:16]!r}); save "
+                       "model.state_dict() with torch.save or safetensors")
+
+
+def load_weights_file(path: Path, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """A state_dict from a safetensors file or a torch.save checkpoint (chosen by the file's bytes, not
+    its name), never unpickling arbitrary objects (``torch.load(weights_only=True)``). A missing,
+    truncated, foreign or non-state_dict file raises :class:`ModelSourceError` naming it and what is wrong."""
+    path = Path(path)
+    check_regular_file(path, what)
+    try:
+        kind, problem = sniff_tensor_file(path)
+    except OSError as e:
+        raise ModelSourceError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    if problem:
+        raise ModelSourceError(f"{what} {path} {problem}")
+    try:
+        if kind == "safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path), device="cpu")
+        else:
+            with open(path, "rb") as fh:  # a file object: torch.load would otherwise go by the name's suffix
+                sd = torch.load(fh, map_location="cpu", weights_only=True)
+    except LOAD_ERRORS as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+            raise ModelSourceError(
+                f"{what} {path} is not a plain state_dict (loading with weights_only=True refused it: {first}); "
+                "save model.state_dict() or use safetensors") from None
+        raise ModelSourceError(f"{what} {path} is damaged or truncated ({kind} file; {type(e).__name__}: {first}); "
+                               "copy or download it again") from None
+    if not isinstance(sd, Mapping):
+        raise ModelSourceError(f"{what} {path} holds a {type(sd).__name__}, not a state_dict "
+                               "(save model.state_dict())")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        nested = [k for k in bad if isinstance(sd[k], Mapping)]
+        hint = (f"; it looks like a training checkpoint: save checkpoint[{nested[0]!r}] on its own"
+                if nested else "")
+        raise ModelSourceError(f"{what} {path} is not a flat state_dict (name -> tensor): {len(bad)} entries are "
+                               f"not tensors, e.g. {[str(k) for k in bad[:_SHOW]]}{hint}")
+    return dict(sd)
+
+
+def fit_state_dict(module: nn.Module, sd: Mapping[str, torch.Tensor], path: Path, what: str) -> None:
+    """Load ``sd`` into ``module`` strictly, or raise :class:`ModelSourceError` listing the missing and
+    unexpected keys and every shape mismatch as ``key: expected (..) vs found (..)`` (the first few)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: expected {tuple(own[k].shape)} vs found {tuple(sd[k].shape)}"
+              for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys {missing[:_SHOW]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys {unexpected[:_SHOW]}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches: " + "; ".join(shapes[:_SHOW])
+                        + ("; …" if len(shapes) > _SHOW else ""))
+    if problems:
+        hint = ""
+        for pre in ("module.", "model.", "_orig_mod."):
+            if unexpected and all(k.startswith(pre) for k in unexpected) and \
+                    {k[len(pre):] for k in unexpected} >= set(missing):
+                hint = f" (every key has the prefix {pre!r}: save the inner model's state_dict, without it)"
+                break
+        raise ModelSourceError(f"{path} does not fit {what}: " + "; ".join(problems) + hint)
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as e:  # what the key/shape checks above cannot see (a module's own load hook)
+        raise ModelSourceError(f"{path} does not fit {what}: {str(e).splitlines()[0]}") from None
+
+
+def zoo_weights_and_labels(ctx: SourceContext, module: nn.Module, classes: list[str], what: str) -> list[str]:
+    """A model zoo's module (torchvision, timm) with the spec's ``weights:`` file loaded into it (checked
+    key by key) and its ``labels:`` file read (one name per output). Returns the class names."""
+    if ctx.weights:
+        path = ctx.path(ctx.weights)
+        fit_state_dict(module, load_weights_file(path), path, what)
+    if ctx.labels:
+        names = read_labels(ctx.path(ctx.labels))
+        if len(names) != len(classes):
+            raise ModelSourceError(f"labels file {ctx.path(ctx.labels)} has {len(names)} names, but {what} has "
+                                   f"{len(classes)} outputs")
+        classes = names
+    return classes
+
+
+def read_labels(path: Path) -> list[str]:
+    """Class names from a text file, one per line (blank lines skipped); a missing, binary or empty
+    file raises :class:`ModelSourceError` naming it."""
+    check_regular_file(path, "labels file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelSourceError(f"labels file {path} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                               "give one class name per line") from None
+    except OSError as e:
+        raise ModelSourceError(f"labels file {path} cannot be read: {e.strerror or e}") from None
+    names = [l.strip() for l in text.splitlines() if l.strip()]
+    if not names:
+        raise ModelSourceError(f"labels file {path} holds no class names (one name per line)")
+    return names
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -229,13 +400,25 @@ def parse_source(source: str) -> tuple[str, str]:
 _CACHE: dict[tuple, LoadedModel] = {}
 
 
+def _signature(p: Path) -> tuple:
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        return (str(p), e.errno)
+    return (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def load_model(source: str, *, weights: str | None = None, factory: str | None = None, labels: str | None = None,
                allow_code: bool = False, base_dir: str | Path | None = None) -> LoadedModel:
     """Load a model by reference (memoised per process)."""
     prefix, ref = parse_source(source)
     base = Path(base_dir) if base_dir else Path.cwd()
-    key = (prefix, ref, weights, factory, labels, allow_code, str(base))
+    ctx = SourceContext(ref, weights, factory, labels, allow_code, base)
+    # the files' sizes and modification times are part of the key: a file replaced (or damaged) since
+    # is loaded again, never served from memory
+    files = [ctx.path(ref)] if prefix == "file" else []
+    files += [ctx.path(x) for x in (weights, labels) if x]
+    key = (prefix, ref, weights, factory, labels, allow_code, str(base), tuple(_signature(f) for f in files))
     if key not in _CACHE:
-        ctx = SourceContext(ref, weights, factory, labels, allow_code, base)
         _CACHE[key] = MODEL_SOURCES.get(prefix).load(ctx)
     return _CACHE[key]

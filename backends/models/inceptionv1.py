@@ -429,9 +429,19 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     Anything else (a pickled module, a custom class, non-tensor values) is refused with
     :class:`WeightsFormatError`; nothing is ever unpickled with full pickle.
     """
+    from interpgram.backends.files import path_problem
+    from interpgram.backends.models.base import LOAD_ERRORS, sniff_tensor_file
+
     path = Path(path)
-    if not path.is_file():
-        raise WeightsUnavailable(f"InceptionV1 weights file not found: {path}")
+    problem = path_problem(path)
+    if problem:
+        raise WeightsUnavailable(f"InceptionV1 weights file {path} {problem[1]}")
+    try:
+        fmt, damage = sniff_tensor_file(path)
+    except OSError as exc:
+        raise WeightsFormatError(f"InceptionV1 weights file {path} cannot be read: {exc.strerror or exc}") from None
+    if damage and not (_is_safetensors(path) and fmt == "unknown"):
+        raise WeightsFormatError(f"InceptionV1 weights file {path} {damage}")
     try:
         if _is_safetensors(path):
             from safetensors.torch import load_file
@@ -439,7 +449,7 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
             obj = load_file(os.fspath(path), device="cpu")
         else:
             obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # the unpickler / safetensors raise many types
+    except LOAD_ERRORS as exc:  # the unpickler / safetensors raise many types
         kind = "safetensors" if _is_safetensors(path) else "torch.load(..., weights_only=True)"
         raise WeightsFormatError(
             f"Refused to load InceptionV1 weights from {path}: it is not a plain tensor state_dict "

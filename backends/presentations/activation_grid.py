@@ -5,6 +5,8 @@ from typing import Literal, Optional, Union
 
 import altair as alt
 import numpy as np
+from pydantic import Field, field_validator
+
 from interpgram.backends.render.charts import (
     PANEL,
     as_array,
@@ -21,11 +23,10 @@ from interpgram.backends.render.charts import (
 )
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
-from interpgram.grammar.compiler import Builder, Content, freeze
+from interpgram.grammar.compile import Builder, Content, freeze
 from interpgram.grammar.options import OptionsModel, check_transforms
 from interpgram.grammar.plan import ActivationGrid
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field, field_validator
 
 
 class ActivationGridOptions(OptionsModel):
@@ -58,6 +59,8 @@ class ActivationGridPresentation(Presentation):
     def lower(self, b: Builder, c: Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
         acts = b.neurons(c.layer)
         settings = dict(opts)
+        if b.options.icon_steps is not None:  # a draft (--icon-steps)
+            settings["steps"] = b.options.icon_steps
         if settings.get("cell_size") is None:
             settings["cell_size"] = max(8, min(48, int(b.info.input_shape[-1]) // 2))
         settings["transforms"] = freeze(settings["transforms"])

@@ -5,11 +5,13 @@ from typing import Any, Literal, Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field, ValidationError
+
 from interpgram.backends.render.atlas_chart import atlas_chart
 from interpgram.backends.render.charts import png_data_url
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext, hwc
-from interpgram.grammar.compiler import COLLECT_ID, Builder, Invalid, freeze, option_error, top_rank
+from interpgram.grammar.compile import COLLECT_ID, Builder, Invalid, freeze, option_error, top_rank
 from interpgram.grammar.options import IconOptions, OptionsModel
 from interpgram.grammar.plan import AtlasIcons, Grid, Layout, PatchTest, Present
 from interpgram.grammar.presentation import Presentation, register_presentation
@@ -20,11 +22,11 @@ from interpgram.grammar.spec.nodes import (
     TransformContent,
     canonical_presentations,
 )
-from pydantic import Field, ValidationError
 
 
 class AtlasLayoutOptions(OptionsModel):
-    """UMAP of the (whitened) activation vectors (REFERENCE.md §3.3)."""
+    """UMAP of the (whitened) activation vectors: fitted on a sample, the rest transformed, then normalised
+    into [0, 1]² (the article's layout step)."""
 
     n_neighbors: int = Field(20, ge=2, le=1000, description="UMAP n_neighbors (the article's class atlas: 20; full atlases: 50)")
     min_dist: float = Field(0.01, ge=0.0, le=1.0, description="UMAP min_dist")

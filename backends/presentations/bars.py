@@ -6,6 +6,8 @@ from typing import Any, Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field
+
 from interpgram.backends.render.charts import (
     BAR_ICON_PX,
     NEGATIVE,
@@ -23,11 +25,10 @@ from interpgram.backends.render.charts import (
 )
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
-from interpgram.grammar.compiler import Builder, Content
+from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import IconOptions, OptionsModel
 from interpgram.grammar.plan import FeatureVis, Present
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field
 
 
 class BarsOptions(OptionsModel):

@@ -1,18 +1,22 @@
 """The ``examples`` presentation."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Literal, Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field, field_validator
+
 from interpgram.backends.render.charts import need_keys, options_of, png_data_url, sig, view_error
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext, hwc
-from interpgram.grammar.compiler import Builder, Content
+from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import OptionsModel, check_dataset_name
+from interpgram.grammar.plan import Examples
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field, field_validator
 
 EXAMPLE_PX = 72  # display side of one example
 GAP = 8  # px between examples
@@ -52,10 +56,6 @@ class ExamplesPresentation(Presentation):
     )
 
     def lower(self, b: Builder, c: Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
-        import os
-        from pathlib import Path
-
-        from interpgram.grammar.plan import Examples
         shape = b.info.shape(c.layer)
         if c.layer == "input" or len(shape) not in (1, 3):
             b.fail(path, f"examples rank data-set images by a hidden layer's (or the output's) activation; "
@@ -75,7 +75,7 @@ class ExamplesPresentation(Presentation):
         src = c.series[0].op if c.series else ""
         groups = (c.groups or "") if kind == "group" else ""
         ds = opts["dataset"]
-        if not ds.startswith("builtin:"):  # a folder: relative to the spec's folder
+        if not ds.startswith(("builtin:", "python:")):  # a folder: relative to the spec's folder
             p = Path(os.path.expanduser(ds))
             ds = str(p if p.is_absolute() else b.loaded.base_dir / p)
         fields = dict(source=src, vectors=vectors, groups=groups, layer=c.layer, atom=kind, atoms=explicit,

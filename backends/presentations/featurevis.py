@@ -5,14 +5,15 @@ from typing import Any, Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field
+
 from interpgram.backends.render.charts import ICON_PX, icon_urls, link_param, need_keys, options_of, sig
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
-from interpgram.grammar.compiler import Builder, Content
+from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import IconOptions
 from interpgram.grammar.plan import FeatureVis, Present
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field
 
 
 class FeatureVisOptions(IconOptions):

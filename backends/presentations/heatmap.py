@@ -6,6 +6,8 @@ from typing import Optional
 
 import altair as alt
 import numpy as np
+from pydantic import Field
+
 from interpgram.backends.render.charts import (
     ALPHA,
     CLASS_COLOURS,
@@ -32,7 +34,6 @@ from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
 from interpgram.grammar.options import OptionsModel
 from interpgram.grammar.presentation import Presentation, register_presentation
-from pydantic import Field
 
 
 class HeatmapOptions(OptionsModel):

@@ -21,167 +21,14 @@ from typing import Any
 from interpgram.backends.files import atomic_write, atomic_write_text, default_root
 from interpgram.backends.render.draw import spec_for, vegalite_version
 from interpgram.backends.render.types import ElementView
+from interpgram.grammar import link_kinds
 
-CSS = """
-:root { --ink:#1f1f1f; --muted:#5f6368; --rule:#e3e3e3; --code:#f6f7f9; --err:#b3261e; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; }
-body { margin: 0; color: var(--ink); background: #fff;
-       font: 16px/1.6 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-header, main, footer { max-width: 1440px; margin: 0 auto; padding-left: 48px; padding-right: 48px; }
-header { padding-top: 36px; padding-bottom: 20px; border-bottom: 1px solid var(--rule); }
-header h1 { font: 700 30px/1.2 Georgia, "Times New Roman", serif; margin: 0 0 14px; letter-spacing: -0.01em; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 3px 18px; margin: 0; font-size: 13px; color: var(--muted); }
-dl.meta dt { font-weight: 600; color: var(--ink); }
-dl.meta dd { margin: 0; overflow-wrap: anywhere; }
-dl.meta ul { margin: 0; padding: 0; list-style: none; }
-dl.meta li { display: inline; }
-dl.meta li + li::before { content: " · "; }
-main { padding-top: 8px; padding-bottom: 32px; }
-.row { display: flex; flex-wrap: wrap; gap: 24px 48px; align-items: flex-start; padding: 26px 0; border-bottom: 1px solid var(--rule); }
-.row:last-child { border-bottom: none; }
-/* a section is as wide as its chart (title and grammar wrap inside it), then shares out the row's spare width */
-section.element { flex: 1 1 auto; min-width: 0; max-width: 100%; }
-section.element h2 { font: 700 19px/1.3 Georgia, "Times New Roman", serif; margin: 0 0 6px; contain: inline-size; }
-section.element .grammar { contain: inline-size; margin: 0 0 14px; font: 12px/1.5 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  color: var(--muted); overflow-wrap: anywhere; }
-section.element .grammar code { background: var(--code); border-radius: 4px; padding: 2px 6px; box-decoration-break: clone;
-  -webkit-box-decoration-break: clone; }
-section.element > .chart { display: block; overflow-x: auto; min-height: 40px; }
-section.element > .chart[hidden] { display: none; }
-.chart .error { color: var(--err); font: 13px/1.4 ui-monospace, monospace; white-space: pre-wrap; margin: 0; }
-section.element .selection { margin: -8px 0 10px; font-size: 12px; color: var(--muted); min-height: 1.2em; }
-section.element .selection b { color: #e8710a; font-weight: 600; }
-footer { padding-top: 16px; padding-bottom: 32px; border-top: 1px solid var(--rule); font-size: 12px; color: var(--muted); }
-@media (max-width: 700px) { header, main, footer { padding-left: 16px; padding-right: 16px; } }
-@media print { .vega-embed details { display: none; } .row { break-inside: avoid; } }
-"""
+ASSETS = Path(__file__).parent / "assets"
+CSS = (ASSETS / "report.css").read_text(encoding="utf-8")
 
-# Finds every section, parses its embedded spec and draws it; data-rendered becomes "ok" or "error".
-# Then wires the links: a source view's "link" selection parameter picks a precomputed variant of
-# the target view (drawn on first use, then kept), or the nearest precomputed position.
-EMBED_JS = """
-(function () {
-  "use strict";
-  var options = {renderer: "svg", actions: {export: true, source: false, compiled: false, editor: false}};
-  var views = {}, pending = [];
-  var images = null;
-  function fail(section, target, err) {
-    target.setAttribute("data-rendered", "error");
-    var p = document.createElement("p");
-    p.className = "error";
-    p.textContent = "This chart could not be drawn: " + err;
-    target.replaceChildren(p);
-    console.error("interpgram: element " + section.id + ": " + err);
-  }
-  function embed(section, target, spec) {
-    return vegaEmbed(target, spec, options).then(function (res) {
-      target.setAttribute("data-rendered", "ok");
-      return res.view;
-    }, function (err) { fail(section, target, err); return null; });
-  }
-  document.querySelectorAll("section.element").forEach(function (section) {
-    var target = section.querySelector(".chart");
-    var spec;
-    try {
-      spec = JSON.parse(section.querySelector("script.spec").textContent);
-    } catch (err) { fail(section, target, err); return; }
-    pending.push(embed(section, target, spec).then(function (view) { if (view) views[section.dataset.view] = view; }));
-  });
-  // ------------------------------------------------------------------ links
-  var table = document.getElementById("interpgram-links");
-  if (!table) return;
-  var links = JSON.parse(table.textContent);
-  function restore(x) {  // images shared between variants are stored once: "@img:N" -> data URL
-    if (typeof x === "string") return x.lastIndexOf("@img:", 0) === 0 ? images[+x.slice(5)] : x;
-    if (Array.isArray(x)) return x.map(restore);
-    if (x && typeof x === "object") { var o = {}; Object.keys(x).forEach(function (k) { o[k] = restore(x[k]); }); return o; }
-    return x;
-  }
-  function variantsOf(section) {
-    if (!section._variants) {
-      var s = section.querySelector("script.variants");
-      if (images === null) { var t = document.getElementById("interpgram-images"); images = t ? JSON.parse(t.textContent) : []; }
-      section._variants = s ? JSON.parse(s.textContent) : {};
-    }
-    return section._variants;
-  }
-  function keyOf(kind, v) {
-    if (!v || typeof v !== "object") return null;
-    function one(f) { var x = v[f]; return Array.isArray(x) ? x[0] : x; }
-    if (kind === "position") {
-      var c = one("col"), r = one("row");
-      return (c === undefined || c === null || r === undefined || r === null) ? null : c + "," + r;
-    }
-    var a = one(kind === "group" ? "gid" : "atom");
-    return (a === undefined || a === null) ? null : String(a);
-  }
-  function nearest(L, key) {
-    if (L.kind !== "position" || !L.keys.length) return null;
-    var p = key.split(",").map(Number), best = null, bd = Infinity;
-    L.keys.forEach(function (k) {
-      var q = k.split(",").map(Number), d = (q[0] - p[0]) * (q[0] - p[0]) + (q[1] - p[1]) * (q[1] - p[1]);
-      if (d < bd) { bd = d; best = k; }
-    });
-    return best;
-  }
-  function label(L, key) {
-    if (L.kind === "position") return "position (" + key.replace(",", ", ") + ")";
-    if (L.kind === "group") return "group " + (+key + 1);
-    if (L.kind === "class") return "class " + (L.names && L.names[key] !== undefined ? L.names[key] : key);
-    return "channel " + key;
-  }
-  function show(L, key) {
-    var section = document.getElementById("el-" + L.target);
-    if (!section) return;
-    var caption = section.querySelector(".selection");
-    var variants = variantsOf(section), shown = key, note = "";
-    if (!(L.link + "|" + key in variants)) {
-      shown = nearest(L, key);
-      if (shown === null) {
-        caption.textContent = label(L, key) + " is not precomputed in this static report (the " + L.keys.length +
-          " it holds are those the source shows); interpgram serve computes any selection live";
-        section.dataset.selected = "";
-        return;
-      }
-      note = " (this report precomputes " + L.keys.length + " of " + L.total + " positions; nearest shown: " + label(L, shown) + ")";
-    }
-    var id = L.link + "|" + shown;
-    section.querySelectorAll(".chart").forEach(function (d) { d.hidden = true; });
-    var div = null;
-    section.querySelectorAll(".chart[data-variant]").forEach(function (d) { if (d.dataset.variant === id) div = d; });
-    if (!div) {
-      div = document.createElement("div");
-      div.className = "chart";
-      div.dataset.variant = id;
-      div.setAttribute("role", "figure");
-      section.appendChild(div);
-      embed(section, div, restore(variants[id])).then(function (view) { if (view) wire(L.target, view); });
-    }
-    div.hidden = false;
-    section.dataset.selected = id;
-    caption.innerHTML = "";
-    var b = document.createElement("b");
-    b.textContent = label(L, key);
-    caption.append("selected in " + L.source_element + " (" + L.event + "): ", b, note);
-  }
-  function wire(vid, view) {  // the links whose source is view `vid` (its base chart or a variant of it)
-    links.forEach(function (L) {
-      if (L.source !== vid) return;
-      try {
-        view.addSignalListener("link", function (name, value) {
-          var key = keyOf(L.kind, value);
-          if (key !== null) show(L, key);
-        });
-      } catch (err) { console.error("interpgram: link " + L.label + ": " + err); }
-    });
-  }
-  Promise.all(pending).then(function () {
-    Object.keys(views).forEach(function (vid) { wire(vid, views[vid]); });
-    document.body.setAttribute("data-links", "ready");
-  });
-})();
-"""
+
+# the page's script: draws every section, then wires the links (backends/render/assets/report.js)
+EMBED_JS = (ASSETS / "report.js").read_text(encoding="utf-8")
 
 
 class ElementRenderError(RuntimeError):
@@ -308,10 +155,7 @@ def _share_images(variant_specs: dict[str, dict[str, Any]]) -> list[str]:
 def _link_hint(vid: str, links: list[dict] | None) -> str:
     for L in links or []:
         if L["target"] == vid:
-            what = {"position": "a position", "channel": "a channel", "class": "a class", "group": "a group"}[L["kind"]]
-            verb = "hover" if L["event"] == "hover" else "click"
-            return (f"{verb} {what} in {L['source_element']} to change this view "
-                    f"({len(L['keys'])} of {L['total']} selections precomputed here)")
+            return link_kinds.hint(L["kind"], L["event"], L["source_element"], len(L["keys"]), L["total"])
     return ""
 
 
@@ -372,7 +216,9 @@ def render_html(views: list[ElementView], *, title: str, layout: list[list[str]]
         f"<footer>interpgram {html.escape(interpgram_version())} · static report: every chart and image is "
         f"embedded in this file ({html.escape(libs)}) and it opens without a network. "
         "Each chart's ⋯ menu saves it as SVG or PNG.</footer>\n"
-        + (f'<script type="application/json" id="interpgram-links">{_script_json(links)}</script>\n' if links else "")
+        + (f'<script type="application/json" id="interpgram-links">{_script_json(links)}</script>\n'
+           f'<script type="application/json" id="interpgram-link-kinds">{_script_json(link_kinds.as_json())}</script>\n'
+           if links else "")
         + (f'<script type="application/json" id="interpgram-images">{_script_json(images)}</script>\n' if images else "")
         + f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
     )

@@ -64,7 +64,7 @@ def build_views(plan: Plan, inputs, results) -> dict[str, list]:
             ctx = ViewContext(plan, p, results, i, vid, p.title + (f" · {inputs.names[i]}" if n > 1 else ""),
                               hwc(inputs.images[i]), p.option_dict, vals)
             built = unit.views(ctx)
-            for j, v in enumerate(built):
+            for v in built:
                 v.image = i
                 if p.link >= 0:  # a link's variant: named after the view it stands in for
                     v.base, v.link, v.key = v.id, p.link, p.variant

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 
@@ -48,18 +48,3 @@ def _short_list(choices: list[str], limit: int = 12) -> str:
     if len(choices) <= limit:
         return ", ".join(choices)
     return ", ".join(choices[: limit - 2]) + f", … {choices[-1]} ({len(choices)} in all)"
-
-
-@dataclass
-class DiagnosticSink:
-    """Collects diagnostics so that every problem in a file is reported at once."""
-
-    file: str
-    items: list[Diagnostic] = field(default_factory=list)
-
-    def add(self, pos: tuple[int, int], message: str) -> None:
-        self.items.append(Diagnostic(self.file, pos[0], pos[1], message))
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise SpecError(self.items)

@@ -4,17 +4,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import ValidationError
 
 from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean
-from interpgram.grammar.spec.yaml import Located, load_file, load_located
+from interpgram.grammar.spec.yaml import Located, SpecLimits, load_file, load_located
 from interpgram.grammar.spec.nodes import Spec
 
 _TYPE_WORDS = {
     "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
-    "float_type": "a number", "float_parsing": "a number",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
     "bool_type": "true or false", "bool_parsing": "true or false",
     "string_type": "a string", "dict_type": "a mapping", "list_type": "a list",
     "tuple_type": "a list", "model_type": "a mapping", "model_attributes_type": "a mapping",
@@ -115,10 +115,13 @@ def _validate(located: Located) -> LoadedSpec:
     return LoadedSpec(spec, located)
 
 
-def load_spec(path: str | Path) -> LoadedSpec:
-    """Load and validate a spec file. Raises :class:`SpecError` listing every problem with its position."""
-    return _validate(load_file(path))
+def load_spec(path: str | Path, *, limits: Optional[SpecLimits] = None) -> LoadedSpec:
+    """Load and validate a spec file. Raises :class:`SpecError` listing every problem with its position.
+
+    ``limits`` (:class:`SpecLimits`) bounds what the YAML may ask of the loader; default: the
+    ``INTERPGRAM_SPEC_MAX_*`` environment variables, else the built-in bounds."""
+    return _validate(load_file(path, limits=limits))
 
 
-def load_spec_text(text: str, file: str = "<spec>") -> LoadedSpec:
-    return _validate(load_located(text, file))
+def load_spec_text(text: str | bytes, file: str = "<spec>", *, limits: Optional[SpecLimits] = None) -> LoadedSpec:
+    return _validate(load_located(text, file, limits=limits))

@@ -33,13 +33,17 @@ from pydantic_core import PydanticCustomError
 from interpgram.grammar.presentation import PRESENTATIONS
 
 SPEC_VERSION = 1
+
+# a number a spec accepts: finite (NaN and infinity would pass every comparison-free check and crash later)
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 class Node(BaseModel):
     """Base of every spec node: unknown keys are errors that name the nearest valid key."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # allow_inf_nan: NaN and infinity are refused by every float field (a spec built in Python too)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -71,7 +75,7 @@ class AtomSpec(Node):
     neuron: Optional[tuple[int, int, int]] = Field(None, description="one neuron [x, y, channel]")
     group: Optional[Literal["nmf"]] = Field(None, description="neuron groups by matrix factorisation")
     whole: Optional[bool] = None
-    direction: Optional[Union[list[float], dict[int, float]]] = Field(
+    direction: Optional[Union[list[FiniteFloat], dict[int, FiniteFloat]]] = Field(
         None, description="a direction in the layer's activation space: one weight per channel, or {channel: weight}")
     k: Optional[int] = Field(None, ge=1, le=64, description="number of groups (group atoms)")
     of: Optional[Literal["activation", "attribution"]] = Field(None, description="what the groups factorise")
@@ -249,7 +253,7 @@ class Transform(Node):
     by: Optional[Union[Literal["value", "abs"], "Content"]] = None
     k: Optional[int] = Field(None, ge=1)
     atoms: Optional[list[int]] = None
-    threshold: float = 0.0
+    threshold: FiniteFloat = 0.0
 
     @model_validator(mode="after")
     def _operands(self) -> "Transform":

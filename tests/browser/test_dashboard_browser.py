@@ -316,3 +316,48 @@ def test_eight_pages_at_once_each_see_their_own_selection(browser, server, artif
             ctx.close()
     assert server.proc.poll() is None, "the server stopped (the watchdog fired?)"
     assert time.monotonic() - t0 < 150
+
+
+def test_the_input_box_keeps_to_the_input_folder_and_no_page_needs_components(browser, server, artifacts):
+    """Typed in Chromium: an image outside the spec's folder (the input folder) and a missing one get the
+    same refusal; an image inside it draws. No request of the page goes to the closed /components route."""
+    import numpy as np
+    from PIL import Image
+
+    folder = server.spec.parent
+    outside = folder.parent / f"outside-{folder.name}.png"
+    rng = np.random.default_rng(0)
+    for p in (outside, folder / "inside.png"):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(p)
+    ctx, page = open_page(browser, server)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    try:
+        page.reload()
+        wait_drawn(page)
+        box = page.locator(".ig-dashboard input[type=text]")
+        alert = page.locator(".ig-input-error")
+        message = page.locator(".ig-input-error pre.ig-errors")  # inside the pane's shadow root
+
+        def shown() -> str:
+            return message.inner_text() if message.count() else ""
+
+        def refusal(text: str) -> str:
+            box.fill(text)
+            box.press("Enter")
+            return wait_until(lambda: text in shown() and shown(), 60, f"the refusal of {text}")
+
+        there, absent = str(outside), str(outside.with_name("no-such-image.png"))
+        a, b = refusal(there), refusal(absent)
+        assert "inside the input folder only" in a
+        assert a.replace(there, "REF") == b.replace(absent, "REF")
+        box.fill("inside.png")
+        box.press("Enter")
+        wait_until(lambda: "input inside.png" in page.locator(".ig-status").inner_text(), 60, "the inside image")
+        wait_drawn(page)
+        assert not alert.is_visible()
+        assert page.errors == [], page.errors
+        assert page.blocked == [], f"requests that left the server: {page.blocked}"
+        assert requested and not [u for u in requested if "/components/" in u], requested
+    finally:
+        ctx.close()

@@ -3,7 +3,9 @@ searched recursively, in sorted order of their paths relative to the folder. Whe
 ``train/`` or ``test/`` subfolders, the split's subfolder is used (and must exist); otherwise the split
 is ignored. Images are centre-cropped to the model's aspect ratio and resized (antialiased), exactly as
 input images are. The identity covers the chosen files' names, sizes and modification times, so an
-edited folder is never served stale results."""
+edited folder is never served stale results. Opening reads every chosen file's header: all that cannot be
+images (damaged, empty, a symlink loop, a named pipe, over the pixel limit) are named in one error; pixel
+data that fails to decode names every bad file of its batch."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from interpgram.backends.files import path_problem
 from interpgram.backends.data.datasets import SPLITS, Dataset, DatasetError, bad_dataset, dataset_source
-from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, probe_image, read_image, resize
 
 
 class FolderDataset(Dataset):
@@ -37,14 +40,44 @@ class FolderDataset(Dataset):
                 "files": h.hexdigest()}
 
     def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        return (torch.stack([self._read(self.files[i]) for i in idx]).float(), [self.name(i) for i in idx],
+        imgs, bad = [], []
+        for i in idx:  # every image of the batch is tried, so one error names all the bad ones
+            try:
+                imgs.append(resize(read_image(self.files[i], self.size), self.size))
+            except ImageError as e:
+                bad.append((self.name(i), str(e).removeprefix(str(self.files[i])).strip()))
+        if bad:
+            raise DatasetError(f"data set {self.ref!r}: {unreadable(bad, len(idx), self.root)}")
+        return (torch.stack(imgs).float(), [self.name(i) for i in idx],
                 torch.full((len(idx),), -1, dtype=torch.int64))
 
-    def _read(self, p: Path) -> torch.Tensor:
-        try:
-            return resize(read_image(p), self.size)
-        except ImageError as e:
-            raise DatasetError(f"data set {self.ref!r}: {e}") from None
+
+def unreadable(bad: list[tuple[str, str]], of: int, root: Path) -> str:
+    """``N of M image files in ROOT cannot be read:`` then every file, grouped by reason."""
+    by: dict[str, list[str]] = {}
+    for name, why in bad:
+        by.setdefault(why, []).append(name)
+    groups = "; ".join(f"{', '.join(names)}: {why}" for why, names in by.items())
+    return f"{len(bad)} of {of} image files in {root} cannot be read ({groups}); fix or remove them"
+
+
+_GOOD: set[tuple] = set()  # (path, size, mtime, inode) of files whose header was read fine in this process
+
+
+def _probe(p: Path):
+    """:func:`probe_image`, remembered for files that passed and have not changed since (a data set is
+    opened several times per render: check, plan, each kernel)."""
+    try:
+        st = os.stat(p)
+        key = (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        return probe_image(p)
+    if key in _GOOD:
+        return None
+    why = probe_image(p)
+    if why is None:
+        _GOOD.add(key)
+    return why
 
 
 def image_files(root: Path) -> list[Path]:
@@ -62,6 +95,9 @@ def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir
     p = Path(os.path.expanduser(ref))
     if not p.is_absolute():
         p = Path(base_dir or Path.cwd()) / p
+    problem = path_problem(p)
+    if problem and problem[0] == "loop":
+        raise bad_dataset(ref, f"{p} {problem[1]}")
     if not p.exists():
         hint = " (did you mean builtin:shapes?)" if ref.strip().lower() in ("shapes", "builtin/shapes") else ""
         raise bad_dataset(ref, f"no such folder {p}{hint}")
@@ -74,4 +110,9 @@ def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir
     files = image_files(root)
     if not files:
         raise bad_dataset(ref, f"the folder {root} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return FolderDataset(ref, split, size, root.resolve(), [f.resolve() for f in files[:n]])
+    files = files[:n]
+    bad = [(f.relative_to(root).as_posix(), why) for f in files if (why := _probe(f))]
+    if bad:  # every unreadable file at once, from headers (a damaged pixel stream shows when it is decoded)
+        raise DatasetError(f"data set {ref!r}: {unreadable(bad, len(files), root)}")
+    real = root.resolve()
+    return FolderDataset(ref, split, size, real, [real / f.relative_to(root) for f in files])

@@ -2,7 +2,7 @@
 sample selections of the class and two-class atlases. numpy in, numpy out (torch tensors are
 accepted and converted; torch is never imported here).
 
-The steps, as in the article's pipeline (docs: /work/shared/REFERENCE.md §3):
+The steps, as in the Activation Atlas article's pipeline (its notebooks, lucid ``misc/atlas``):
 
 1. :func:`second_moment` / :func:`whitening_matrix` — the uncentred second moment ``M = AᵀA/N``
    and the article's ``S = inv(M)`` (regularised), which the icon objective uses as ``v·S``.

@@ -77,17 +77,29 @@ class AtlasRun:
 
     def store(self):
         if self._store is None:
-            from interpgram.backends.kernels.atlas.collect import collect
+            from interpgram.backends.kernels.atlas.collect import collect, store_path
+            from interpgram.backends.kernels.atlas.store import StoreNotWritable
             t = time.perf_counter()
-            if self.ctx.cache.enabled:
-                root = self.ctx.cache.root / "atlas"
-            else:  # no result cache: the collection still goes to disk (bounded memory), in a temporary folder
+            cache = self.ctx.cache.cache  # the result cache under the policy (its folder holds the store)
+            spec = _collect_spec(self.collect_op)
+            kw = dict(device=self.ctx.device, base_dir=self.ctx.base_dir, engine=self.ctx.engine,
+                      allow_code=self.ctx.allow_code,
+                      # the executor's progress callback: the CLI's bars, which -q silences
+                      progress=self.ctx.progress)
+            try:
+                if not cache.enabled:  # (a read-only cache may still hold the complete collection)
+                    raise StoreNotWritable("the result cache is off")
+                root = cache.root / "atlas"
+                cache.pin(store_path(self.ctx.model, spec, root, base_dir=kw["base_dir"], allow_code=kw["allow_code"]))
+                self._store = collect(self.ctx.model, spec, root, **kw)
+            except StoreNotWritable as e:
+                # no (writable) result cache: the collection still goes to disk (bounded memory), in a
+                # temporary folder
                 import tempfile
                 from pathlib import Path
-                root = Path(tempfile.gettempdir()) / "interpgram-atlas"
-            self._store = collect(self.ctx.model, _collect_spec(self.collect_op), root, device=self.ctx.device,
-                                  base_dir=self.ctx.base_dir, engine=self.ctx.engine, allow_code=self.ctx.allow_code,
-                                  progress=self.ctx.progress)
+                if cache.enabled and cache.writable:
+                    cache._stop_writing(e.__cause__ if isinstance(e.__cause__, OSError) else OSError(str(e)))
+                self._store = collect(self.ctx.model, spec, Path(tempfile.gettempdir()) / "interpgram-atlas", **kw)
             self.ctx.stats.add_time("atlas collection", time.perf_counter() - t)
             self.ctx.stats.atlas_samples = self._store.n_images
         return self._store

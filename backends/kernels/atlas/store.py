@@ -46,11 +46,24 @@ _RESERVED = {MANIFEST, "zarr.json", ".lock"}
 
 Rows = Union[None, slice, np.ndarray, list, range]
 
-__all__ = ["AtlasStore", "FORMAT_VERSION", "StoreError"]
+__all__ = ["AtlasStore", "FORMAT_VERSION", "StoreError", "StoreNotWritable"]
 
 
 class StoreError(Exception):
     """A store in a bad state (missing, damaged, incomplete, other meta); the message says what to do."""
+
+
+class StoreNotWritable(StoreError):
+    """The store's folder cannot be written (read-only, full disk, no permission); ``__cause__`` is the
+    ``OSError``. The chunks already marked done stay valid."""
+
+
+def _not_writable(path: Path, e: OSError, doing: str) -> StoreNotWritable:
+    err = StoreNotWritable(f"cannot write the atlas store {path} while {doing} ({e.strerror or e}); free space or "
+                           "choose a writable cache folder (--cache-dir); the chunks already stored are kept and the "
+                           "next run resumes from them")
+    err.__cause__ = e
+    return err
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -143,6 +156,13 @@ class AtlasStore:
         ``n_images`` and ``chunk`` (else :class:`StoreError` listing what differs)."""
         path = Path(path)
         want = cls._manifest_for(meta, fields, rows_per_image, n_images, chunk)
+        try:
+            return cls._open(path, want)
+        except OSError as e:
+            raise _not_writable(path, e, "creating or opening it") from e
+
+    @classmethod
+    def _open(cls, path: Path, want: dict) -> "AtlasStore":
         path.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             if (path / MANIFEST).exists():
@@ -157,6 +177,7 @@ class AtlasStore:
                         f"delete {path} and collect again")
                 store = cls(path, have, cls._open_group(path, "r+"))
                 store._check_arrays()
+                store._touch()
                 return store
             leftovers = [p.name for p in path.iterdir() if p.name not in _RESERVED and not p.name.startswith(MANIFEST)]
             if leftovers and not (path / "zarr.json").exists():
@@ -176,7 +197,15 @@ class AtlasStore:
             raise StoreError(f"{path} is not an atlas store (no {MANIFEST}); collect it first")
         store = cls(path, cls._read_manifest(path), cls._open_group(path, "r+"))
         store._check_arrays()
+        store._touch()
         return store
+
+    def _touch(self) -> None:
+        """Mark the store as used now (the result cache's size limit evicts the least recently used)."""
+        try:
+            os.utime(self.path / MANIFEST)
+        except OSError:
+            pass  # a read-only folder: nothing will be evicted from it either
 
     @staticmethod
     def _manifest_for(meta, fields, rows_per_image, n_images, chunk) -> dict:
@@ -344,12 +373,15 @@ class AtlasStore:
                                      "(only lossless conversions are made)")
                 a = a.astype(dtype)
             ready[name] = np.ascontiguousarray(a)
-        for name, a in ready.items():
-            r = self.rows_per_image[name]
-            self._array(name)[imgs.start * r: imgs.stop * r] = a
-        for name in ready:
-            self._fsync_chunk(name, imgs)
-        self._mark_done(int(i))
+        try:
+            for name, a in ready.items():
+                r = self.rows_per_image[name]
+                self._array(name)[imgs.start * r: imgs.stop * r] = a
+            for name in ready:
+                self._fsync_chunk(name, imgs)
+            self._mark_done(int(i))
+        except OSError as e:  # a full disk or a folder that turned read-only: chunk i stays unmarked
+            raise _not_writable(self.path, e, f"writing chunk {i}") from e
 
     def _fsync_chunk(self, name: str, imgs: range) -> None:
         """fsync the zarr chunk files holding ``imgs`` of field ``name`` (and their folders)."""

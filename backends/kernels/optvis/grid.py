@@ -1,7 +1,7 @@
 """The activation grid: one icon per position of a layer, for one image.
 
 The article's technique (lucid ``misc/adversarial_activation_grids.ipynb``, the "less naive"
-render; shared/REFERENCE.md §2): factorise the image's positions × channels activations with NMF
+render, as in the Building Blocks article's activation grid): factorise the image's positions × channels activations with NMF
 into ``k`` groups; divide each group's spatial factor by its maximum; give every cell its own
 Fourier image and every group one shared Fourier image, and draw cell ``i`` as
 ``to_valid_rgb(0.7 · own_i + 0.5 · Σ_j g_ij · shared_j)``, so that similar positions share

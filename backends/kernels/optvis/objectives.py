@@ -7,7 +7,7 @@ element ``i`` only, which is what lets many icons share one optimisation. Every 
 takes per-element parameters (a ``(B,)`` tensor of channels, a ``(B, C)`` matrix of directions), so
 a batch of icons is one vectorised objective rather than a Python sum of B closures.
 
-Definitions (lucid ``objectives.py``; shared/REFERENCE.md §1 and §3):
+Definitions (those of lucid ``optvis/objectives.py`` and of the Activation Atlas article's notebooks):
 
 * ``channel``: mean over positions of channel ``c``;
 * ``neuron``: channel ``c`` at one position (the centre by default);
@@ -185,7 +185,8 @@ def direction_neuron(layer: str, v, x: Optional[IntOrTensor] = None, y: Optional
 def direction_cossim_S(layer: str, v, S: Optional[torch.Tensor] = None, x: Optional[IntOrTensor] = None,
                        y: Optional[IntOrTensor] = None, batch: Optional[int] = None,
                        cossim_pow: float = 2.0) -> Objective:
-    """The activation atlas's whitened icon objective at one position (REFERENCE.md §3.5)."""
+    """The activation atlas's whitened icon objective at one position: ``dot = mean_c(h_c · (vS)_c)``,
+    ``cos = max(0.1, dot / (1e-4 + ‖h‖))``, score ``dot · cos ** cossim_pow`` (lucid's atlas notebooks)."""
     def per(t: torch.Tensor) -> torch.Tensor:
         h = _position(t.float(), x, y)
         vec = _vectors(v, h.shape[0], h.shape[1], h.device)

@@ -29,11 +29,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from interpgram.backends.kernels.capture import capture_until
+from interpgram.backends.execute.cache import cache_key
 from interpgram.backends.execute.device import pick_device, run_batched
+from interpgram.backends.kernels.capture import capture_until
 from interpgram.backends.kernels.optvis import objectives as O
 from interpgram.backends.kernels.optvis.param import ImageParam
 from interpgram.backends.kernels.optvis.transforms import apply, draw, normalize_steps
+from interpgram.grammar.registry import Registry
 
 Progress = Callable[[str, int, int], None]
 AUTOCAST = ("auto", "bfloat16", "off")
@@ -216,29 +218,63 @@ class Icon:
                     cossim_pow=cossim_pow)
 
 
-ICON_KINDS = ("channel", "neuron", "direction", "direction_neuron", "atlas")
+IconObjective = Callable[[Sequence["Icon"]], O.Objective]
+ICON_OBJECTIVES: Registry[IconObjective] = Registry("icon kind", group="interpgram.icon_objectives")
+
+
+def icon_kind(name: str, *, replace: bool = False) -> Callable[[IconObjective], IconObjective]:
+    """Decorator: ``fn(icons) -> Objective`` builds ONE vectorised objective for a batch of icons of
+    kind ``name`` (all of one layer and cosine power; element ``i`` of the batch optimises icon ``i``)."""
+    def deco(fn: IconObjective) -> IconObjective:
+        ICON_OBJECTIVES.register(name, fn, replace=replace)
+        return fn
+    return deco
+
+
+def _indices(icons: Sequence["Icon"]) -> torch.Tensor:
+    return torch.tensor([i.index for i in icons])
+
+
+def _vectors(icons: Sequence["Icon"]) -> torch.Tensor:
+    return torch.tensor([i.vector for i in icons], dtype=torch.float32)
+
+
+@icon_kind("channel")
+def _channel(icons):
+    return O.channel(icons[0].layer, _indices(icons))
+
+
+@icon_kind("neuron")
+def _neuron(icons):
+    return O.neuron(icons[0].layer, _indices(icons))
+
+
+@icon_kind("direction")
+def _direction(icons):
+    return O.direction(icons[0].layer, _vectors(icons), cossim_pow=icons[0].cossim_pow)
+
+
+@icon_kind("direction_neuron")
+def _direction_neuron(icons):
+    return O.direction_neuron(icons[0].layer, _vectors(icons), cossim_pow=icons[0].cossim_pow)
+
+
+@icon_kind("atlas")
+def _atlas(icons):  # v·S precomputed: the same objective as direction_cossim_S(v, S)
+    return O.direction_cossim_S(icons[0].layer, _vectors(icons), None, cossim_pow=icons[0].cossim_pow)
 
 
 def icon_objective(icons: Sequence[Icon]) -> O.Objective:
-    """One vectorised objective for icons of the same layer, kind and cosine power."""
+    """One vectorised objective for icons of the same layer, kind and cosine power (the kind's unit)."""
     first = icons[0]
     if any((i.layer, i.kind, i.cossim_pow) != (first.layer, first.kind, first.cossim_pow) for i in icons):
         raise ValueError("icon_objective needs icons of one layer, kind and cossim_pow")
-    if first.kind in ("channel", "neuron"):
-        idx = torch.tensor([i.index for i in icons])
-        return O.channel(first.layer, idx) if first.kind == "channel" else O.neuron(first.layer, idx)
-    vecs = torch.tensor([i.vector for i in icons], dtype=torch.float32)
-    if first.kind == "direction":
-        return O.direction(first.layer, vecs, cossim_pow=first.cossim_pow)
-    if first.kind == "direction_neuron":
-        return O.direction_neuron(first.layer, vecs, cossim_pow=first.cossim_pow)
-    if first.kind == "atlas":  # v·S precomputed: the same objective as direction_cossim_S(v, S)
-        return O.direction_cossim_S(first.layer, vecs, None, cossim_pow=first.cossim_pow)
-    raise ValueError(f"unknown icon kind {first.kind!r} (known: {', '.join(ICON_KINDS)})")
+    if first.kind not in ICON_OBJECTIVES:
+        raise ValueError(f"unknown icon kind {first.kind!r} (known: {', '.join(ICON_OBJECTIVES.names())})")
+    return ICON_OBJECTIVES[first.kind](icons)
 
 
 def icon_cache_key(model_digest: str, icon: Icon, settings: IconSettings, seed: int) -> str:
-    from interpgram.backends.execute.cache import cache_key
     return cache_key(model=model_digest, icon=repr(icon.identity()), settings=repr(settings.key()), seed=seed,
                      what="icon")
 

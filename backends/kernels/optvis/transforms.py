@@ -26,6 +26,7 @@ from typing import Any, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from interpgram.grammar.options import check_transforms  # one set of rules for specs and code
 
 STANDARD: tuple[tuple[str, Any], ...] = (
     ("pad", 12),
@@ -47,7 +48,6 @@ def normalize_steps(spec: Union[str, Sequence[Any], None]) -> tuple[tuple[str, A
         return STANDARD
     if isinstance(spec, str):
         raise ValueError(f"transforms {spec!r}: use standard, none, or a list of steps such as [{{pad: 4}}, {{jitter: 2}}]")
-    from interpgram.grammar.options import check_transforms  # one set of rules for specs and code
 
     steps = []
     for step in spec:

@@ -1,17 +1,23 @@
 """``inceptionv1``: the articles' GoogLeNet (Lucid's graph, 1008 logits)."""
 from __future__ import annotations
 
-from interpgram.backends.models.base import (LoadedModel, ModelSourceError, Preprocess, SourceContext, finish,
-                                             model_source)
+from interpgram.backends.models.base import (LoadedModel, ModelSourceError, Preprocess, SourceContext,
+                                             check_regular_file, finish, model_source)
 
 @model_source("inceptionv1", "inceptionv1, the articles' GoogLeNet (Lucid's graph, 1008 logits)", bare=True)
 def _inceptionv1(ctx: SourceContext) -> LoadedModel:
-    from interpgram.backends.models.inceptionv1 import INPUT_RANGE, INPUT_SIZE, WeightsUnavailable, load_inceptionv1, load_labels
+    from interpgram.backends.models.inceptionv1 import (INPUT_RANGE, INPUT_SIZE, InceptionV1WeightsError,
+                                                        load_inceptionv1, load_labels)
+    if ctx.labels:
+        check_regular_file(ctx.path(ctx.labels), "labels file")
     try:
+        labels = load_labels(str(ctx.path(ctx.labels)) if ctx.labels else None)
+    except (OSError, ValueError) as e:  # FileNotFoundError, not UTF-8 (UnicodeDecodeError), not 1008 lines
+        raise ModelSourceError(f"model.labels: {e}") from None
+    try:  # after the labels: a bad labels file fails before a download
         module = load_inceptionv1(str(ctx.path(ctx.weights)) if ctx.weights else None)
-    except WeightsUnavailable as e:
+    except InceptionV1WeightsError as e:  # unavailable, not a state_dict, truncated, keys or shapes that differ
         raise ModelSourceError(str(e)) from None
-    labels = load_labels(str(ctx.path(ctx.labels)) if ctx.labels else None)
     notes = [] if ctx.labels else ["class names are generic (class0000…); give model.labels for the real ones"]
     pre = Preprocess((INPUT_SIZE, INPUT_SIZE), value_range=tuple(INPUT_RANGE))
     return finish("inceptionv1", module, pre, labels, notes)

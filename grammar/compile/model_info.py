@@ -1,0 +1,47 @@
+"""What the compiler is told: the model (:class:`ModelInfo`, pure data the backends provide) and the
+compile options (a draft's icon steps, the resolved device, the number of input images)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class ModelInfo:
+    """What the compiler needs to know about a model (pure data)."""
+
+    name: str
+    layers: dict[str, tuple[int, ...]]  # module path -> per-sample output shape, execution order
+    classes: list[str]
+    input_shape: tuple[int, ...] = (3, 224, 224)
+
+    def order(self, layer: str) -> int:
+        if layer == "input":
+            return -1
+        if layer == "output":
+            return len(self.layers) + 1
+        return list(self.layers).index(layer)
+
+    def shape(self, layer: str) -> tuple[int, ...]:
+        if layer == "input":
+            return tuple(self.input_shape)
+        if layer == "output":
+            return (len(self.classes),)
+        return tuple(self.layers[layer])
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What the backend tells the compiler besides the model: a draft's icon steps (``--icon-steps``
+    replaces the optimisation steps of every icon, grid and atlas icon), what ``device: auto``
+    resolves to on this machine, and how many input images the spec's refs expand to. They are
+    compile inputs, so a compiled plan is final: nothing patches it afterwards."""
+
+    icon_steps: Optional[int] = None
+    resolved_device: str = ""
+    n_images: int = 0
+
+    def __post_init__(self):
+        if self.icon_steps is not None and (isinstance(self.icon_steps, bool) or not isinstance(self.icon_steps, int)
+                                            or self.icon_steps < 1):
+            raise ValueError(f"icon steps must be a whole number ≥ 1, got {self.icon_steps!r}")
