@@ -782,7 +782,8 @@ class Plan:
     def explain(self, status: Optional[dict[str, str]] = None, *, to_run: Optional["Plan"] = None) -> str:
         """What the plan computes, one op a line with its memory estimate. With ``status`` (op id →
         "cached" | "runs" | "skipped", from pruning against a result cache) and the pruned plan
-        ``to_run``, each op also says whether this cache spares it."""
+        ``to_run``, each op also says whether this cache spares it (a "runs" may say what its
+        kernel caches piece by piece)."""
         p = self.passes()
         lines = [
             f"plan for {self.source or '<spec>'}",
@@ -796,7 +797,7 @@ class Plan:
         ]
         if status is not None and to_run is not None:
             q = to_run.passes()
-            work = [i for i, s in status.items() if s == "runs"]
+            work = [i for i, s in status.items() if s.startswith("runs")]
             hit = [i for i, s in status.items() if s == "cached"]
             lines.append(f"  cache   {len(hit)} op(s) cached, {len(work)} to run: "
                          f"{q['forward']} forward, {q['backward']} backward pass(es) left")
@@ -818,9 +819,8 @@ class Plan:
             mem = _size(est) if est else ""
             mark = ""
             if status is not None:
-                mark = {"cached": "cached", "runs": "runs", "skipped": "not needed"}.get(status.get(op.id, ""), "")
-                if isinstance(op, Present):
-                    mark = ""
+                mark = "" if isinstance(op, Present) else status.get(op.id, "")
+                mark = "not needed" if mark == "skipped" else mark
             lines.append((f"  {desc:<{width}}  {mem:>12}" + (f"  {mark}" if mark else "")).rstrip())
         lines.append("")
         lines.append(f"  estimated tensor memory: {_size(total).strip()}")

@@ -100,17 +100,19 @@ class Kernel:
     fused_into: str = ""
     transient: bool = False
     stage: str = ""  # the name its run time is counted under in Stats.seconds ("": the kernel counts its own)
+    pieces: str = ""  # what the kernel caches inside the op, for `interpgram plan` ("each icon cached on its own")
 
 
 KERNELS: Registry[Kernel] = Registry("op kernel", group="interpgram.kernels",
                                      builtin="interpgram.backends.kernels.builtin")
 
 
-def kernel(op_type: type, *, key: Optional[Callable] = None, stage: str = "", transient: bool = False):
+def kernel(op_type: type, *, key: Optional[Callable] = None, stage: str = "", transient: bool = False,
+           pieces: str = ""):
     """Register the decorated function as the kernel of ``op_type``."""
     def register(fn):
-        KERNELS.register(op_type.__name__, Kernel(op_type.__name__, fn, key, stage=stage, transient=transient),
-                         replace=True)
+        KERNELS.register(op_type.__name__, Kernel(op_type.__name__, fn, key, stage=stage, transient=transient,
+                                                  pieces=pieces), replace=True)
         return fn
     return register
 

@@ -137,7 +137,12 @@ def preview(plan: Plan, model, inputs, *, cache: ResultCache, base_dir=None,
     run, op id -> "cached" | "runs" | "skipped")."""
     ex = Executor(plan, model, inputs, cache=cache, base_dir=base_dir, allow_code=allow_code)
     to_run, cached = prune(plan, ex.context.cache, ex.context.key, load=False)
-    return to_run, status(plan, to_run, cached)
+    marks = status(plan, to_run, cached)
+    for op_id, mark in marks.items():
+        pieces = kernel_for(plan.ops[op_id]).pieces
+        if mark == "runs" and pieces:
+            marks[op_id] = f"runs ({pieces})"
+    return to_run, marks
 
 
 def execute(plan: Plan, model, inputs, *, cache: ResultCache, batch_size: Optional[int] = None,

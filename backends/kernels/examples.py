@@ -364,7 +364,7 @@ def atom_key(ctx: Context, ds: Dataset, op: Examples, q: Query, side: int) -> st
                      atom=q.identity(), top=op.top, patch=op.patch, side=side, what="dataset examples")
 
 
-@kernel(Examples)
+@kernel(Examples, pieces="each atom's examples cached on its own")
 def run_examples(ctx: Context, ops: list[Examples], values: Values) -> Values:
     """Per Examples op and input image: its atoms with their examples (each atom cached on its own,
     kind ``Examples``); one streaming pass per data set for every atom not cached yet."""

@@ -61,7 +61,7 @@ def select(op: FeatureVis, values: dict, i: int) -> list[tuple[Any, Icon]]:
     return [(c, Icon(layer, kind, index=int(c))) for c in chans]
 
 
-@kernel(FeatureVis, stage="feature visualisation")
+@kernel(FeatureVis, stage="feature visualisation", pieces="each icon cached on its own")
 def run_featurevis(ctx: Context, ops: list[FeatureVis], values: Values) -> Values:
     n = ctx.inputs.images.shape[0]
     chosen = {op.id: [select(op, values, i) for i in range(n)] for op in ops}
@@ -90,7 +90,7 @@ def run_featurevis(ctx: Context, ops: list[FeatureVis], values: Values) -> Value
     return out
 
 
-@kernel(ActivationGrid, stage="activation grids")
+@kernel(ActivationGrid, stage="activation grids", pieces="each image's grid cached on its own")
 def run_grids(ctx: Context, ops: list[ActivationGrid], values: Values) -> Values:
     out: Values = {}
     for op in ops:

@@ -50,7 +50,7 @@ def _paste(images: torch.Tensor, patch: torch.Tensor, at: torch.Tensor) -> torch
     return out
 
 
-@kernel(PatchTest)
+@kernel(PatchTest, pieces="cached under its icons' digest")
 def run_patch_tests(ctx: Context, ops: list[PatchTest], values: Values) -> Values:
     return {op.id: run_patch_test(ctx, op, values[op.icons]["images"]) for op in ops}
 

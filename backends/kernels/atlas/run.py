@@ -252,7 +252,7 @@ def run_grid(ctx: Context, ops: list[Grid], values: Values) -> Values:
     return {op.id: _session(ctx, op).grid(op, ctx.plan.ops[op.layout], values[op.layout]) for op in ops}
 
 
-@kernel(AtlasIcons)
+@kernel(AtlasIcons, pieces="each icon cached on its own")
 def run_atlas_icons(ctx: Context, ops: list[AtlasIcons], values: Values) -> Values:
     out: Values = {}
     for op in ops:
