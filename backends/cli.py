@@ -52,7 +52,7 @@ def cmd_plan(args) -> int:
         print(json.dumps({k: asdict(v) | {"op": type(v).__name__} for k, v in prep.plan.ops.items()},
                          indent=2, default=str))
     else:
-        cache = None if args.no_cache else _plan_cache(prep, args.cache_dir)
+        cache = _plan_cache(prep, args.cache_dir) if args.cache_dir or args.with_cache else None
         if cache is None:
             print(prep.plan.explain())
         else:
@@ -341,8 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec_cmd("check", "validate a spec and its layer and class names against the model", cmd_check)
     pl = spec_cmd("plan", "print the fused plan: passes, ops and estimated tensor memory", cmd_plan)
     pl.add_argument("--json", action="store_true", help="the plan's ops as JSON")
-    pl.add_argument("--cache-dir", help="mark the ops this result cache holds (default: the spec's execution.cache)")
-    pl.add_argument("--no-cache", action="store_true", help="do not look at the result cache")
+    pl.add_argument("--cache-dir", help="also say which ops this result cache folder holds and what is left to run")
+    pl.add_argument("--with-cache", action="store_true",
+                    help="the same against the cache `interpgram render` would use (the spec's execution.cache)")
     r = spec_cmd("render", "compute the interface and write a self-contained report", cmd_render)
     r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
     r.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")
