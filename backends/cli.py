@@ -57,8 +57,24 @@ def cmd_plan(args) -> int:
         print(json.dumps({k: asdict(v) | {"op": type(v).__name__} for k, v in prep.plan.ops.items()},
                          indent=2, default=str))
     else:
-        print(prep.plan.explain())
+        cache = _plan_cache(prep, args.cache_dir) if args.cache_dir or args.with_cache else None
+        if cache is None:
+            print(prep.plan.explain())
+        else:
+            from interpgram.backends.execute.executor import preview
+            from interpgram.backends.pipeline import load_spec_inputs
+            to_run, status = preview(prep.plan, prep.model, load_spec_inputs(prep), cache=cache,
+                                     base_dir=prep.loaded.base_dir, allow_code=prep.allow_code)
+            print(prep.plan.explain(status, to_run=to_run))
+            print(f"  cache folder: {cache.root}")
     return 0
+
+
+def _plan_cache(prep, cache_dir):
+    """The result cache `interpgram render` would use (None: the spec turns it off)."""
+    from interpgram.backends.pipeline import make_cache
+    cache = make_cache(prep, cache_dir)
+    return cache if cache.enabled else None
 
 
 def cmd_render(args) -> int:
@@ -330,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec_cmd("check", "validate a spec and its layer and class names against the model", cmd_check)
     pl = spec_cmd("plan", "print the fused plan: passes, ops and estimated tensor memory", cmd_plan)
     pl.add_argument("--json", action="store_true", help="the plan's ops as JSON")
+    pl.add_argument("--cache-dir", help="also say which ops this result cache folder holds and what is left to run")
+    pl.add_argument("--with-cache", action="store_true",
+                    help="the same against the cache `interpgram render` would use (the spec's execution.cache)")
     r = spec_cmd("render", "compute the interface and write a self-contained report", cmd_render)
     r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
     r.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")

@@ -6,10 +6,13 @@ target serves every layer that needs it; identical requests are one node. Backen
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Union
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Optional, Union
 
 MiB = 1024 * 1024
+FLOAT_BYTES = 4  # float32, as results are stored
+EXAMPLE_SIDE_MAX = 96  # the largest side of a stored data-set example patch (backends' examples PATCH_PX)
+ATLAS_PATCH_PX = 40  # the side of an atlas cell's example patch (backends' atlas EXAMPLE_PX)
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,68 @@ class Target:
 
 @dataclass(frozen=True)
 class Op:
+    """One node of the plan. Each op type declares, next to its fields:
+
+    - ``DEPS``: the fields naming other ops (a str, or a tuple of str; "" or None: none);
+    - :meth:`signature`: what makes its cache key, structural (free of op ids, recursive over deps);
+    - :meth:`describe`: one line for ``interpgram plan``;
+    - :meth:`memory`: an estimate of its result's bytes, from the layer shapes and the image count.
+
+    Its kernel (how it runs) is registered by the backend, keyed by the op type's name.
+    """
+
     id: str
+
+    DEPS: ClassVar[tuple[str, ...]] = ()
+    LABEL: ClassVar[str] = ""  # the op's column in `interpgram plan` (default: the type's name)
+    #: ops whose kernel needs an autograd graph of their capture (backward passes)
+    NEEDS_GRAPH: ClassVar[bool] = False
 
     @property
     def deps(self) -> tuple[str, ...]:
-        return ()
+        out: list[str] = []
+        for name in self.DEPS:
+            v = getattr(self, name)
+            if isinstance(v, tuple):
+                out.extend(x for x in v if x)
+            elif v:
+                out.append(v)
+        return tuple(out)
+
+    def requires(self, plan: "Plan") -> tuple[str, ...]:
+        """The ops whose results this op's kernel reads: its deps (and, for a few atlas ops, what
+        their deps stand on)."""
+        return self.deps
+
+    def reads(self, plan: "Plan") -> dict[str, tuple[str, ...]]:
+        """The layers this op reads from each op it depends on (a Capture's or a Gradient's)."""
+        return {}
+
+    def signature(self, plan: "Plan") -> tuple:
+        """Every field but the id; a field naming another op stands for that op's signature."""
+        parts: list = [type(self).__name__]
+        for f in fields(self):
+            if f.name == "id":
+                continue
+            v = getattr(self, f.name)
+            if f.name in self.DEPS:
+                v = (tuple(plan.signature(x) for x in v) if isinstance(v, tuple)
+                     else plan.signature(v) if v else None)
+            parts.append((f.name, v))
+        return tuple(parts)
+
+    def label(self) -> str:
+        return self.LABEL or type(self).__name__
+
+    def describe(self, plan: "Plan") -> str:
+        return self.label()
+
+    def memory(self, plan: "Plan") -> int:
+        return 0
+
+
+def _row(label: str, text: str) -> str:
+    return f"{label:<12} {text}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +120,15 @@ class Capture(Op):
     layers: tuple[str, ...] = ()
     needs_grad: bool = False
 
+    def signature(self, plan):
+        return ("Capture",)  # what a forward pass records is named by the ops that read it
+
+    def describe(self, plan):
+        return _row("Capture", f"forward {', '.join(self.layers)}" + (" (+graph)" if self.needs_grad else ""))
+
+    def memory(self, plan):
+        return plan.value_bytes * sum(plan.numel(layer) for layer in self.layers)
+
 
 @dataclass(frozen=True)
 class Gradient(Op):
@@ -69,9 +138,21 @@ class Gradient(Op):
     target: Target = Target("logit")
     wrt: tuple[str, ...] = ()
 
-    @property
-    def deps(self):
-        return (self.capture,)
+    DEPS: ClassVar[tuple[str, ...]] = ("capture",)
+    NEEDS_GRAPH: ClassVar[bool] = True
+
+    def reads(self, plan):
+        t = self.target
+        return {self.capture: self.wrt + ((t.layer,) if t.kind in ("norm", "channel") and t.layer else ())}
+
+    def signature(self, plan):
+        return ("Gradient", self.target)  # the layers it reaches are named by the ops that read them
+
+    def describe(self, plan):
+        return _row("Gradient", f"backward ∂{self.target.describe(plan.classes)} → {', '.join(self.wrt)}")
+
+    def memory(self, plan):
+        return plan.value_bytes * sum(plan.numel(layer) for layer in self.wrt)
 
 
 @dataclass(frozen=True)
@@ -84,9 +165,21 @@ class PathGradient(Op):
     layer: str = ""
     steps: int = 50
 
-    @property
-    def deps(self):
-        return (self.capture,)
+    DEPS: ClassVar[tuple[str, ...]] = ("capture",)
+    NEEDS_GRAPH: ClassVar[bool] = True
+
+    def reads(self, plan):
+        t = self.target
+        return {self.capture: (self.layer,) + ((t.layer,) if t.kind == "norm" and t.layer else ())}
+
+    def signature(self, plan):
+        return ("PathGradient", self.target, self.layer, self.steps)
+
+    def describe(self, plan):
+        return _row("PathGradient", f"{self.steps} points ∂{self.target.describe(plan.classes)} → {self.layer}")
+
+    def memory(self, plan):
+        return plan.value_bytes * self.steps * plan.numel(self.layer) * 2
 
 
 @dataclass(frozen=True)
@@ -101,9 +194,35 @@ class Reduce(Op):
     channels: Optional[tuple[int, ...]] = None
     vector: Optional[tuple[float, ...]] = None  # atom=direction: the projection onto this direction
 
-    @property
-    def deps(self):
-        return (self.capture,) + ((self.gradient,) if self.gradient else ())
+    DEPS: ClassVar[tuple[str, ...]] = ("capture", "gradient")
+
+    def reads(self, plan):
+        return {self.capture: (self.layer,), **({self.gradient: (self.layer,)} if self.gradient else {})}
+
+    def signature(self, plan):
+        return (("Reduce", self.layer, self.atom, self.at, self.channels,
+                 plan.signature(self.gradient) if self.gradient else None)
+                + ((self.vector,) if self.vector else ()))
+
+    def label(self):
+        return "Gradient of" if self.atom == "gradient" else "Attribute" if self.gradient else "Activation"
+
+    def describe(self, plan):
+        if self.atom == "gradient":
+            return _row(self.label(), f"{self.layer} from {self.gradient}")
+        what = f"{self.layer} × {self.gradient}" if self.gradient else self.layer
+        return _row(self.label(), f"{what} by {self.atom}")
+
+    def memory(self, plan):
+        b, n = plan.value_bytes, plan.numel(self.layer)
+        shape = plan.layer_shapes.get(self.layer, (1,))
+        if self.atom in ("neuron", "gradient"):
+            return b * n
+        if self.atom == "spatial":
+            return b * (n // max(shape[0], 1))
+        if self.atom == "channel":
+            return b * shape[0]
+        return b
 
 
 @dataclass(frozen=True)
@@ -116,9 +235,19 @@ class Factorize(Op):
     sign: Optional[str] = None
     seed: int = 0
 
-    @property
-    def deps(self):
-        return (self.source,)
+    DEPS: ClassVar[tuple[str, ...]] = ("source",)
+
+    def signature(self, plan):
+        return ("Factorize", self.k, self.of, self.sign, self.seed, plan.signature(self.source))
+
+    def describe(self, plan):
+        return _row("Factorize", f"NMF k={self.k} of {self.source} ({self.of})")
+
+    def memory(self, plan):
+        layer = getattr(plan.ops.get(self.source), "layer", "")
+        shape = plan.layer_shapes.get(layer, (1, 1, 1))
+        hw = plan.numel(layer) // max(shape[0], 1)
+        return plan.value_bytes * self.k * (hw + shape[0])
 
 
 @dataclass(frozen=True)
@@ -128,14 +257,23 @@ class GroupAttribution(Op):
     groups: str = ""
     gradient: str = ""  # a Reduce op with atom=gradient
 
-    @property
-    def deps(self):
-        return (self.groups, self.gradient)
+    DEPS: ClassVar[tuple[str, ...]] = ("groups", "gradient")
+    LABEL: ClassVar[str] = "GroupAttr"
+
+    def signature(self, plan):
+        return ("GroupAttribution", plan.signature(self.groups), plan.signature(self.gradient))
+
+    def describe(self, plan):
+        return _row(self.label(), f"{self.groups} · {self.gradient}")
+
+    def memory(self, plan):
+        return plan.value_bytes * getattr(plan.ops.get(self.groups), "k", 1)
 
 
 @dataclass(frozen=True)
 class Combine(Op):
-    """A transform over content results: compare (a − b), top_k, select, filter."""
+    """A transform over content results: compare (a − b), top_k, select, filter (``by``: the op
+    whose values decide, for filter; ``abs`` or ``value`` for top_k)."""
 
     op: str = "compare"
     inputs: tuple[str, ...] = ()
@@ -144,10 +282,24 @@ class Combine(Op):
     atoms: Optional[tuple[int, ...]] = None
     threshold: float = 0.0
 
+    DEPS: ClassVar[tuple[str, ...]] = ("inputs",)
+    LABEL: ClassVar[str] = "Transform"
+
     @property
     def deps(self):
         # filter's `by` is a content computed like the inputs (top_k's `by` is a word: value | abs)
         return self.inputs + ((self.by,) if self.op == "filter" and self.by else ())
+
+    def signature(self, plan):
+        by = plan.signature(self.by) if self.by and self.by in plan.ops else self.by
+        return ("Combine", self.op, tuple(plan.signature(i) for i in self.inputs), self.k, by, self.atoms,
+                self.threshold)
+
+    def describe(self, plan):
+        return _row(self.label(), f"{self.op}({', '.join(self.deps)})")
+
+    def memory(self, plan):
+        return max((plan.memory(i) for i in self.inputs if i in plan.ops), default=0)
 
 
 @dataclass(frozen=True)
@@ -181,13 +333,32 @@ class FeatureVis(Op):
     seed: int = 0
     batch: str = ""
 
-    @property
-    def deps(self):
-        return tuple(x for x in (self.source, self.vectors) if x)
+    DEPS: ClassVar[tuple[str, ...]] = ("source", "vectors")
 
     @property
     def setting_dict(self) -> dict:
         return dict(self.settings)
+
+    def icons_per_image(self, plan) -> int:
+        if self.atoms:
+            return len(self.atoms)
+        if self.objective == "group":
+            return getattr(plan.ops.get(self.source), "k", 1)
+        if self.per_position:
+            return self.per_position * plan.positions(self.layer)
+        return self.top * (2 if self.both_signs else 1)
+
+    def describe(self, plan):
+        st = self.setting_dict
+        which = (f"{len(self.atoms)} given" if self.atoms else
+                 f"top {self.per_position} per position" if self.per_position else
+                 f"top {self.top}" + (" each sign" if self.both_signs else "") if self.top else "per group")
+        return _row("FeatureVis", f"{self.objective} icons of {self.layer} ({which}) · {self.batch}: "
+                                  f"{st.get('size')} px, {st.get('steps')} steps × {st.get('attempts', 1)}")
+
+    def memory(self, plan):
+        side = int(self.setting_dict.get("size") or 0)
+        return plan.images * self.icons_per_image(plan) * 3 * side * side * FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -200,9 +371,17 @@ class ActivationGrid(Op):
     settings: tuple = ()
     seed: int = 0
 
-    @property
-    def deps(self):
-        return (self.source,)
+    DEPS: ClassVar[tuple[str, ...]] = ("source",)
+    LABEL: ClassVar[str] = "ActGrid"
+
+    def describe(self, plan):
+        st = dict(self.settings)
+        return _row(self.label(), f"{self.layer}: a {st.get('cell_size')} px icon per position, "
+                                  f"{st.get('steps')} steps × {st.get('sample')} cells, {st.get('groups')} shared NMF images")
+
+    def memory(self, plan):
+        side = int(dict(self.settings).get("cell_size") or 0)
+        return plan.images * plan.positions(self.layer) * 3 * side * side * FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -233,9 +412,18 @@ class Examples(Op):
     patch: bool = True
     batch_size: int = 256
 
-    @property
-    def deps(self):
-        return tuple(x for x in (self.source, self.vectors, self.groups) if x)
+    DEPS: ClassVar[tuple[str, ...]] = ("source", "vectors", "groups")
+
+    def describe(self, plan):
+        which = (f"{len(self.atoms)} given" if self.atoms else "every group" if self.atom == "group"
+                 else f"top {self.count} per image")
+        return _row("Examples", f"top {self.top} of {self.dataset} ({self.split}, n={self.n}) per {self.atom} atom "
+                                f"of {self.layer} ({which}){', patches' if self.patch else ''}")
+
+    def memory(self, plan):
+        atoms = (len(self.atoms) if self.atoms else getattr(plan.ops.get(self.groups), "k", 1)
+                 if self.atom == "group" else self.count)
+        return plan.images * atoms * self.top * 3 * EXAMPLE_SIDE_MAX * EXAMPLE_SIDE_MAX  # uint8 patches
 
 
 @dataclass(frozen=True)
@@ -252,6 +440,23 @@ class Collect(Op):
     seed: int = 0
     chunk: int = 2048
     batch_size: int = 256
+
+    def rows(self, plan) -> int:
+        """Samples the store holds per layer (at most)."""
+        if self.positions != "all":
+            return self.n
+        return self.n * max((plan.positions(layer) for layer in self.layers), default=1)
+
+    def store_bytes(self, plan) -> int:
+        per = sum(plan.channels(layer) + len(plan.classes) + 1 for layer in self.layers)
+        return self.rows(plan) * per * FLOAT_BYTES
+
+    def describe(self, plan):
+        return _row("Collect", f"{self.dataset} ({self.split}, n={self.n}, {self.positions} positions) → "
+                               f"{', '.join(self.layers)}: activation + attribution to every class, chunks of {self.chunk}")
+
+    def memory(self, plan):  # one batch of activations in flight (the store itself is on disk)
+        return self.batch_size * sum(plan.numel(layer) for layer in self.layers) * FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -273,9 +478,19 @@ class Layout(Op):
     top: int = 2000
     seed: int = 0
 
-    @property
-    def deps(self):
-        return (self.collect,)
+    DEPS: ClassVar[tuple[str, ...]] = ("collect",)
+
+    def describe(self, plan):
+        which = {"activation": "all samples",
+                 "class": f"class {plan.class_name(self.classes[0])}" if self.classes else "class",
+                 "compare": " vs ".join(plan.class_name(c) for c in self.classes)}[self.kind]
+        return _row("Layout", f"{self.layer} ({which}): UMAP {self.metric} n_neighbors={self.n_neighbors} "
+                              f"min_dist={self.min_dist:g}{', whitened' if self.whiten else ''}, fit on ≤{self.fit_sample}")
+
+    def memory(self, plan):  # xy and row of each sample, and the C × C whitening matrix
+        collect = plan.ops.get(self.collect)
+        rows = collect.rows(plan) if isinstance(collect, Collect) else 0
+        return rows * 3 * FLOAT_BYTES + plan.channels(self.layer) ** 2 * FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -288,9 +503,21 @@ class Grid(Op):
     min_count: int = 5
     examples: int = 4
 
-    @property
-    def deps(self):
-        return (self.layout,)
+    DEPS: ClassVar[tuple[str, ...]] = ("layout",)
+
+    def requires(self, plan):
+        """The layout, and the collection it was made from (the cells average the collected vectors)."""
+        lay = plan.ops.get(self.layout)
+        return self.deps + ((lay.collect,) if isinstance(lay, Layout) and lay.collect else ())
+
+    def describe(self, plan):
+        return _row("Grid", f"{self.n}×{self.n} over {self.layout}, cells with ≥{self.min_count} samples")
+
+    def memory(self, plan):
+        lay = plan.ops.get(self.layout)
+        c = plan.channels(lay.layer) if isinstance(lay, Layout) else 0
+        cells = self.n * self.n
+        return cells * (c + len(plan.classes)) * FLOAT_BYTES + cells * self.examples * 3 * ATLAS_PATCH_PX ** 2
 
 
 @dataclass(frozen=True)
@@ -305,9 +532,24 @@ class AtlasIcons(Op):
     batch: int = 64
     seed: int = 0
 
-    @property
-    def deps(self):
-        return (self.grid,)
+    DEPS: ClassVar[tuple[str, ...]] = ("grid",)
+
+    def requires(self, plan):
+        """The grid, and its layout (whose whitening matrix turns each cell's mean into a direction)."""
+        grid = plan.ops.get(self.grid)
+        return self.deps + ((grid.layout,) if isinstance(grid, Grid) and grid.layout else ())
+
+    def describe(self, plan):
+        st = dict(self.settings)
+        return _row("AtlasIcons", f"a whitened cossim^{self.cossim_pow:g} icon per cell of {self.grid}: "
+                                  f"{st.get('size')} px, {st.get('steps')} steps × {st.get('attempts', 1)}, "
+                                  f"batches of {self.batch}")
+
+    def memory(self, plan):
+        grid = plan.ops.get(self.grid)
+        cells = grid.n * grid.n if isinstance(grid, Grid) else 0
+        side = int(dict(self.settings).get("size") or 0)
+        return cells * 3 * side * side * FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -325,9 +567,17 @@ class PatchTest(Op):
     split: str = "test"
     seed: int = 0
 
-    @property
-    def deps(self):
-        return (self.icons,)
+    DEPS: ClassVar[tuple[str, ...]] = ("icons",)
+
+    def describe(self, plan):
+        c = plan.class_name(self.cls)
+        return _row("PatchTest", f"each cell's icon ({self.crop}, {self.size} px) pasted onto {self.n} images of "
+                                 f"{self.dataset} ({self.split}) not predicted {c}: how many become {c}")
+
+    def memory(self, plan):
+        icons = plan.ops.get(self.icons)
+        grid = plan.ops.get(icons.grid) if isinstance(icons, AtlasIcons) else None
+        return (grid.n * grid.n if isinstance(grid, Grid) else 0) * FLOAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -359,6 +609,8 @@ class Present(Op):
     link: int = -1  # index of the link that selects this variant (-1: the element as the spec states it)
     side: str = ""  # comparisons (an element's ``vary``): which class, layer or model this view shows
 
+    DEPS: ClassVar[tuple[str, ...]] = ("icons", "groups", "detail")  # and each series' op
+
     @property
     def deps(self):
         return (tuple(s.op for s in self.series) + tuple(self.icons)
@@ -368,6 +620,14 @@ class Present(Op):
     def option_dict(self) -> dict:
         return dict(self.options)
 
+    def signature(self, plan):
+        return ("Present", self.element, self.presentation, self.options, self.variant,
+                tuple((s.label, plan.signature(s.op)) for s in self.series))
+
+    def describe(self, plan):
+        what = ", ".join(s.label for s in self.series) or f"{self.layer} ({self.content_kind})"
+        return _row("Present", f"{self.element}: {self.presentation} of {what}")
+
 
 def _images(n: int) -> str:
     return f"{n} image" + ("s" if n != 1 else "")
@@ -376,6 +636,8 @@ def _images(n: int) -> str:
 def _size(n: int) -> str:
     if n >= MiB:
         return f"{n / MiB:8.1f} MiB"
+    if n < 1024:
+        return f"{n:6d} B  "
     return f"{n / 1024:8.1f} KiB"
 
 
@@ -444,10 +706,14 @@ class Plan:
     def passes(self) -> dict[str, int]:
         fwd = sum(1 for c in self.of_type(Capture) if c.layers)
         bwd = len(self.of_type(Gradient))
-        for pg in self.of_type(PathGradient):
+        for _ in self.of_type(PathGradient):
             fwd += 1  # batched over the path points
             bwd += 1
         return {"forward": fwd, "backward": bwd}
+
+    def requires(self, op_id: str) -> tuple[str, ...]:
+        """The ops whose results ``op_id``'s kernel reads (those of them that are in this plan)."""
+        return tuple(d for d in self.ops[op_id].requires(self) if d in self.ops)
 
     def topological(self) -> list[AnyOp]:
         order, seen = [], set()
@@ -456,7 +722,7 @@ class Plan:
             if i in seen:
                 return
             seen.add(i)
-            for d in self.ops[i].deps:
+            for d in self.requires(i):
                 visit(d)
             order.append(self.ops[i])
 
@@ -471,71 +737,91 @@ class Plan:
             if i in out:
                 continue
             out.add(i)
-            stack.extend(self.ops[i].deps)
+            stack.extend(self.requires(i))
         return out
 
-    # ---------------------------------------------------------------- memory
-    def _numel(self, layer: str) -> int:
+    def signature(self, op_id: str) -> tuple:
+        """The structural description of ``op_id`` and everything it depends on, free of op ids:
+        what its cache key is made of."""
+        return self.ops[op_id].signature(self)
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def images(self) -> int:
+        return self.n_images or len(self.inputs)
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of one tensor element per image, at the plan's dtype, times the image count."""
+        return self.images * (2 if self.dtype != "float32" else FLOAT_BYTES)
+
+    def numel(self, layer: str) -> int:
         n = 1
         for s in self.layer_shapes.get(layer, ()):
             n *= s
         return n
 
+    def channels(self, layer: str) -> int:
+        shape = self.layer_shapes.get(layer, ())
+        return shape[0] if shape else 0
+
+    def positions(self, layer: str) -> int:
+        shape = self.layer_shapes.get(layer, ())
+        return shape[-1] * shape[-2] if len(shape) >= 3 else 1
+
+    def class_name(self, c: int) -> str:
+        return self.classes[c] if 0 <= c < len(self.classes) else str(c)
+
+    def memory(self, op_id: str) -> int:
+        return self.ops[op_id].memory(self)
+
     def estimated_bytes(self, op: AnyOp) -> int:
-        b = (self.n_images or len(self.inputs)) * (2 if self.dtype != "float32" else 4)
-        if isinstance(op, Capture):
-            return b * sum(self._numel(l) for l in op.layers)
-        if isinstance(op, Gradient):
-            return b * sum(self._numel(l) for l in op.wrt)
-        if isinstance(op, PathGradient):
-            return b * op.steps * self._numel(op.layer) * 2
-        if isinstance(op, Reduce):
-            n = self._numel(op.layer)
-            shape = self.layer_shapes.get(op.layer, (1,))
-            if op.atom in ("neuron", "gradient"):
-                return b * n
-            if op.atom == "spatial":
-                return b * (n // max(shape[0], 1))
-            if op.atom == "channel":
-                return b * shape[0]
-            return b
-        if isinstance(op, Factorize):
-            src = self.ops[op.source]
-            shape = self.layer_shapes.get(src.layer, (1, 1, 1))
-            hw = self._numel(src.layer) // max(shape[0], 1)
-            return b * op.k * (hw + shape[0])
-        return 0
+        return op.memory(self)
 
     # ---------------------------------------------------------------- EXPLAIN
-    def explain(self) -> str:
+    def explain(self, status: Optional[dict[str, str]] = None, *, to_run: Optional["Plan"] = None) -> str:
+        """What the plan computes, one op a line with its memory estimate. With ``status`` (op id →
+        "cached" | "runs" | "skipped", from pruning against a result cache) and the pruned plan
+        ``to_run``, each op also says whether this cache spares it (a "runs" may say what its
+        kernel caches piece by piece)."""
         p = self.passes()
         lines = [
             f"plan for {self.source or '<spec>'}",
             f"  model   {self.model}   input "
-            + (f"{_images(self.n_images or len(self.inputs))}: {', '.join(self.inputs)}" if self.inputs else "none (atlases only)"),
+            + (f"{_images(self.images)}: {', '.join(self.inputs)}" if self.inputs else "none (atlases only)"),
             f"  device  {self.device}" + (f" ({self.resolved_device})" if self.resolved_device and
                                           self.resolved_device != self.device else "") + f"   dtype {self.dtype}",
             f"  passes  {p['forward']} forward, {p['backward']} backward"
             + (f"   (one element at a time: {self.unfused.get('forward', 0)} forward, "
                f"{self.unfused.get('backward', 0)} backward)" if self.unfused else ""),
-            "",
         ]
-        total = 0
-        width = 0
+        if status is not None and to_run is not None:
+            q = to_run.passes()
+            work = [i for i, s in status.items() if s.startswith("runs")]
+            hit = [i for i, s in status.items() if s == "cached"]
+            lines.append(f"  cache   {len(hit)} op(s) cached, {len(work)} to run: "
+                         f"{q['forward']} forward, {q['backward']} backward pass(es) left")
+        lines.append("")
         rows = []
+        total = 0
         for op in self.topological():
             if isinstance(op, Capture) and not op.layers and not op.needs_grad:
                 continue  # nothing read from the inputs (an atlas-only spec)
-            est = self.estimated_bytes(op)
-            total += est
+            est = op.memory(self)
+            if not isinstance(op, Present):
+                total += est
             rows.append((op, est))
-        for op, est in rows:
-            desc = self._describe(op)
-            width = max(width, len(desc))
-        for op, est in rows:
-            desc = self._describe(op)
+        w = max((len(i) for i in self.ops), default=0)
+        descs = [f"{op.id:<{w}} {op.describe(self)}" for op, _ in rows]
+        width = max((len(d) for d in descs), default=0)
+        lines.append(f"  {'op':<{width}}  {'memory':>12}" + ("  cache" if status is not None else ""))
+        for (op, est), desc in zip(rows, descs):
             mem = _size(est) if est else ""
-            lines.append(f"  {desc:<{width}}  {mem}")
+            mark = ""
+            if status is not None:
+                mark = "" if isinstance(op, Present) else status.get(op.id, "")
+                mark = "not needed" if mark == "skipped" else mark
+            lines.append((f"  {desc:<{width}}  {mem:>12}" + (f"  {mark}" if mark else "")).rstrip())
         lines.append("")
         lines.append(f"  estimated tensor memory: {_size(total).strip()}")
         fv = self.of_type(FeatureVis)
@@ -544,12 +830,9 @@ class Plan:
             lines.append(f"  icons: {len(fv)} feature-visualisation request(s) in {len(batches)} batched optimisation(s) "
                          f"({', '.join(batches)}); each icon is cached on its own")
         for c in self.of_type(Collect):
-            per = sum(self.layer_shapes.get(l, (1, 1, 1))[0] + len(self.classes) + 1 for l in c.layers)
-            rows = c.n * (1 if c.positions != "all" else max(
-                (self.layer_shapes.get(l, (1, 1, 1))[-1] * self.layer_shapes.get(l, (1, 1, 1))[-2] for l in c.layers), default=1))
             atlases = sum(1 for p in self.elements if p.presentation == "atlas")
             lines.append(f"  atlas collection: one pass over {c.n} images serves {atlases} atlas view(s); "
-                         f"store ≈ {_size(rows * per * 4).strip()} on disk (resumable, in the cache folder)")
+                         f"store ≈ {_size(c.store_bytes(self)).strip()} on disk (resumable, in the cache folder)")
         if self.link_info:
             for li in self.link_info:
                 lines.append(f"  link {li.source}.{li.event} → {li.element}.{li.target}: selects a {li.kind}"
@@ -557,64 +840,3 @@ class Plan:
                              + f"; up to {li.precompute} selections precomputed for the static report, any live in "
                                "`interpgram serve`")
         return "\n".join(lines)
-
-    def _cls(self, c: int) -> str:
-        return self.classes[c] if 0 <= c < len(self.classes) else str(c)
-
-    def _describe(self, op: AnyOp) -> str:
-        name = type(op).__name__
-        w = max(len(i) for i in self.ops)
-        if isinstance(op, Capture):
-            return f"{op.id:<{w}} Capture      forward {', '.join(op.layers)}" + (" (+graph)" if op.needs_grad else "")
-        if isinstance(op, Gradient):
-            return f"{op.id:<{w}} Gradient     backward ∂{op.target.describe(self.classes)} → {', '.join(op.wrt)}"
-        if isinstance(op, PathGradient):
-            return f"{op.id:<{w}} PathGradient {op.steps} points ∂{op.target.describe(self.classes)} → {op.layer}"
-        if isinstance(op, Reduce):
-            if op.atom == "gradient":
-                return f"{op.id:<{w}} Gradient of  {op.layer} from {op.gradient}"
-            what = f"{op.layer} × {op.gradient}" if op.gradient else op.layer
-            return f"{op.id:<{w}} {'Attribute' if op.gradient else 'Activation':<12} {what} by {op.atom}"
-        if isinstance(op, Factorize):
-            return f"{op.id:<{w}} Factorize    NMF k={op.k} of {op.source} ({op.of})"
-        if isinstance(op, GroupAttribution):
-            return f"{op.id:<{w}} GroupAttr    {op.groups} · {op.gradient}"
-        if isinstance(op, Combine):
-            return f"{op.id:<{w}} Transform    {op.op}({', '.join(op.inputs)})"
-        if isinstance(op, FeatureVis):
-            st = op.setting_dict
-            which = (f"{len(op.atoms)} given" if op.atoms else
-                     f"top {op.per_position} per position" if op.per_position else
-                     f"top {op.top}" + (" each sign" if op.both_signs else "") if op.top else "per group")
-            return (f"{op.id:<{w}} FeatureVis   {op.objective} icons of {op.layer} ({which}) · {op.batch}: "
-                    f"{st.get('size')} px, {st.get('steps')} steps × {st.get('attempts', 1)}")
-        if isinstance(op, ActivationGrid):
-            st = dict(op.settings)
-            return (f"{op.id:<{w}} ActGrid      {op.layer}: a {st.get('cell_size')} px icon per position, "
-                    f"{st.get('steps')} steps × {st.get('sample')} cells, {st.get('groups')} shared NMF images")
-        if isinstance(op, Examples):
-            which = (f"{len(op.atoms)} given" if op.atoms else "every group" if op.atom == "group"
-                     else f"top {op.count} per image")
-            return (f"{op.id:<{w}} Examples     top {op.top} of {op.dataset} ({op.split}, n={op.n}) per {op.atom} atom "
-                    f"of {op.layer} ({which}){', patches' if op.patch else ''}")
-        if isinstance(op, Collect):
-            return (f"{op.id:<{w}} Collect      {op.dataset} ({op.split}, n={op.n}, {op.positions} positions) → "
-                    f"{', '.join(op.layers)}: activation + attribution to every class, chunks of {op.chunk}")
-        if isinstance(op, Layout):
-            which = {"activation": "all samples", "class": f"class {self._cls(op.classes[0])}" if op.classes else "class",
-                     "compare": " vs ".join(self._cls(c) for c in op.classes)}[op.kind]
-            return (f"{op.id:<{w}} Layout       {op.layer} ({which}): UMAP {op.metric} n_neighbors={op.n_neighbors} "
-                    f"min_dist={op.min_dist:g}{', whitened' if op.whiten else ''}, fit on ≤{op.fit_sample}")
-        if isinstance(op, Grid):
-            return f"{op.id:<{w}} Grid         {op.n}×{op.n} over {op.layout}, cells with ≥{op.min_count} samples"
-        if isinstance(op, AtlasIcons):
-            st = dict(op.settings)
-            return (f"{op.id:<{w}} AtlasIcons   a whitened cossim^{op.cossim_pow:g} icon per cell of {op.grid}: "
-                    f"{st.get('size')} px, {st.get('steps')} steps × {st.get('attempts', 1)}, batches of {op.batch}")
-        if isinstance(op, PatchTest):
-            return (f"{op.id:<{w}} PatchTest    each cell's icon ({op.crop}, {op.size} px) pasted onto {op.n} images of "
-                    f"{op.dataset} ({op.split}) not predicted {self._cls(op.cls)}: how many become {self._cls(op.cls)}")
-        if isinstance(op, Present):
-            what = ", ".join(s.label for s in op.series) or f"{op.layer} ({op.content_kind})"
-            return f"{op.id:<{w}} Present      {op.element}: {op.presentation} of {what}"
-        return f"{op.id:<{w}} {name}"

@@ -1,58 +1,34 @@
-"""Lower a plan to torch and run it.
+"""Run a plan: prune it against the result cache, then run exactly the ops left, each by its kernel.
 
-Every content op's result is cached under a content address (model digest, input digest, the op's
-structural signature, seed, code version). Only what is missing is computed: the forward pass
-captures just the layers the missing ops read, and only their gradient targets are backpropagated.
+1. :func:`~.prune.prune` looks up every op cached whole (content ops, atlas layouts and grids) and
+   returns the plan to run — the ops the cache does not spare, a Capture narrowed to the layers they
+   read, a Gradient to the layers they need — and the cached values.
+2. The ops of that plan run in dependency order, each by the kernel registered for its type
+   (:data:`~.context.KERNELS`); the ready ops of one kernel run in one call, so every icon of the
+   plan is one batched optimisation and every data-set search one streaming pass. Ops fused into
+   another (a Reduce, a Gradient: into their Capture's forward pass) run in that op's call.
+3. What a kernel returns for an op cached whole is written to the cache.
+
+Kernels get a :class:`~.context.Context` (model, inputs, device, dtype, cache policy, stats,
+progress, engine, the spec's folder, whether user code may run); the compiled plan is never changed.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from interpgram.grammar.plan import (
-    ActivationGrid,
-    AtlasIcons,
-    Capture,
-    FeatureVis,
-    Combine,
-    Examples,
-    Factorize,
-    Gradient,
-    GroupAttribution,
-    PathGradient,
-    Plan,
-    Reduce,
-)
+from interpgram.grammar.plan import Plan
 
-from interpgram.backends.kernels import attribution as A
-from interpgram.backends.execute.cache import ResultCache, cache_key
-from interpgram.backends.kernels.capture import run_capture
-from interpgram.backends.execute.device import DTYPES, pick_device, run_batched
-from interpgram.backends.kernels.factorize import NMFResult, group_attribution, neuron_groups
+from interpgram.backends.execute.cache import ResultCache
+from interpgram.backends.execute.context import Context, Kernel, Stats, Values, kernel_for, whole_kinds
+from interpgram.backends.execute.device import DTYPES, pick_device
+from interpgram.backends.execute.policy import CachePolicy
+from interpgram.backends.execute.prune import prune, status
 
-
-@dataclass
-class Stats:
-    forward_passes: int = 0
-    backward_passes: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    batch_halvings: int = 0
-    icons_rendered: int = 0
-    icons_cached: int = 0
-    grids_rendered: int = 0
-    grids_cached: int = 0
-    examples_computed: int = 0  # atoms whose dataset examples were searched for
-    examples_cached: int = 0  # atoms whose dataset examples came from the cache
-    dataset_images: int = 0  # data-set images streamed through the model for them
-    atlas_samples: int = 0  # images in the atlas collection (0: every atlas came from the cache)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add_time(self, stage: str, t: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + t
+__all__ = ["Executor", "Results", "Stats", "execute", "preview", "run_plan"]
 
 
 @dataclass
@@ -62,243 +38,111 @@ class Results:
     device: str
 
 
-def signature(plan: Plan, op_id: str) -> tuple:
-    """A structural description of an op and everything it depends on, free of op ids."""
-    op = plan.ops[op_id]
-    if isinstance(op, Capture):
-        return ("Capture",)
-    if isinstance(op, Gradient):
-        return ("Gradient", op.target)
-    if isinstance(op, PathGradient):
-        return ("PathGradient", op.target, op.layer, op.steps)
-    if isinstance(op, Reduce):
-        return ("Reduce", op.layer, op.atom, op.at, op.channels,
-                signature(plan, op.gradient) if op.gradient else None) + ((op.vector,) if op.vector else ())
-    if isinstance(op, Factorize):
-        return ("Factorize", op.k, op.of, op.sign, op.seed, signature(plan, op.source))
-    if isinstance(op, GroupAttribution):
-        return ("GroupAttribution", signature(plan, op.groups), signature(plan, op.gradient))
-    if isinstance(op, Combine):
-        by = signature(plan, op.by) if op.by and op.by in plan.ops else op.by
-        return ("Combine", op.op, tuple(signature(plan, i) for i in op.inputs), op.k, by, op.atoms, op.threshold)
-    raise TypeError(type(op))
+@dataclass
+class _Unit:
+    """An op and the ops fused into it: one piece of a kernel call."""
+
+    kernel: Kernel
+    ops: list
+    needs: set[str]  # ops outside the unit whose values it reads
 
 
-def _combine(op: Combine, vals: list[torch.Tensor], by: Optional[torch.Tensor]) -> torch.Tensor:
-    x = vals[0]
-    if op.op == "compare":
-        return vals[0] - vals[1]
-    if op.op == "select":
-        keep = torch.zeros(x.shape[1], dtype=torch.bool)
-        keep[list(op.atoms)] = True
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return torch.where(keep.view(shape), x, torch.zeros((), dtype=x.dtype))
-    if op.op == "top_k":
-        flat = x.flatten(1)
-        score = flat.abs() if op.by == "abs" else flat
-        k = min(op.k, flat.shape[1])
-        idx = score.topk(k, dim=1).indices
-        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, idx, True)
-        return torch.where(mask, flat, torch.zeros((), dtype=x.dtype)).view_as(x)
-    if op.op == "filter":
-        return torch.where(by > op.threshold, x, torch.zeros((), dtype=x.dtype))
-    raise ValueError(op.op)
+def _units(plan: Plan) -> list[_Unit]:
+    roots: dict[str, _Unit] = {}
+    fused = []
+    for op in plan.topological():
+        k = kernel_for(op)
+        if k.fused_into:
+            fused.append(op)
+        else:
+            roots[op.id] = _Unit(k, [op], set())
+    for op in fused:
+        root = getattr(op, kernel_for(op).fused_into)
+        if root not in roots:
+            raise RuntimeError(f"plan op {op.id} runs inside {root}, which the plan to run does not hold")
+        roots[root].ops.append(op)
+    for u in roots.values():
+        ids = {op.id for op in u.ops}
+        u.needs = {d for op in u.ops for d in plan.requires(op.id)} - ids
+    return list(roots.values())
+
+
+def run_plan(plan: Plan, ctx: Context, values: Optional[Values] = None) -> Values:
+    """Run every op of ``plan`` (and only those) by its kernel; ``values``: results it may read
+    (the cached ones). Returns those and the new ones."""
+    values = dict(values or {})
+    pending = _units(plan)
+    done: set[str] = set()
+    while pending:
+        ready = [u for u in pending if u.needs <= done]
+        if not ready:
+            raise RuntimeError("the plan to run has a cycle: " + ", ".join(u.ops[0].id for u in pending))
+        by_kernel: dict[str, list[_Unit]] = {}
+        for u in ready:
+            by_kernel.setdefault(u.kernel.op, []).append(u)
+        # run a kernel all of whose pending ops are ready (one call for all of them); else the first ready
+        complete = [k for k, us in by_kernel.items() if len(us) == sum(1 for u in pending if u.kernel.op == k)]
+        name = complete[0] if complete else next(iter(by_kernel))
+        units = by_kernel[name]
+        k = units[0].kernel
+        ops = [op for u in units for op in u.ops]
+        t = time.perf_counter()
+        out = k.run(ctx, ops, values)
+        if k.stage:
+            ctx.stats.add_time(k.stage, time.perf_counter() - t)
+        missing = [op.id for op in ops if op.id not in out and not kernel_for(op).transient]
+        if missing:
+            raise RuntimeError(f"the {name} kernel returned no value for {', '.join(missing)}")
+        values.update(out)
+        t = time.perf_counter()
+        for op in ops:
+            key = ctx.key(op.id) if kernel_for(op).key is not None else None
+            if key is not None:
+                ctx.cache.put(type(op).__name__, key, out[op.id])
+        ctx.stats.add_time("cache write", time.perf_counter() - t)
+        done.update(op.id for op in ops)
+        pending = [u for u in pending if u not in units]
+    return values
 
 
 class Executor:
+    """Runs one compiled plan (see the module docstring); :attr:`context` is what its kernels get."""
+
     def __init__(self, plan: Plan, model, inputs, *, cache: ResultCache, batch_size: Optional[int] = None,
                  progress: Optional[Callable[[str, int, int], None]] = None, engine=None, base_dir=None,
                  allow_code: bool = False):
         self.plan = plan
-        self.engine = engine  # where atlas collection and icons run (None: this process)
-        self.base_dir = base_dir  # the spec's folder (data-set folders are relative to it)
-        self.allow_code = allow_code  # python: data sets
-        self.model = model
-        self.inputs = inputs
-        self.cache = cache
-        self.batch_size = batch_size
-        self.progress = progress or (lambda stage, i, n: None)
-        self.device = pick_device(plan.device)
-        self.dtype = DTYPES[plan.dtype]
-        self.stats = Stats()
+        self.context = Context(plan=plan, model=model, inputs=inputs, cache=CachePolicy(cache), stats=Stats(),
+                               device=pick_device(plan.device), dtype=DTYPES[plan.dtype],
+                               progress=progress or (lambda stage, i, n: None), batch_size=batch_size,
+                               engine=engine, base_dir=base_dir, allow_code=allow_code)
 
-    # ------------------------------------------------------------------ keys
-    def key(self, op_id: str) -> str:
-        return cache_key(model=self.model.digest, inputs=self.inputs.digest, op=repr(signature(self.plan, op_id)),
-                         dtype=self.plan.dtype)
+    def prune(self) -> tuple[Plan, Values]:
+        """(the plan to run, the cached values) against this execution's cache."""
+        return prune(self.plan, self.context.cache, self.context.key)
 
-    # ------------------------------------------------------------------ run
     def run(self) -> Results:
-        plan = self.plan
-        content_ops = [op for op in plan.topological() if isinstance(op, (Reduce, Factorize, GroupAttribution, Combine))]
-        values: dict[str, dict[str, torch.Tensor]] = {}
-        keys = {op.id: self.key(op.id) for op in content_ops}
-        t0 = time.perf_counter()
-        needed = set()
-        for p in plan.elements:
-            needed |= plan.dependencies(p.id)
-        # What is already cached? Only look up ops some element needs; their inputs are not needed
-        # when they hit.
-        missing: set[str] = set()
-
-        def need(op_id: str) -> None:
-            op = plan.ops[op_id]
-            if isinstance(op, (FeatureVis, ActivationGrid, Examples)):
-                for d in op.deps:
-                    need(d)
-                return
-            if not isinstance(op, (Reduce, Factorize, GroupAttribution, Combine)) or op_id in values or op_id in missing:
-                return
-            hit = self.cache.get(keys[op_id])
-            if hit is not None:
-                values[op_id] = hit
-                self.stats.cache_hits += 1
-                return
-            self.stats.cache_misses += 1
-            missing.add(op_id)
-            for d in op.deps:
-                need(d)
-
-        for p in plan.elements:
-            for d in p.deps:
-                need(d)
-        self.stats.add_time("cache lookup", time.perf_counter() - t0)
-
-        reduces = [plan.ops[i] for i in missing if isinstance(plan.ops[i], Reduce)]
-        if reduces:
-            self._run_network(reduces, values)
-        for op in plan.topological():
-            if op.id not in missing or isinstance(op, Reduce):
-                continue
-            t = time.perf_counter()
-            if isinstance(op, Factorize):
-                values[op.id] = self._factorize(op, values)
-                stage = "factorize"
-            elif isinstance(op, GroupAttribution):
-                g = values[op.groups]
-                grad = values[op.gradient]["value"]
-                out = []
-                for i in range(grad.shape[0]):
-                    res = NMFResult(g["spatial"][i], g["channels"][i], 0.0, 0)
-                    out.append(group_attribution(res, grad[i]))
-                values[op.id] = {"value": torch.stack(out)}
-                stage = "group attribution"
-            else:
-                by = values[op.by]["value"] if op.by and op.by in values else None
-                values[op.id] = {"value": _combine(op, [values[i]["value"] for i in op.inputs], by)}
-                stage = "transform"
-            self.stats.add_time(stage, time.perf_counter() - t)
+        ctx = self.context
         t = time.perf_counter()
-        for op_id in missing:
-            self.cache.put(keys[op_id], values[op_id])
-        self.stats.add_time("cache write", time.perf_counter() - t)
-        fvs = [op for op in plan.topological() if isinstance(op, FeatureVis)]
-        if fvs:
-            t = time.perf_counter()
-            from interpgram.backends.kernels.featurevis import run_featurevis
-            run_featurevis(self, fvs, values)
-            self.stats.add_time("feature visualisation", time.perf_counter() - t)
-        grids = [op for op in plan.topological() if isinstance(op, ActivationGrid)]
-        if grids:
-            t = time.perf_counter()
-            from interpgram.backends.kernels.featurevis import run_grids
-            run_grids(self, grids, values)
-            self.stats.add_time("activation grids", time.perf_counter() - t)
-        examples = [op for op in plan.topological() if isinstance(op, Examples)]
-        if examples:
-            from interpgram.backends.kernels.examples import run_examples
-            run_examples(self, examples, values)
-        if any(isinstance(op, AtlasIcons) for op in plan.ops.values()):
-            from interpgram.backends.kernels.atlas.run import run_atlas
-            run_atlas(self, values, engine=self.engine)
-        return Results(values, self.stats, str(self.device))
+        to_run, cached = self.prune()
+        ctx.stats.add_time("cache lookup", time.perf_counter() - t)
+        values = run_plan(to_run, ctx, cached)
+        ctx.stats.absorb(ctx.cache, whole_kinds())
+        return Results(values, ctx.stats, str(ctx.device))
 
-    # ------------------------------------------------------------------ network
-    def _run_network(self, reduces: list[Reduce], values: dict) -> None:
-        plan = self.plan
-        grad_ids = {r.gradient for r in reduces if r.gradient}
-        grads = [plan.ops[g] for g in grad_ids if isinstance(plan.ops[g], Gradient)]
-        paths = [plan.ops[g] for g in grad_ids if isinstance(plan.ops[g], PathGradient)]
-        layers = {r.layer for r in reduces}
-        for g in grads:
-            layers |= {r.layer for r in reduces if r.gradient == g.id}
-            if g.target.kind in ("norm", "channel"):
-                layers.add(g.target.layer)
-        for p in paths:
-            if p.target.kind == "norm":
-                layers.add(p.target.layer)
-        layers = sorted(layers, key=lambda l: list(plan.layer_shapes).index(l) if l in plan.layer_shapes else -1)
-        grad_wrt = {g.id: sorted({r.layer for r in reduces if r.gradient == g.id}) for g in grads}
-        need_graph = bool(grads) or bool(paths)
-        module = self.model.on(self.device, self.dtype)
-        n = self.inputs.images.shape[0]
-        total_steps = 1 + len(grads) + len(paths)
 
-        def one_batch(start: int, stop: int) -> dict[str, torch.Tensor]:
-            x01 = self.inputs.images[start:stop].to(self.device)
-            x = self.model.preprocess(x01).to(self.dtype)
-            t = time.perf_counter()
-            acts, logits = run_capture(module, x, [l for l in layers], grad=need_graph)
-            self.stats.forward_passes += 1
-            self.stats.add_time("forward", time.perf_counter() - t)
-            self.progress("forward pass", 1, total_steps)
-            predicted = logits.detach().argmax(1)
-            ranked = logits.detach().argsort(dim=1, descending=True)  # for top-k class targets
-            out: dict[str, torch.Tensor] = {}
-            grad_vals: dict[str, dict[str, torch.Tensor]] = {}
-            for i, g in enumerate(grads):
-                t = time.perf_counter()
-                tg = g.target
-                vals = A.target_values(tg.kind, logits, acts, cls=tg.cls, layer=tg.layer, at=tg.at,
-                                       predicted=ranked[:, tg.rank] if tg.rank else predicted,
-                                       channel=tg.channel)
-                wrt = grad_wrt[g.id]
-                last = i == len(grads) - 1
-                gs = A.gradients(vals, [acts[l] for l in wrt], retain=not last or bool(paths))
-                grad_vals[g.id] = dict(zip(wrt, gs))
-                self.stats.backward_passes += 1
-                self.stats.add_time("backward", time.perf_counter() - t)
-                self.progress(f"backward {i + 1}/{len(grads)}", i + 2, total_steps)
-            for j, p in enumerate(paths):
-                t = time.perf_counter()
-                tg = p.target
-                pos = A.strongest_position(acts[tg.layer]) if tg.kind == "norm" and tg.at is None else None
-                g = A.path_gradient(module, x, p.layer, acts[p.layer].detach(), kind=tg.kind, cls=tg.cls,
-                                    target_layer=tg.layer, at=tg.at,
-                                    predicted=pos if pos is not None else (ranked[:, tg.rank] if tg.rank else predicted),
-                                    steps=p.steps)
-                grad_vals[p.id] = {p.layer: g}
-                self.stats.forward_passes += 1
-                self.stats.backward_passes += 1
-                self.stats.add_time("path gradients", time.perf_counter() - t)
-                self.progress(f"path-integrated {j + 1}/{len(paths)}", len(grads) + j + 2, total_steps)
-            t = time.perf_counter()
-            with torch.no_grad():
-                for r in reduces:
-                    g = grad_vals[r.gradient][r.layer] if r.gradient else None
-                    out[r.id] = A.reduce(acts[r.layer].detach(), g, r.atom, at=r.at, channels=r.channels,
-                                         vector=r.vector).float().cpu()
-            self.stats.add_time("reduce", time.perf_counter() - t)
-            return out
-
-        def halved(size: int) -> None:
-            self.stats.batch_halvings += 1
-
-        parts = run_batched(one_batch, n, self.batch_size, on_halve=halved)
-        for r in reduces:
-            values[r.id] = {"value": torch.cat([p[r.id] for p in parts])}
-
-    def _factorize(self, op: Factorize, values: dict) -> dict[str, torch.Tensor]:
-        src = values[op.source]["value"]
-        spatial, channels, errs = [], [], []
-        for i in range(src.shape[0]):
-            res = neuron_groups(src[i].to(self.device), op.k, seed=op.seed, of=op.of, sign=op.sign)
-            spatial.append(res.spatial.float().cpu())
-            channels.append(res.channels.float().cpu())
-            errs.append(res.reconstruction_error)
-            self.progress(f"NMF k={op.k}", i + 1, src.shape[0])
-        return {"spatial": torch.stack(spatial), "channels": torch.stack(channels),
-                "error": torch.tensor(errs, dtype=torch.float32)}
+def preview(plan: Plan, model, inputs, *, cache: ResultCache, base_dir=None,
+            allow_code: bool = False) -> tuple[Plan, dict[str, str]]:
+    """What running ``plan`` against ``cache`` would do, without reading any result: (the plan to
+    run, op id -> "cached" | "runs" | "skipped")."""
+    ex = Executor(plan, model, inputs, cache=cache, base_dir=base_dir, allow_code=allow_code)
+    to_run, cached = prune(plan, ex.context.cache, ex.context.key, load=False)
+    marks = status(plan, to_run, cached)
+    for op_id, mark in marks.items():
+        pieces = kernel_for(plan.ops[op_id]).pieces
+        if mark == "runs" and pieces:
+            marks[op_id] = f"runs ({pieces})"
+    return to_run, marks
 
 
 def execute(plan: Plan, model, inputs, *, cache: ResultCache, batch_size: Optional[int] = None,

@@ -134,7 +134,7 @@ def path_gradient(model: nn.Module, x: torch.Tensor, layer: str, base: torch.Ten
         k = a.numel()
         leaf: list[torch.Tensor] = []
 
-        def scale(out: torch.Tensor, a=a, k=k) -> torch.Tensor:
+        def scale(out: torch.Tensor, a=a, k=k, leaf=leaf) -> torch.Tensor:
             shape = (k, n) + (1,) * (base.dim() - 1)
             s = (base.detach().unsqueeze(0) * a.view(shape)).reshape(k * n, *base.shape[1:])
             s = s.requires_grad_(True)

@@ -1,6 +1,6 @@
 """Dataset examples: for each atom, the data-set images (or patches) that activate it most.
 
-Lowering of the plan's :class:`~interpgram.grammar.plan.Examples` op (called by the executor).
+The kernel of the plan's :class:`~interpgram.grammar.plan.Examples` op.
 
 Scores, for a data-set image with activation A (C × H × W) at the op's layer (1-d layers are
 treated as C × 1 × 1):
@@ -49,14 +49,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from interpgram.grammar.plan import Examples
+from interpgram.grammar.plan import EXAMPLE_SIDE_MAX, Examples
 
 from interpgram.backends.data.datasets import Dataset, open_dataset
 from interpgram.backends.execute.cache import ResultCache, cache_key
+from interpgram.backends.execute.context import Context, Values, kernel
 from interpgram.backends.kernels.capture import capture_until
 from interpgram.backends.execute.device import run_batched
 
-PATCH_PX = 96  # largest side of a stored patch
+PATCH_PX = EXAMPLE_SIDE_MAX  # largest side of a stored patch
 _EPS = 1e-12
 
 
@@ -357,16 +358,18 @@ def patch_side(model) -> int:
     return int(min(max(model.preprocess.size), PATCH_PX))
 
 
-def atom_key(ex, ds: Dataset, op: Examples, q: Query, side: int) -> str:
+def atom_key(ctx: Context, ds: Dataset, op: Examples, q: Query, side: int) -> str:
     """The cache key of one atom's examples."""
-    return cache_key(model=ex.model.digest, dtype=str(ex.dtype), dataset=ds.identity, layer=op.layer,
+    return cache_key(model=ctx.model.digest, dtype=str(ctx.dtype), dataset=ds.identity, layer=op.layer,
                      atom=q.identity(), top=op.top, patch=op.patch, side=side, what="dataset examples")
 
 
-def run_examples(ex, ops: list[Examples], values: dict) -> None:
-    """Fill ``values[op.id]`` for every Examples op: per input image, its atoms with their examples."""
-    n_images = ex.inputs.images.shape[0]
-    model = ex.model
+@kernel(Examples, pieces="each atom's examples cached on its own")
+def run_examples(ctx: Context, ops: list[Examples], values: Values) -> Values:
+    """Per Examples op and input image: its atoms with their examples (each atom cached on its own,
+    kind ``Examples``); one streaming pass per data set for every atom not cached yet."""
+    n_images = ctx.inputs.images.shape[0]
+    model = ctx.model
     side = patch_side(model)
     datasets: dict[tuple, Dataset] = {}
     chosen: dict[str, list[list[tuple]]] = {}  # op id -> per image: (atom, label, value, query, key)
@@ -376,43 +379,47 @@ def run_examples(ex, ops: list[Examples], values: dict) -> None:
         dk = (op.dataset, op.n, op.split)
         if dk not in datasets:
             datasets[dk] = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(model.preprocess.size),
-                                        base_dir=ex.base_dir, allow_code=ex.allow_code)
+                                        base_dir=ctx.base_dir, allow_code=ctx.allow_code)
         ds = datasets[dk]
-        chosen[op.id] = [[(*sel, atom_key(ex, ds, op, sel[3], side)) for sel in select_atoms(op, values, i)]
+        chosen[op.id] = [[(*sel, atom_key(ctx, ds, op, sel[3], side)) for sel in select_atoms(op, values, i)]
                          for i in range(n_images)]
         for per_image in chosen[op.id]:
             for *_, q, key in per_image:
                 if key in found or any(key in t for by_layer in todo.values() for t in by_layer.values()):
                     continue
-                hit = ex.cache.get(key)
+                hit = ctx.cache.get("Examples", key)
                 if hit is not None:
                     found[key] = hit
-                    ex.stats.examples_cached += 1
                 else:
                     todo.setdefault((dk, op.batch_size), {}).setdefault(op.layer, {})[key] = (q, op.top, op.patch)
+
+    def halved(size: int) -> None:
+        ctx.stats.batch_halvings += 1
+
     for (dk, batch_size), by_layer in todo.items():  # one streaming pass per data set, for every layer
         ds = datasets[dk]
         t = time.perf_counter()
         queries = {layer: [q for q, _, _ in items.values()] for layer, items in by_layer.items()}
         top = max(k for items in by_layer.values() for _, k, _ in items.values())
         n_atoms = sum(len(qs) for qs in queries.values())
-        best = search_layers(model, ds, queries, top=top, batch_size=batch_size, device=ex.device, dtype=ex.dtype,
-                             progress=ex.progress,
+        best = search_layers(model, ds, queries, top=top, batch_size=batch_size, device=ctx.device, dtype=ctx.dtype,
+                             progress=ctx.progress,
                              stage=f"dataset examples · {', '.join(queries)} · {n_atoms} atom" + "s" * (n_atoms != 1),
-                             on_halve=lambda size: setattr(ex.stats, "batch_halvings", ex.stats.batch_halvings + 1))
-        ex.stats.dataset_images += len(ds)
+                             on_halve=halved)
+        ctx.stats.dataset_images += len(ds)
         for layer, items in by_layer.items():
-            boxes = receptive_fields(model, layer, device=ex.device, cache=ex.cache)
-            for (key, (q, k, patch)), b in zip(items.items(), best[layer]):
+            boxes = receptive_fields(model, layer, device=ctx.device, cache=ctx.cache.view("receptive fields"))
+            for (key, (_query, k, patch)), b in zip(items.items(), best[layer]):
                 b = TopK(b.scores[:k], b.indices[:k], b.positions[:k])
                 found[key] = examples_of(ds, b, boxes, patch=patch, side=side)
-                ex.cache.put(key, found[key])
-                ex.stats.examples_computed += 1
-        ex.stats.add_time("dataset examples", time.perf_counter() - t)
+                ctx.cache.put("Examples", key, found[key])
+                ctx.stats.examples_computed += 1
+        ctx.stats.add_time("dataset examples", time.perf_counter() - t)
+    out: Values = {}
     for op in ops:
         ds = datasets[(op.dataset, op.n, op.split)]
         per_image = chosen[op.id]
-        values[op.id] = {
+        out[op.id] = {
             "atoms": [[sel[0] for sel in img] for img in per_image],
             "labels": [[sel[1] for sel in img] for img in per_image],
             "values": [[sel[2] for sel in img] for img in per_image],
@@ -420,3 +427,4 @@ def run_examples(ex, ops: list[Examples], values: dict) -> None:
             "dataset": str(ds.root) if ds.kind == "folder" else ds.ref,  # a python: data set has no folder
             "size": len(ds),
         }
+    return out

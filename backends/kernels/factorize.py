@@ -267,7 +267,7 @@ def nmf(
     Xt = X.T
     violation_init = None
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 - read after the loop: the sweeps that ran
         # W step: minimise over W with H fixed (rows of Wt are W's columns).
         v = _cd_sweep(Wt, H @ H.T, H @ Xt)
         # H step: minimise over H with W fixed.

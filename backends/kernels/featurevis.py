@@ -1,10 +1,11 @@
-"""Lowering of the plan's FeatureVis and ActivationGrid ops (called by the executor).
+"""Kernels of the plan's FeatureVis and ActivationGrid ops.
 
 FeatureVis: each op picks its icons per image from the content results (explicit atoms, the top
 atoms, the top channels per position, or NMF groups); then every icon of every op with the same
 settings is rendered by one :func:`~.optvis.render.render_icons` call, which batches them by layer
 and objective kind and caches each icon on its own. ActivationGrid: one grid per image, cached by
-the image's activation digest.
+the image's activation digest. Both cache through the execution's cache policy (kinds ``icon`` and
+``ActivationGrid``).
 """
 from __future__ import annotations
 
@@ -15,12 +16,9 @@ import torch
 from interpgram.grammar.plan import ActivationGrid, FeatureVis
 
 from interpgram.backends.execute.cache import cache_key, tensor_digest
+from interpgram.backends.execute.context import Context, Values, kernel
 from interpgram.backends.kernels.optvis.grid import activation_grid
 from interpgram.backends.kernels.optvis.render import Icon, IconSettings, IconStats, render_icons
-
-
-def settings_of(op: FeatureVis) -> IconSettings:
-    return IconSettings(**op.setting_dict)
 
 
 def select(op: FeatureVis, values: dict, i: int) -> list[tuple[Any, Icon]]:
@@ -63,8 +61,9 @@ def select(op: FeatureVis, values: dict, i: int) -> list[tuple[Any, Icon]]:
     return [(c, Icon(layer, kind, index=int(c))) for c in chans]
 
 
-def run_featurevis(ex, ops: list[FeatureVis], values: dict) -> None:
-    n = ex.inputs.images.shape[0]
+@kernel(FeatureVis, stage="feature visualisation", pieces="each icon cached on its own")
+def run_featurevis(ctx: Context, ops: list[FeatureVis], values: Values) -> Values:
+    n = ctx.inputs.images.shape[0]
     chosen = {op.id: [select(op, values, i) for i in range(n)] for op in ops}
     by_settings: dict[tuple, list[Icon]] = {}
     for op in ops:
@@ -72,43 +71,45 @@ def run_featurevis(ex, ops: list[FeatureVis], values: dict) -> None:
     rendered: dict[tuple, Any] = {}
     for (settings, seed), icons in by_settings.items():
         stats = IconStats()
-        results = render_icons(ex.model, icons, IconSettings(**dict(settings)), seed=seed, cache=ex.cache,
-                               device=ex.device, progress=ex.progress, stats=stats)
-        ex.stats.icons_rendered += stats.rendered
-        ex.stats.icons_cached += stats.cached
-        ex.stats.batch_halvings += stats.halvings
+        results = render_icons(ctx.model, icons, IconSettings(**dict(settings)), seed=seed, cache=ctx.cache.view("icon"),
+                               device=ctx.device, progress=ctx.progress, stats=stats)
+        ctx.stats.icons_rendered += stats.rendered
+        ctx.stats.batch_halvings += stats.halvings
         for ic, r in zip(icons, results):
             rendered[ic.identity()] = r
+    out: Values = {}
     for op in ops:
         per_image = chosen[op.id]
-        values[op.id] = {
+        out[op.id] = {
             "atoms": [[a for a, _ in img] for img in per_image],
             "images": [torch.cat([rendered[ic.identity()].images for _, ic in img]) if img else torch.zeros(0)
                        for img in per_image],
             "scores": [torch.cat([rendered[ic.identity()].scores for _, ic in img]) if img else torch.zeros(0)
                        for img in per_image],
         }
+    return out
 
 
-def run_grids(ex, ops: list[ActivationGrid], values: dict) -> None:
+@kernel(ActivationGrid, stage="activation grids", pieces="each image's grid cached on its own")
+def run_grids(ctx: Context, ops: list[ActivationGrid], values: Values) -> Values:
+    out: Values = {}
     for op in ops:
         st = dict(op.settings)
         acts = values[op.source]["value"]
         icons, mags, scores = [], [], []
         for i in range(acts.shape[0]):
-            key = cache_key(model=ex.model.digest, act=tensor_digest(acts[i]), layer=op.layer, settings=repr(op.settings),
+            key = cache_key(model=ctx.model.digest, act=tensor_digest(acts[i]), layer=op.layer, settings=repr(op.settings),
                             seed=op.seed, what="activation grid")
-            hit = ex.cache.get(key)
+            hit = ctx.cache.get("ActivationGrid", key)
             if hit is None:
-                r = activation_grid(ex.model, acts[i], op.layer, seed=op.seed, device=ex.device, progress=ex.progress,
+                r = activation_grid(ctx.model, acts[i], op.layer, seed=op.seed, device=ctx.device, progress=ctx.progress,
                                     **{k: (list(v) if k == "transforms" and isinstance(v, tuple) else v)
                                        for k, v in st.items()})
                 hit = {"icons": r.icons, "magnitude": r.magnitude, "scores": r.scores}
-                ex.cache.put(key, hit)
-                ex.stats.grids_rendered += 1
-            else:
-                ex.stats.grids_cached += 1
+                ctx.cache.put("ActivationGrid", key, hit)
+                ctx.stats.grids_rendered += 1
             icons.append(hit["icons"])
             mags.append(hit["magnitude"])
             scores.append(hit["scores"])
-        values[op.id] = {"icons": icons, "magnitude": mags, "scores": scores}
+        out[op.id] = {"icons": icons, "magnitude": mags, "scores": scores}
+    return out

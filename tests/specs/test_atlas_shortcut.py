@@ -37,7 +37,7 @@ def _on_patch(prep, cache_dir) -> np.ndarray:
     from interpgram.backends.data.inputs import Inputs
     from interpgram.backends.execute.executor import Executor
     ex = Executor(prep.plan, prep.model, Inputs([], [], torch.zeros(0, 3, 64, 64), []), cache=make_cache(prep, cache_dir))
-    d = AtlasRun(ex).layer_data("conv4")
+    d = AtlasRun(ex.context).layer_data("conv4")
     images, xy = d["image"], d["xy"]
     ids = np.unique(images)
     b = generate(ids.tolist(), split="train")

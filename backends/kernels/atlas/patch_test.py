@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from interpgram.grammar.plan import PatchTest
 
 from interpgram.backends.execute.cache import cache_key, tensor_digest
+from interpgram.backends.execute.context import Context, Values, kernel
 
 
 def _patch(icon: torch.Tensor, size: int, crop: str) -> torch.Tensor:
@@ -49,24 +50,33 @@ def _paste(images: torch.Tensor, patch: torch.Tensor, at: torch.Tensor) -> torch
     return out
 
 
-def run_patch_test(ex, op: PatchTest, icons: torch.Tensor, dataset_opener) -> dict[str, torch.Tensor]:
-    """``{"flip": (M,) per cell, "noise": (1,) control, "n": (1,) images used, "size": (1,)}``, cached."""
-    key = cache_key(model=ex.model.digest, what="atlas patch test", icons=tensor_digest(icons), cls=op.cls,
+@kernel(PatchTest, pieces="cached under its icons' digest")
+def run_patch_tests(ctx: Context, ops: list[PatchTest], values: Values) -> Values:
+    return {op.id: run_patch_test(ctx, op, values[op.icons]["images"]) for op in ops}
+
+
+def run_patch_test(ctx: Context, op: PatchTest, icons: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"flip": (M,) per cell, "noise": (1,) control, "n": (1,) images used, "size": (1,)}``, cached
+    (kind ``PatchTest``, keyed by the icons' digest)."""
+    from interpgram.backends.data.datasets import open_dataset
+
+    key = cache_key(model=ctx.model.digest, what="atlas patch test", icons=tensor_digest(icons), cls=op.cls,
                     size=op.size, crop=op.crop, n=op.n, dataset=op.dataset, split=op.split, seed=op.seed)
-    hit = ex.cache.get(key)
+    hit = ctx.cache.get("PatchTest", key)
     if hit is not None:
         return hit
     t = time.perf_counter()
-    module = ex.model.on(ex.device, torch.float32).eval()
-    pre = ex.model.preprocess
-    h, w = ex.model.preprocess.size
+    module = ctx.model.on(ctx.device, torch.float32).eval()
+    pre = ctx.model.preprocess
+    h, w = pre.size
     size = min(op.size, h, w)
-    ds = dataset_opener(op.split, 20 * op.n)
+    ds = open_dataset(op.dataset, n=20 * op.n, split=op.split, size=(h, w), base_dir=ctx.base_dir,
+                      allow_code=ctx.allow_code)
     kept: list[torch.Tensor] = []
     got = 0
     for a in range(0, len(ds), 256):
         imgs = ds.load(range(a, min(a + 256, len(ds))))
-        pred = _predict(module, pre, imgs, ex.device)
+        pred = _predict(module, pre, imgs, ctx.device)
         imgs = imgs[pred != op.cls]
         kept.append(imgs[:op.n - got])
         got += kept[-1].shape[0]
@@ -81,13 +91,13 @@ def run_patch_test(ex, op: PatchTest, icons: torch.Tensor, dataset_opener) -> di
     flips = []
     total = icons.shape[0]
     for j in range(total):
-        pred = _predict(module, pre, _paste(images, _patch(icons[j].float(), size, op.crop), at), ex.device)
+        pred = _predict(module, pre, _paste(images, _patch(icons[j].float(), size, op.crop), at), ctx.device)
         flips.append(float((pred == op.cls).float().mean()) if m else 0.0)
-        ex.progress("patch test: each cell's icon pasted", j + 1, total)
-    pred = _predict(module, pre, _paste(images, noise, at), ex.device)
+        ctx.progress("patch test: each cell's icon pasted", j + 1, total)
+    pred = _predict(module, pre, _paste(images, noise, at), ctx.device)
     out = {"flip": torch.tensor(flips, dtype=torch.float32),
            "noise": torch.tensor([float((pred == op.cls).float().mean()) if m else 0.0]),
            "n": torch.tensor([m]), "size": torch.tensor([size])}
-    ex.cache.put(key, out)
-    ex.stats.add_time("atlas patch test", time.perf_counter() - t)
+    ctx.cache.put("PatchTest", key, out)
+    ctx.stats.add_time("atlas patch test", time.perf_counter() - t)
     return out

@@ -1,8 +1,8 @@
-"""Lowering of the plan's atlas ops (called by the executor): Collect → Layout → Grid → AtlasIcons.
+"""Kernels of the plan's atlas ops: Collect → Layout → Grid → AtlasIcons.
 
 - **Collect** streams the data set once for every layer any atlas of the spec needs
-  (:func:`.collect.collect`, a resumable chunked store in the cache folder). It runs only when some
-  layout is not already in the result cache.
+  (:func:`.collect.collect`, a resumable chunked store in the cache folder). It is in the plan to
+  run only when some layout or grid is not already in the result cache.
 - **Layout** reads one layer's vectors, selects the samples (all; one class's; two classes'),
   whitens them and lays them out with UMAP (:mod:`.layout`). The whitening matrix S (of all the
   layer's samples) is kept with the layout for the icons.
@@ -12,8 +12,9 @@
   cell's mean activation, in batches of ``batch`` icons: each batch is one task of the execution
   engine (in this process, or a Ray task) and each icon is cached on its own.
 
-Layouts and grids are cached like every other result, under keys made of the collection's identity
-(model digest, data-set identity, collection settings) and the op's parameters.
+Layouts and grids are cached whole, like content ops, under keys made of the collection's identity
+(model digest, data-set identity, collection settings) and the op's signature; the plan pruner
+looks them up. Atlas icons are cached one by one (kind ``atlas icon``).
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from interpgram.grammar.plan import AtlasIcons, Collect, Grid, Layout, PatchTest
+from interpgram.grammar.plan import ATLAS_PATCH_PX, AtlasIcons, Collect, Grid, Layout
 
 from interpgram.backends.execute.cache import cache_key
+from interpgram.backends.execute.context import Context, Values, kernel
 
-EXAMPLE_PX = 40  # side of each example patch shown on hover
+EXAMPLE_PX = ATLAS_PATCH_PX  # side of each example patch shown on hover
+KEY_VERSION = 3  # of the layout and grid keys (3: made of the op's signature)
 
 
 def _collect_spec(op: Collect):
@@ -37,61 +40,58 @@ def _collect_spec(op: Collect):
 
 
 class AtlasRun:
-    """State shared by the atlas ops of one execution (the collection is opened at most once)."""
+    """State shared by the atlas ops of one execution: one collection (its data set, its store,
+    opened at most once, and the layers read from it)."""
 
-    def __init__(self, ex, engine=None):
-        self.ex = ex
-        self.plan = ex.plan
-        self.engine = engine
+    def __init__(self, ctx: Context, collect: Optional[Collect] = None):
+        self.ctx = ctx
+        self.collect_op = collect if collect is not None else ctx.plan.of_type(Collect)[0]
         self._store = None
         self._dataset = None
-        self._identity: Optional[dict] = None
+        self._key: Optional[str] = None
         self._data: dict[str, dict[str, np.ndarray]] = {}
 
-    # ---------------------------------------------------------------- collection
-    @property
-    def collect_op(self) -> Collect:
-        return self.plan.of_type(Collect)[0]
+    @staticmethod
+    def of(ctx: Context, collect_id: str) -> "AtlasRun":
+        """The execution's session for the collection ``collect_id``."""
+        runs = ctx.shared.setdefault("atlas", {})
+        if collect_id not in runs:
+            runs[collect_id] = AtlasRun(ctx, ctx.plan.ops[collect_id])
+        return runs[collect_id]
 
+    # ---------------------------------------------------------------- collection
     def dataset(self):
         if self._dataset is None:
             from interpgram.backends.data.datasets import open_dataset
             op = self.collect_op
-            self._dataset = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(self.ex.model.preprocess.size),
-                                         base_dir=getattr(self.ex, "base_dir", None),
-                                         **({"allow_code": True} if getattr(self.ex, "allow_code", False) else {}))
+            self._dataset = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(self.ctx.model.preprocess.size),
+                                         base_dir=self.ctx.base_dir, allow_code=self.ctx.allow_code)
         return self._dataset
-
-    def open_split(self, split: str, n: int):
-        """``n`` images (or fewer) of the atlas data set's ``split`` (the patch test's images)."""
-        from interpgram.backends.data.datasets import open_dataset
-        op = self.collect_op
-        return open_dataset(op.dataset, n=n, split=split, size=tuple(self.ex.model.preprocess.size),
-                            base_dir=getattr(self.ex, "base_dir", None),
-                            **({"allow_code": True} if getattr(self.ex, "allow_code", False) else {}))
 
     def collection_key(self) -> str:
         """The collection's identity: the digest naming its store (model, data set, collection settings)."""
-        from interpgram.backends.kernels.atlas.collect import collection_digest, collection_meta
-        return collection_digest(collection_meta(self.ex.model, _collect_spec(self.collect_op), self.dataset()))
+        if self._key is None:
+            from interpgram.backends.kernels.atlas.collect import collection_digest, collection_meta
+            self._key = collection_digest(collection_meta(self.ctx.model, _collect_spec(self.collect_op), self.dataset()))
+        return self._key
 
     def store(self):
         if self._store is None:
             from interpgram.backends.kernels.atlas.collect import collect, store_path
             from interpgram.backends.kernels.atlas.store import StoreNotWritable
             t = time.perf_counter()
-            cache = self.ex.cache
+            cache = self.ctx.cache.cache  # the result cache under the policy (its folder holds the store)
             spec = _collect_spec(self.collect_op)
-            kw = dict(device=self.ex.device, base_dir=getattr(self.ex, "base_dir", None), engine=self.engine,
-                      allow_code=getattr(self.ex, "allow_code", False),
+            kw = dict(device=self.ctx.device, base_dir=self.ctx.base_dir, engine=self.ctx.engine,
+                      allow_code=self.ctx.allow_code,
                       # the executor's progress callback: the CLI's bars, which -q silences
-                      progress=self.ex.progress)
+                      progress=self.ctx.progress)
             try:
                 if not cache.enabled:  # (a read-only cache may still hold the complete collection)
                     raise StoreNotWritable("the result cache is off")
                 root = cache.root / "atlas"
-                cache.pin(store_path(self.ex.model, spec, root, base_dir=kw["base_dir"], allow_code=kw["allow_code"]))
-                self._store = collect(self.ex.model, spec, root, **kw)
+                cache.pin(store_path(self.ctx.model, spec, root, base_dir=kw["base_dir"], allow_code=kw["allow_code"]))
+                self._store = collect(self.ctx.model, spec, root, **kw)
             except StoreNotWritable as e:
                 # no (writable) result cache: the collection still goes to disk (bounded memory), in a
                 # temporary folder
@@ -99,9 +99,9 @@ class AtlasRun:
                 from pathlib import Path
                 if cache.enabled and cache.writable:
                     cache._stop_writing(e.__cause__ if isinstance(e.__cause__, OSError) else OSError(str(e)))
-                self._store = collect(self.ex.model, spec, Path(tempfile.gettempdir()) / "interpgram-atlas", **kw)
-            self.ex.stats.add_time("atlas collection", time.perf_counter() - t)
-            self.ex.stats.atlas_samples = self._store.n_images
+                self._store = collect(self.ctx.model, spec, Path(tempfile.gettempdir()) / "interpgram-atlas", **kw)
+            self.ctx.stats.add_time("atlas collection", time.perf_counter() - t)
+            self.ctx.stats.atlas_samples = self._store.n_images
         return self._store
 
     def layer_data(self, layer: str) -> dict[str, np.ndarray]:
@@ -116,19 +116,6 @@ class AtlasRun:
                 "image": st.read("image").astype(np.int64).repeat(rows_per_image),
             }
         return self._data[layer]
-
-    # ---------------------------------------------------------------- keys
-    def key(self, op) -> str:
-        plan = self.plan
-        if isinstance(op, Layout):
-            return cache_key(collection=self.collection_key(), what="atlas layout", layer=op.layer, kind=op.kind,
-                             classes=list(op.classes), whiten=op.whiten, n_neighbors=op.n_neighbors,
-                             min_dist=op.min_dist, metric=op.metric, fit_sample=op.fit_sample, winners=op.winners,
-                             top=op.top, seed=op.seed, version=2)
-        if isinstance(op, Grid):
-            return cache_key(layout=self.key(plan.ops[op.layout]), what="atlas grid", n=op.n, min_count=op.min_count,
-                             examples=op.examples, px=EXAMPLE_PX, version=2)
-        raise TypeError(type(op).__name__)
 
     # ---------------------------------------------------------------- ops
     def layout(self, op: Layout) -> dict[str, torch.Tensor]:
@@ -151,14 +138,14 @@ class AtlasRun:
         X = L.whiten_for_layout(acts[idx], M) if op.whiten else acts[idx]
         kw = dict(n_neighbors=min(op.n_neighbors, len(idx) - 1), min_dist=op.min_dist, metric=op.metric,
                   fit_sample=op.fit_sample, seed=op.seed)
-        self.ex.progress(f"atlas layout of {op.layer} ({len(idx)} vectors)", 0, 1)
+        self.ctx.progress(f"atlas layout of {op.layer} ({len(idx)} vectors)", 0, 1)
         if op.kind == "compare":
             # the grammar's compare is a − b: a (classes[0]) on the right, b on the left
             xy = L.two_class_coords(X, attr[idx], op.classes[1], op.classes[0], **kw)
         else:
             xy = L.normalize_layout(L.layout(X, **kw))
-        self.ex.progress(f"atlas layout of {op.layer} ({len(idx)} vectors)", 1, 1)
-        self.ex.stats.add_time("atlas layout", time.perf_counter() - t)
+        self.ctx.progress(f"atlas layout of {op.layer} ({len(idx)} vectors)", 1, 1)
+        self.ctx.stats.add_time("atlas layout", time.perf_counter() - t)
         return {"xy": torch.from_numpy(np.ascontiguousarray(xy, dtype=np.float32)),
                 "rows": torch.from_numpy(idx.astype(np.int64)), "S": torch.from_numpy(np.asarray(S, dtype=np.float32))}
 
@@ -190,7 +177,7 @@ class AtlasRun:
         if k == 0 or m == 0:
             return out
         d = self.layer_data(layer)
-        boxes = receptive_fields(self.ex.model, layer, device=self.ex.device, cache=self.ex.cache)
+        boxes = receptive_fields(self.ctx.model, layer, device=self.ctx.device, cache=self.ctx.cache.view("receptive fields"))
         picks: list[tuple[int, int, int]] = []  # (cell, slot, row)
         for ci, rows in enumerate(members):
             a = d["act"][rows]
@@ -222,11 +209,11 @@ class AtlasRun:
         icons = [Icon.from_vector(op.layer, "atlas", w[i], op.cossim_pow) for i in range(w.shape[0])]
         t = time.perf_counter()
         images, scores, rendered, cached = render_atlas_icons(
-            self.ex.model, icons, IconSettings(**dict(op.settings)), seed=op.seed, batch=op.batch, cache=self.ex.cache,
-            device=self.ex.device, engine=self.engine, progress=self.ex.progress)
-        self.ex.stats.icons_rendered += rendered
-        self.ex.stats.icons_cached += cached
-        self.ex.stats.add_time("atlas icons", time.perf_counter() - t)
+            self.ctx.model, icons, IconSettings(**dict(op.settings)), seed=op.seed, batch=op.batch,
+            cache=self.ctx.cache.view("atlas icon"), device=self.ctx.device, engine=self.ctx.engine,
+            progress=self.ctx.progress)
+        self.ctx.stats.icons_rendered += rendered
+        self.ctx.stats.add_time("atlas icons", time.perf_counter() - t)
         return {"images": images, "scores": scores}
 
 
@@ -234,39 +221,41 @@ class AtlasError(RuntimeError):
     """An atlas that cannot be made from what was collected; the message says what to change."""
 
 
-def run_atlas(ex, values: dict, engine=None) -> None:
-    """Compute every Layout, Grid and AtlasIcons op of ``ex.plan`` that an element needs."""
-    plan = ex.plan
-    icon_ops = [op for op in plan.topological() if isinstance(op, AtlasIcons)]
-    if not icon_ops:
-        return
-    run = AtlasRun(ex, engine)
-    for op in icon_ops:
-        g = plan.ops[op.grid]
-        lay = plan.ops[g.layout]
-        if g.id not in values:
-            gkey = run.key(g)
-            hit = ex.cache.get(gkey)
-            if lay.id not in values:
-                lkey = run.key(lay)
-                lhit = ex.cache.get(lkey)
-                if lhit is None:
-                    lhit = run.layout(lay)
-                    ex.cache.put(lkey, lhit)
-                    ex.stats.cache_misses += 1
-                else:
-                    ex.stats.cache_hits += 1
-                values[lay.id] = lhit
-            if hit is None:
-                t = time.perf_counter()
-                hit = run.grid(g, lay, values[lay.id])
-                ex.cache.put(gkey, hit)
-                ex.stats.add_time("atlas grid", time.perf_counter() - t)
-                ex.stats.cache_misses += 1
-            else:
-                ex.stats.cache_hits += 1
-            values[g.id] = hit
-        values[op.id] = run.icons(op, values[g.id], values[lay.id]["S"])
-    for pt in [op for op in plan.topological() if isinstance(op, PatchTest)]:
-        from interpgram.backends.kernels.atlas.patch_test import run_patch_test
-        values[pt.id] = run_patch_test(ex, pt, values[pt.icons]["images"], run.open_split)
+def _session(ctx: Context, op) -> AtlasRun:
+    lay = op if isinstance(op, Layout) else ctx.plan.ops[op.layout]
+    return AtlasRun.of(ctx, lay.collect)
+
+
+def layout_key(ctx: Context, op: Layout) -> str:
+    return cache_key(collection=_session(ctx, op).collection_key(), what="atlas layout",
+                     op=repr(ctx.plan.signature(op.id)), version=KEY_VERSION)
+
+
+def grid_key(ctx: Context, op: Grid) -> str:
+    return cache_key(collection=_session(ctx, op).collection_key(), what="atlas grid",
+                     op=repr(ctx.plan.signature(op.id)), px=EXAMPLE_PX, version=KEY_VERSION)
+
+
+@kernel(Collect)
+def run_collect(ctx: Context, ops: list[Collect], values: Values) -> Values:
+    """Collect (or resume, or open) each collection's store."""
+    return {op.id: {"store": AtlasRun.of(ctx, op.id).store()} for op in ops}
+
+
+@kernel(Layout, key=layout_key)
+def run_layout(ctx: Context, ops: list[Layout], values: Values) -> Values:
+    return {op.id: _session(ctx, op).layout(op) for op in ops}
+
+
+@kernel(Grid, key=grid_key, stage="atlas grid")
+def run_grid(ctx: Context, ops: list[Grid], values: Values) -> Values:
+    return {op.id: _session(ctx, op).grid(op, ctx.plan.ops[op.layout], values[op.layout]) for op in ops}
+
+
+@kernel(AtlasIcons, pieces="each icon cached on its own")
+def run_atlas_icons(ctx: Context, ops: list[AtlasIcons], values: Values) -> Values:
+    out: Values = {}
+    for op in ops:
+        grid = ctx.plan.ops[op.grid]
+        out[op.id] = _session(ctx, grid).icons(op, values[op.grid], values[grid.layout]["S"])
+    return out

@@ -66,7 +66,7 @@ def _store(prep, cache_dir):
     from interpgram.backends.execute.executor import Executor
     from interpgram.backends.data.inputs import Inputs
     ex = Executor(prep.plan, prep.model, Inputs([], [], torch.zeros(0, 3, 64, 64), []), cache=make_cache(prep, cache_dir))
-    return AtlasRun(ex)
+    return AtlasRun(ex.context)
 
 
 def test_one_collection_serves_every_atlas(rendered):
