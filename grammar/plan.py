@@ -157,13 +157,16 @@ class Gradient(Op):
 
 @dataclass(frozen=True)
 class PathGradient(Op):
-    """Path-integrated gradient of ``target`` at ``layer``: the mean of ∇f(A·n/N) for n = 0…N−1
-    (the articles' integrated variant); ``steps`` extra forward+backward evaluations, batched."""
+    """What an attribution ``method`` other than grad × act computes for ``target`` at ``layer`` (its
+    unit's ``layer_values``): for ``integrated`` the path-integrated gradient, the mean of ∇f(A·n/N)
+    for n = 0…N−1 (``steps`` extra forward+backward evaluations, batched); for a plug-in method its
+    effective gradient or its attribution."""
 
     capture: str = ""
     target: Target = Target("logit")
     layer: str = ""
     steps: int = 50
+    method: str = "integrated"
 
     DEPS: ClassVar[tuple[str, ...]] = ("capture",)
     NEEDS_GRAPH: ClassVar[bool] = True
@@ -173,10 +176,11 @@ class PathGradient(Op):
         return {self.capture: (self.layer,) + ((t.layer,) if t.kind == "norm" and t.layer else ())}
 
     def signature(self, plan):
-        return ("PathGradient", self.target, self.layer, self.steps)
+        return ("PathGradient", self.target, self.layer, self.steps) + ((self.method,) if self.method != "integrated" else ())
 
     def describe(self, plan):
-        return _row("PathGradient", f"{self.steps} points ∂{self.target.describe(plan.classes)} → {self.layer}")
+        how = f"{self.steps} points" if self.method == "integrated" else f"{self.method}, {self.steps} steps"
+        return _row("PathGradient", f"{how} ∂{self.target.describe(plan.classes)} → {self.layer}")
 
     def memory(self, plan):
         return plan.value_bytes * self.steps * plan.numel(self.layer) * 2

@@ -25,7 +25,7 @@ LAYERS = [
     ("interpgram.grammar", 0),
     ("interpgram.backends.files", 1), ("interpgram.backends.code", 1),
     ("interpgram.backends.data", 2), ("interpgram.backends.models", 2),
-    ("interpgram.backends.execute", 3), ("interpgram.backends.kernels", 3),
+    ("interpgram.backends.execute", 3), ("interpgram.backends.kernels", 3), ("interpgram.backends.attribution", 3),
     ("interpgram.backends.render", 4), ("interpgram.backends.presentations", 5),
     ("interpgram.backends.links", 6), ("interpgram.backends.pipeline", 6),
     ("interpgram.backends.serve", 7), ("interpgram.backends.cli", 8), ("interpgram.backends.api", 8),

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from interpgram.grammar.attribution import ATTRIBUTION_METHODS
 from interpgram.grammar.plan import Capture, Gradient, PathGradient, Reduce
 
 from interpgram.backends.execute.context import Context, Values, content_key, fused, kernel
@@ -38,6 +39,7 @@ def _network(ctx: Context, cap: Capture, grads: list[Gradient], paths: list[Path
         predicted = logits.detach().argmax(1)
         ranked = logits.detach().argsort(dim=1, descending=True)  # for top-k class targets
         grad_vals: dict[str, dict[str, torch.Tensor]] = {}
+        given: dict[str, bool] = {}  # the method gave the attribution itself, not a gradient
         for i, g in enumerate(grads):
             t = time.perf_counter()
             tg = g.target
@@ -53,11 +55,16 @@ def _network(ctx: Context, cap: Capture, grads: list[Gradient], paths: list[Path
             t = time.perf_counter()
             tg = p.target
             pos = A.strongest_position(acts[tg.layer]) if tg.kind == "norm" and tg.at is None else None
-            g = A.path_gradient(module, x, p.layer, acts[p.layer].detach(), kind=tg.kind, cls=tg.cls,
-                                target_layer=tg.layer, at=tg.at,
-                                predicted=pos if pos is not None else (ranked[:, tg.rank] if tg.rank else predicted),
-                                steps=p.steps)
+            method = ATTRIBUTION_METHODS[p.method]
+            g = method.layer_values(module, x, p.layer, acts[p.layer].detach(), target=tg,
+                                    predicted=pos if pos is not None else (ranked[:, tg.rank] if tg.rank else predicted),
+                                    steps=p.steps)
+            if tuple(g.shape) != tuple(acts[p.layer].shape):
+                raise ValueError(f"attribution method {p.method!r} returned shape {tuple(g.shape)} at {p.layer}, "
+                                 f"expected the layer's {tuple(acts[p.layer].shape)}")
             grad_vals[p.id] = {p.layer: g}
+            if method.gives == "attribution":  # summed as it is: the Reduce multiplies by ones
+                given[p.id] = True
             stats.forward_passes += 1
             stats.backward_passes += 1
             stats.add_time("path gradients", time.perf_counter() - t)
@@ -67,8 +74,9 @@ def _network(ctx: Context, cap: Capture, grads: list[Gradient], paths: list[Path
         with torch.no_grad():
             for r in reduces:
                 g = grad_vals[r.gradient][r.layer] if r.gradient else None
-                out[r.id] = A.reduce(acts[r.layer].detach(), g, r.atom, at=r.at, channels=r.channels,
-                                     vector=r.vector).float().cpu()
+                a = acts[r.layer].detach()
+                out[r.id] = A.reduce(torch.ones_like(a) if given.get(r.gradient) else a, g, r.atom, at=r.at,
+                                     channels=r.channels, vector=r.vector).float().cpu()
         stats.add_time("reduce", time.perf_counter() - t)
         return out
 

@@ -3,6 +3,7 @@ A mixin of :class:`~interpgram.grammar.compile.builder.Builder` (it uses the bui
 from __future__ import annotations
 
 from interpgram.grammar.compile.vocab import Content, map_position, top_rank
+from interpgram.grammar.attribution import ATTRIBUTION_METHODS
 from interpgram.grammar.plan import Combine, Factorize, GroupAttribution, PathGradient, Reduce, Series, Target
 from interpgram.grammar.spec.nodes import (
     ActivationContent,
@@ -141,8 +142,10 @@ class ContentLowering:
         cap = self.capture(frm.layer)
         to_name = "Output " + ", ".join(t[0] for t in targets) if to.layer == "output" else f"Network {to.layer}"
         sentence = f"Attribution(Network {frm.layer} {atom.kind.capitalize()}, {to_name})"
-        if a.method == "integrated" and atom.kind == "group":
-            self.fail(path + ("method",), "method: integrated is not available for group atoms; use grad_x_act")
+        method = ATTRIBUTION_METHODS[a.method]
+        if atom.kind == "group" and not method.groups:
+            self.fail(path + ("method",), f"method: {a.method} is not available for group atoms (NMF group attribution "
+                                          "needs the plain gradient); use grad_x_act")
         series: list[Series] = []
         groups = None
         if atom.kind == "group":
@@ -166,15 +169,18 @@ class ContentLowering:
                 series.append(Series(label, ga))
             return Content(series, "group", frm.layer, "attribution", sentence, groups=groups, canon=atom)
         for label, t in targets:
-            if a.method == "integrated" and t.kind == "channel":
-                self.fail(path + ("method",), "method: integrated is available for class and position targets; "
-                                              "use grad_x_act for channel targets")
-            if a.method == "integrated":
-                self.element_targets.add(("path", t, frm.layer, a.steps))
+            if not method.fused and t.kind not in method.targets:
+                kinds = {"logit": "class", "norm": "position", "channel": "channel"}
+                self.fail(path + ("method",), f"method: {a.method} is available for "
+                                              f"{' and '.join(kinds[k] for k in method.targets)} targets; "
+                                              f"use grad_x_act for {kinds[t.kind]} targets")
+            if not method.fused:
+                self.element_targets.add(("path", t, frm.layer, a.method, a.steps))
                 if t.kind == "norm":
                     self.capture(t.layer)
-                g = self.node("path", (t, frm.layer, a.steps),
-                              lambda i, t=t: PathGradient(i, capture=cap, target=t, layer=frm.layer, steps=a.steps))
+                g = self.node("path", (t, frm.layer, a.method, a.steps),
+                              lambda i, t=t: PathGradient(i, capture=cap, target=t, layer=frm.layer, steps=a.steps,
+                                                          method=a.method))
             else:
                 g = self.gradient(t, frm.layer)
             op = self.node("attr", (frm.layer, atom.kind, g, atom.at, atom.channels),

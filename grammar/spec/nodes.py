@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from interpgram.grammar.options import check_dataset_name
+from interpgram.grammar.attribution import ATTRIBUTION_METHODS
 from interpgram.grammar.presentation import PRESENTATIONS
 
 SPEC_VERSION = 1
@@ -226,8 +227,16 @@ class Attribution(Node):
 
     from_: Substrate = Field(..., alias="from")
     to: Substrate
-    method: Literal["grad_x_act", "integrated"] = "grad_x_act"
+    method: str = Field("grad_x_act", description="an attribution method: grad_x_act, integrated, or a plug-in's")
     steps: int = Field(50, ge=2, le=1024, description="path points for method: integrated")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in ATTRIBUTION_METHODS:
+            raise PydanticCustomError("unknown_choice", "unknown attribution method",
+                                      {"value": v, "choices": list(ATTRIBUTION_METHODS)})
+        return v
 
 
 class ActivationContent(Node):

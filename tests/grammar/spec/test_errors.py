@@ -50,7 +50,7 @@ CASES = [
     ("unknown attribution key", el("{attribution: {from: {layer: conv3}, to: {layer: output}, methd: x}}"),
      [(6, "methd", "unknown key 'methd' under 'attribution' (valid: from, to, method, steps; did you mean 'method'?)")]),
     ("bad method", el("{attribution: {from: {layer: conv3}, to: {layer: output}, method: integrated_gradients}}"),
-     [(6, "integrated_", "method: 'integrated_gradients' is not allowed (valid: grad_x_act, integrated; did you mean 'integrated'?)")]),
+     [(6, "integrated_", "unknown method 'integrated_gradients' (valid: grad_x_act, integrated; did you mean 'integrated'?)")]),
     ("group k zero", el("{activation: {layer: conv4, atom: {group: nmf, k: 0}}}", "groups"), [(6, "0}", "k: 0 is out of range")]),
     ("k on spatial", el("{activation: {layer: conv4, atom: {spatial: [1, 2], k: 3}}}"), [(6, "{spatial", "k, of and sign apply only to group atoms")]),
     ("transform missing operand", el("{transform: {op: compare, a: {activation: {layer: conv3}}}}"), [(6, "{op", "transform compare needs a and b (missing b)")]),
