@@ -10,6 +10,7 @@ a half-written report and an existing report survives a failed render.
 from __future__ import annotations
 
 import html
+import os
 import json
 import math
 import re
@@ -52,7 +53,10 @@ def vega_bundle() -> str:
 
     vl = vegalite_version()
     tag = hashlib.sha256(f"{version('vl-convert-python')}|{vl}".encode()).hexdigest()[:12]
-    path = default_root().parent / f"vega-bundle-{tag}.js"
+    # beside the user's caches, never beside a results folder named by $INTERPGRAM_CACHE (which may be
+    # a relative path: the bundle would land in the current folder)
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = home / "interpgram" / f"vega-bundle-{tag}.js"
     marker = "\n/*interpgram: complete*/"
     try:
         text = path.read_text(encoding="utf-8")
