@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from interpgram.backends.files import atomic_write, atomic_write_text, default_root
+from interpgram.backends.files import atomic_write, atomic_write_text
 from interpgram.backends.render.draw import spec_for, vegalite_version
 from interpgram.backends.render.types import ElementView
 from interpgram.grammar import link_kinds
