@@ -11,13 +11,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
-
+from interpgram.backends import links
+from interpgram.backends.data.datasets import DatasetError, open_dataset
 from interpgram.backends.data.images import IMAGE_SUFFIXES
 from interpgram.backends.data.inputs import BUILTIN_REF, InputError, Inputs, expand_refs, load_inputs
-from interpgram.backends.models import LoadedModel, ModelSourceError, load_model
 from interpgram.backends.execute.cache import ResultCache
+from interpgram.backends.execute.engines import EngineError, engine_for
 from interpgram.backends.execute.executor import Results, execute
+from interpgram.backends.files import check_output_dir
+from interpgram.backends.models import LoadedModel, ModelSourceError, load_model
+from interpgram.backends.render import to_png, to_svg, write_report
+from interpgram.backends.render.export import NUMBERS_FILE, numbers_of, write_npz
+from interpgram.backends.render.views import build_views as _build
+from interpgram.backends.render.views import safe_id
+from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
+from interpgram.grammar.plan import AtlasIcons, Collect, Examples
 
 
 @dataclass
@@ -148,9 +156,7 @@ def _vary_model(prep: Prepared, el_id: str, i: int, allow_code: bool) -> Prepare
 
 def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, allow_code: bool) -> None:
     """The atlases' data set opens (a folder is listed, python: code imported only when allowed)."""
-    from interpgram.grammar.plan import Collect
 
-    from interpgram.backends.data.datasets import DatasetError, open_dataset
     for c in plan.of_type(Collect):
         try:
             open_dataset(c.dataset, n=c.n, split=c.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
@@ -161,45 +167,42 @@ def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, all
 
 
 def _has_atlas(plan: Plan) -> bool:
-    from interpgram.grammar.plan import AtlasIcons
     return any(isinstance(op, AtlasIcons) for op in plan.ops.values())
 
 
 def _engine(prep: Prepared):
     """The spec's execution engine for atlas collection and icons (``execution: {engine: ray}``)."""
-    from interpgram.backends.execute.engines import EngineError, engine_for
     try:
         return engine_for(prep.loaded.spec.execution)
     except EngineError as e:
         raise SpecError([prep.loaded.error(("execution", "engine"), str(e))]) from None
 
 
-def _examples_path(loaded: LoadedSpec, element: str) -> tuple:
-    """Where an element's ``examples`` presentation names its data set (falls back to the presentation)."""
+def _dataset_path(loaded: LoadedSpec, element: str, presentation: str) -> tuple:
+    """Where an element's presentation (one that searches a data set) names its data set."""
     pres = loaded.spec.elements[element].presentation
     path: tuple = ("elements", element, "presentation")
     if isinstance(pres, list):
         names = [it if isinstance(it, str) else next(iter(it.model_dump())) for it in pres]
-        path += (names.index("examples"),) if "examples" in names else ()
-    return path + ("examples", "dataset")
+        path += (names.index(presentation),) if presentation in names else ()
+    return path + (presentation, "dataset")
 
 
 def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None, *,
                     allow_code: bool = False) -> None:
-    """Open the data set of every ``examples`` element (listing its files, reading none); a failure
+    """Open the data set of every element that searches one for examples (an :class:`Examples` op:
+    listing its files, reading none); a failure
     (or ``error``, raised while streaming one) becomes a SpecError at the element's ``dataset`` key."""
-    from interpgram.backends.data.datasets import DatasetError, open_dataset
-
     diags, seen = [], set()
     for p in plan.elements:
-        if p.presentation != "examples" or p.element in seen or p.detail not in plan.ops:
+        if p.element in seen or not isinstance(plan.ops.get(p.detail), Examples):
             continue
         seen.add(p.element)
         op, raw = plan.ops[p.detail], p.option_dict.get("dataset", "builtin:shapes")
         if error is not None:  # the first element whose data set the message names, else the first one
             named = raw in str(error) or op.dataset in str(error)
             if named or not diags:
-                diags = [(named, loaded.error(_examples_path(loaded, p.element), str(error)))]
+                diags = [(named, loaded.error(_dataset_path(loaded, p.element, p.presentation), str(error)))]
             if named:
                 break
             continue
@@ -207,7 +210,7 @@ def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: O
             open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
                          allow_code=allow_code)
         except DatasetError as e:
-            diags.append((True, loaded.error(_examples_path(loaded, p.element), str(e))))
+            diags.append((True, loaded.error(_dataset_path(loaded, p.element, p.presentation), str(e))))
     if diags:
         raise SpecError([d for _, d in diags])
 
@@ -215,9 +218,7 @@ def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: O
 def with_input(prep: Prepared, ref: str) -> Prepared:
     """``prep`` for another input (an image path or ``builtin:shapes/N``): the plan is compiled
     again, the loaded model is reused, a draft's icon steps are kept."""
-    from interpgram.grammar import LoadedSpec
 
-    from dataclasses import replace
 
     loaded = LoadedSpec(prep.loaded.spec.model_copy(update={"input": ref}), prep.loaded.located)
     sub = None
@@ -285,7 +286,6 @@ def run(prep: Prepared, *, cache: Optional[ResultCache] = None,
 # ---------------------------------------------------------------------------- views
 def build_views(plan: Plan, inputs: Inputs, results: Results):
     """Results → one :class:`ElementView` per element and input image (see :mod:`.views`)."""
-    from interpgram.backends.render.views import build_views as _build
     return _build(plan, inputs, results)
 
 
@@ -320,8 +320,6 @@ def render(spec_path: str | Path | Prepared, out_dir: str | Path, *, allow_code:
     bad = [f for f in export if f not in EXPORT_FORMATS]
     if bad:
         raise ValueError(f"export formats are {', '.join(EXPORT_FORMATS)}, not {', '.join(bad)}")
-    from interpgram.backends.files import check_output_dir
-    from interpgram.backends.render import write_report
 
     check_output_dir(Path(out_dir))  # a read-only, full or misplaced output folder fails now, not after the compute
     t0 = time.perf_counter()
@@ -333,12 +331,10 @@ def render(spec_path: str | Path | Prepared, out_dir: str | Path, *, allow_code:
     path = write_report(parts.views, Path(out_dir), **parts.kwargs())
     figures = [f for f in export if f in ("svg", "png")]
     if figures:
-        from interpgram.backends.render import to_png, to_svg
         for v in parts.views:  # figures for papers: each element with its title and grammar sentence
             for fmt in figures:
                 (to_svg if fmt == "svg" else to_png)(v, Path(out_dir) / "figures" / f"{v.id}.{fmt}")
     if "npz" in export:
-        from interpgram.backends.render.export import NUMBERS_FILE, numbers_of, write_npz
         write_npz(numbers_of(prep.plan, inputs, results), Path(out_dir) / NUMBERS_FILE)
     return path, prep, results
 
@@ -377,7 +373,6 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
         for k in ("passes", "computed"):
             meta.pop(k)
     if _has_atlas(prep.plan):
-        from interpgram.grammar.plan import Collect
         c = prep.plan.of_type(Collect)[0]
         meta["atlas"] = (f"{c.n} images of {c.dataset} ({c.split}, {c.positions} positions) → "
                          f"{', '.join(c.layers)}; " + ("collected or resumed in this run" if st.atlas_samples
@@ -410,7 +405,6 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
 def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = False, progress=None) -> dict[str, list]:
     """Elements with ``vary: {model: [...]}``: the element compiled, run and drawn again for each
     other model (its own preprocessing, the same inputs and cache), titled and named by the model."""
-    from interpgram.backends.render.views import safe_id
 
     out: dict[str, list] = {}
     for el_id, sources in prep.plan.vary_models.items():
@@ -442,7 +436,6 @@ def _inputs_for(prep: Prepared, model: LoadedModel, path: tuple) -> Optional[Inp
 def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_element: dict, *, cache: ResultCache,
                      progress=None):
     """The link variants a static report holds: (link table, variants by base view id, their stats)."""
-    from interpgram.backends import links
 
     if not prep.plan.link_info:
         return [], {}, None
