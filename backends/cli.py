@@ -1,4 +1,9 @@
-"""The ``interpgram`` command."""
+"""The ``interpgram`` command.
+
+Each command imports what it needs inside its own function, on purpose: ``interpgram --help``,
+``cache info`` and ``schema`` start without loading torch, Panel or the models (a second or more),
+and ``serve`` alone pays for Panel. Every function-local import below is there for that reason.
+"""
 from __future__ import annotations
 
 import argparse
@@ -323,10 +328,10 @@ def _positive(v: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interpgram", description="A declarative grammar of interpretability for PyTorch models.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        from importlib.metadata import version
         p.add_argument("--version", action="version", version=f"interpgram {version('interpgram')}")
-    except Exception:  # pragma: no cover - not installed
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
         pass
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -29,7 +29,7 @@ def import_callable(ref: str, *, base_dir: Path, allow_code: bool, what: str):
     sys.path.insert(0, added)
     try:
         module = importlib.import_module(mod_name)
-    except Exception as e:  # the user's module failed to import: say why, with its own exception
+    except Exception as e:  # noqa: BLE001 - the user's module failed to import: say why, with its own exception
         raise CodeError(f"{what}: cannot import {mod_name!r}: {type(e).__name__}: {e}") from None
     finally:
         if sys.path and sys.path[0] == added:

@@ -13,6 +13,8 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # numba (used by umap-learn) keeps compiled functions here between runs
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$HOME/.cache/interpgram/numba}
+# lint first (seconds): the rule set is in pyproject.toml ([tool.ruff.lint]); any finding fails the run
+.venv/bin/ruff check grammar backends tests scripts benchmarks
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -18,8 +18,10 @@ from torch import nn
 from interpgram.backends import pipeline
 from interpgram.backends.api.inputs import APIError, to_inputs
 from interpgram.backends.api.spec_source import SpecSource, load, source_of
+from interpgram.backends.files import atomic_write_text
 from interpgram.backends.models import LoadedModel
 from interpgram.backends.models.base import from_module
+from interpgram.backends.render import render_html, to_png, to_svg
 from interpgram.backends.render.export import NUMBERS_FILE, ElementNumbers, Numbers, numbers_of, write_npz
 from interpgram.grammar import LoadedSpec
 
@@ -167,7 +169,7 @@ class Interface:
         ``block=False`` (for notebooks) serves from a background thread and returns a
         :class:`Served` handle (``.url``, ``.stop()``); ``block=True`` serves until interrupted.
         A spec file is reloaded when it changes; the model stays the one in memory."""
-        from interpgram.backends.api.served import Served
+        from interpgram.backends.api.served import Served  # Panel loads only when a dashboard is asked for
 
         return Served.start(self, host=host, port=port, block=block, show=show)
 
@@ -234,14 +236,11 @@ class Results:
     def html(self) -> str:
         """The report page (a whole HTML document, everything inlined, as ``index.html``)."""
         if self._page is None:
-            from interpgram.backends.render import render_html
             parts = self.parts()
             self._page = render_html(parts.views, **parts.kwargs())
         return self._page
 
     def report(self, out_dir: str | Path, *, export: Sequence[str] = ()) -> Path:
-        from interpgram.backends.files import atomic_write_text
-        from interpgram.backends.render import to_png, to_svg
 
         bad = [f for f in export if f not in pipeline.EXPORT_FORMATS]
         if bad:

@@ -17,6 +17,9 @@ from typing import Optional
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+
+from interpgram.backends.files import open_regular, path_problem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS_ENV = "INTERPGRAM_MAX_IMAGE_PIXELS"
@@ -65,9 +68,7 @@ def read_image(p: Path, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
     With ``size`` = (H, W), the target :func:`resize` will bring it to, an image at least 4× larger
     (per side) is decoded reduced (centre-cropped, at ≥ 2× the target): the result differs from a full
     decode only by the box pre-filter, and memory and time stay bounded by the target, not the file."""
-    from PIL import Image, UnidentifiedImageError
 
-    from interpgram.backends.files import open_regular, path_problem
 
     limit = max_image_pixels()
     _quiet_pil_bomb_warning()
@@ -98,7 +99,6 @@ def _quiet_pil_bomb_warning() -> None:
     """Silence PIL's DecompressionBombWarning, process-wide (re-added if something reset the filters):
     :func:`read_image` checks the same limit itself and refuses with an error, so the warning would
     only be noise."""
-    from PIL import Image
     w = Image.DecompressionBombWarning
     if not any(f[0] == "ignore" and f[2] is w for f in warnings.filters):
         warnings.filterwarnings("ignore", category=w)
@@ -106,9 +106,6 @@ def _quiet_pil_bomb_warning() -> None:
 
 def _header_size(p: Path) -> tuple[int, int]:
     """The (w, h) of an image from its header, with PIL's bomb guard off (only to word the error)."""
-    from PIL import Image
-
-    from interpgram.backends.files import open_regular
     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with open_regular(p) as fh, Image.open(fh) as im:
@@ -152,9 +149,6 @@ def probe_image(p: Path) -> Optional[str]:
     """Why ``p`` cannot be an image we would read (not a regular file, unidentifiable, over the pixel
     limit), from its header alone, or None. Cheap: no pixel is decoded (truncated pixel data shows
     only when :func:`read_image` decodes it)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from interpgram.backends.files import open_regular, path_problem
     pr = path_problem(p)
     if pr:
         return pr[1]

@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, read_image, resize
+from interpgram.backends.data.shapes import CLASSES, generate
 from interpgram.backends.files import path_problem
 
 BUILTIN_REF = re.compile(r"^builtin:(?P<name>[a-z\-]+)/(?:(?P<split>train|test)/)?(?P<a>\d+)(?:-(?P<b>\d+))?$")
@@ -63,7 +64,6 @@ def load_inputs(refs: list[str], size: tuple[int, int], base_dir: Path | None = 
             m = BUILTIN_REF.match(r)
             if not m or m.group("name") != "shapes":
                 raise InputError(f"unknown built-in input {r!r}; use builtin:shapes/N, builtin:shapes/train/N or builtin:shapes/A-B")
-            from interpgram.backends.data.shapes import CLASSES, generate
             split = m.group("split") or "test"
             b = generate([int(m.group("a"))], split=split)
             img = resize(b.images[0], size)

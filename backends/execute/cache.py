@@ -666,7 +666,7 @@ class ResultCache:
                 shutil.rmtree(self.root / _TRASH_DIR, ignore_errors=True)  # stores an evictor died removing
                 units = sorted(self._units())
                 total = sum(u[1] for u in units)
-                for mt, size, p, kind in units:
+                for _mtime, size, p, kind in units:
                     if total <= target:
                         break
                     if p == keep or p in self._pinned:

@@ -83,7 +83,7 @@ class Engine(abc.ABC):
         """A handle to ``shared`` that several ``map`` calls can use (stored once)."""
         return shared
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: engines without workers hold nothing
         """Release what the engine holds (nothing for an engine without workers)."""
 
     def __enter__(self):
@@ -325,11 +325,11 @@ def _cancel(ray, refs: list, passes: int = 3, wait_s: float = 0.5) -> None:
         for r in refs:
             try:
                 ray.cancel(r, force=True)
-            except Exception:
+            except Exception:  # noqa: BLE001 - best effort: a task that already ended cannot be cancelled; the wait below reports the rest
                 pass
         try:
             _, refs = ray.wait(refs, num_returns=len(refs), timeout=wait_s, fetch_local=False)
-        except Exception:
+        except Exception:  # noqa: BLE001 - best effort while shutting down after an interrupt
             return
 
 
@@ -339,7 +339,7 @@ def _task_error(e, fn, index: int, item: Any) -> BaseException:
     if not isinstance(cause, BaseException):
         try:
             cause = e.as_instanceof_cause()
-        except Exception:
+        except Exception:  # noqa: BLE001 - Ray may fail to rebuild the cause; the error then carries its text
             cause = EngineError(str(e))
     _add_note(cause, _item_note(fn, index, item) + " (a Ray task)")
     tb = getattr(e, "traceback_str", None)

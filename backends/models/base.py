@@ -9,7 +9,9 @@ code need ``allow_code=True``.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
 import os
 import pickle
@@ -19,10 +21,13 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 import torch
+from safetensors import SafetensorError as _SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from interpgram.backends.code import CodeError
 from interpgram.backends.code import import_callable as _import_callable
+from interpgram.backends.files import describe_path_problem
 from interpgram.grammar.registry import Registry
 from interpgram.grammar.spec.errors import did_you_mean
 
@@ -70,7 +75,6 @@ class LoadedModel:
         key = (str(device), dtype)
         copies = self.__dict__.setdefault("_copies", {})
         if key not in copies:
-            import copy
             copies[key] = copy.deepcopy(self.module).to(device=device, dtype=dtype)
         return copies[key]
 
@@ -174,7 +178,6 @@ def from_module(module: nn.Module, *, name: Optional[str] = None, size: int | tu
     gradients. Without ``classes`` the output's width gives ``class0 … classN``. The digest (the
     result cache's key) covers the weights, the class's qualified name and, where Python can read
     it, the source of its ``forward``: editing the class in a notebook does not hit stale results."""
-    import inspect
 
     hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
     pre = Preprocess(hw, tuple(float(m) for m in mean), tuple(float(s) for s in std),
@@ -231,7 +234,6 @@ def meta_model(name: str, module: nn.Module, meta: dict, ctx: SourceContext) -> 
 def check_regular_file(path: Path, what: str) -> None:
     """Raise :class:`ModelSourceError` unless ``path`` is a readable regular file: not found, a symlink
     loop, a folder, a named pipe or device (which would block or never end), each said as such."""
-    from interpgram.backends.files import describe_path_problem
     problem = describe_path_problem(path)
     if problem:
         raise ModelSourceError(f"{what} {path} {problem}")
@@ -242,7 +244,6 @@ def check_regular_file(path: Path, what: str) -> None:
 LOAD_ERRORS: tuple[type[BaseException], ...] = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError,
                                                  ValueError, TypeError, IndexError, AttributeError, zipfile.BadZipFile)
 try:  # safetensors' own error type (not an Exception subclass we could otherwise name)
-    from safetensors import SafetensorError as _SafetensorError
     LOAD_ERRORS = LOAD_ERRORS + (_SafetensorError,)
 except ImportError:  # pragma: no cover - safetensors is a dependency
     pass
@@ -301,7 +302,6 @@ def load_weights_file(path: Path, what: str = "weights file") -> dict[str, torch
         raise ModelSourceError(f"{what} {path} {problem}")
     try:
         if kind == "safetensors":
-            from safetensors.torch import load_file
             sd = load_file(str(path), device="cpu")
         else:
             with open(path, "rb") as fh:  # a file object: torch.load would otherwise go by the name's suffix

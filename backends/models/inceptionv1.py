@@ -70,6 +70,10 @@ from typing import Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from interpgram.backends.files import path_problem
+from interpgram.backends.models.base import LOAD_ERRORS, sniff_tensor_file
 
 __all__ = [
     "INPUT_RANGE",
@@ -429,8 +433,6 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     Anything else (a pickled module, a custom class, non-tensor values) is refused with
     :class:`WeightsFormatError`; nothing is ever unpickled with full pickle.
     """
-    from interpgram.backends.files import path_problem
-    from interpgram.backends.models.base import LOAD_ERRORS, sniff_tensor_file
 
     path = Path(path)
     problem = path_problem(path)
@@ -444,7 +446,6 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
         raise WeightsFormatError(f"InceptionV1 weights file {path} {damage}")
     try:
         if _is_safetensors(path):
-            from safetensors.torch import load_file
 
             obj = load_file(os.fspath(path), device="cpu")
         else:

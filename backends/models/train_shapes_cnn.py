@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save
 from torch import nn
 
-from interpgram.backends.files import atomic_write, atomic_write_text
 from interpgram.backends.data import shapes as S
-from interpgram.backends.models.shapes_cnn import ShapesCNN, normalize
+from interpgram.backends.files import atomic_write, atomic_write_text
+from interpgram.backends.models.shapes_cnn import ShapesCNN, load_shapes_cnn, normalize
 
 
 @torch.no_grad()
@@ -97,7 +98,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.eval_only:
-        from interpgram.backends.models.shapes_cnn import load_shapes_cnn
         print(json.dumps(evaluate(load_shapes_cnn(args.out / "shapes_cnn.safetensors")), indent=2))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,6 @@ def main(argv=None) -> int:
         **metrics,
         "command": "python -m interpgram.backends.models.train_shapes_cnn --out backends/models/weights",
     }
-    from safetensors.torch import save
 
     atomic_write(args.out / "shapes_cnn.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
     atomic_write_text(args.out / "shapes_cnn.json", json.dumps(meta, indent=2) + "\n")

@@ -21,6 +21,7 @@ classes) under ``__labels__`` as a 0-d unicode array, so ``numpy.load(path)`` re
 """
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from interpgram.backends.files import atomic_write
+from interpgram.grammar import PRESENTATIONS
 from interpgram.grammar.spec.errors import did_you_mean
 
 NUMBERS_FILE = "numbers.npz"
@@ -300,7 +303,6 @@ def _generic(arr: np.ndarray, per_input: bool, inputs: list[str], lead: str = "c
 def numbers_of(plan, inputs, results) -> Numbers:
     """The labelled numbers of every element of ``plan`` (as the spec states it: link variants are
     the report's interactivity, not elements of their own)."""
-    from interpgram.grammar import PRESENTATIONS
 
     names = list(inputs.names)
     classes = list(plan.classes)
@@ -360,14 +362,12 @@ def _array_name(key: str, name: str) -> str:
 def write_npz(numbers: Numbers, path: Path) -> Path:
     """One compressed ``.npz``: every array under ``<element>/<array>``, the labels as JSON under
     ``__labels__``. Written to a temporary name and moved into place (never half-written)."""
-    from interpgram.backends.files import atomic_write
 
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": numbers.model, "spec": numbers.spec,
             "inputs": numbers.inputs, "classes": numbers.classes,
             "elements": {k: e._meta() for k, e in numbers.elements.items()}}
     arrays = {_array_name(k, n): a.data for k, e in numbers.elements.items() for n, a in e.arrays.items()}
     arrays[LABELS_KEY] = np.array(json.dumps(meta, ensure_ascii=False))
-    import io
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write(Path(path), buf.getvalue())

@@ -102,7 +102,7 @@ class Dashboard:
         if self.doc is None:
             try:
                 r = work()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the work's error is handed to done(), which shows it on the page
                 r = e
             done(r)
             return
@@ -119,11 +119,11 @@ class Dashboard:
                 with set_curdoc(doc):
                     try:
                         done(r)
-                    except Exception:  # a bug in drawing: say so in the terminal, keep the session
+                    except Exception:  # noqa: BLE001 - a bug in drawing: say so in the terminal, keep the session
                         traceback.print_exc()
             try:
                 doc.add_next_tick_callback(apply)
-            except Exception:  # the session was closed meanwhile
+            except Exception:  # noqa: BLE001 - the session was closed meanwhile
                 pass
 
         self.engine.executor.submit(work).add_done_callback(finished)

@@ -197,7 +197,7 @@ class Session:
                     inputs, results = pipeline.run(prep, cache=cache)
                 base = self._finish_run(None, prep, inputs, results, t0)
                 title = prep.plan.title or self.path.stem
-            except Exception as e:  # a SpecError is the expected case; anything else must not stop the server
+            except Exception as e:  # noqa: BLE001 - a SpecError is the expected case; anything else must not stop the server
                 with self._state:
                     self.version += 1
                     self.error = error_text(e)
@@ -231,7 +231,7 @@ class Session:
             while not self._stop.is_set():
                 try:
                     self.poll()
-                except Exception as e:  # pragma: no cover - poll catches what load raises
+                except Exception as e:  # noqa: BLE001 - pragma: no cover - poll catches what load raises
                     print(f"interpgram serve: reload failed: {e}", file=sys.stderr)
                 self._stop.wait(interval)
 

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from interpgram.grammar.options import check_dataset_name
 from interpgram.grammar.presentation import PRESENTATIONS
 
 SPEC_VERSION = 1
@@ -468,7 +469,6 @@ class AtlasDataset(Node):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        from interpgram.grammar.options import check_dataset_name
         return check_dataset_name(v, "a data set is builtin:shapes, a folder of images, or python:MODULE:CALLABLE")
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from support import ROOT
 from interpgram.backends.files import (OutputError, atomic_write, atomic_write_text, check_output_dir,
                                        clean_stale_temps, open_regular, path_problem)
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- real file systems

@@ -32,7 +32,7 @@ def browser():
     with sync_playwright() as p:
         try:
             b = p.chromium.launch(executable_path=exe, args=ARGS)
-        except Exception as e:  # a broken install fails as loudly as a missing one
+        except Exception as e:  # noqa: BLE001 - a broken install fails as loudly as a missing one
             pytest.fail(f"chromium at {exe} did not start under Playwright: {e}", pytrace=False)
         yield b
         b.close()

@@ -230,7 +230,7 @@ def test_dashboard_draws_and_links_update_offline(browser, server, artifacts):
         wait_until(lambda: "class picker: crescent" in caption(page, "groups"), 60, "the class picker")
         wait_drawn(page)
         for el in ("where", "groups"):
-            wait_until(lambda: svg(page, el) != before[el], 10, f"{el} to show crescent")
+            wait_until(lambda el=el: svg(page, el) != before[el], 10, f"{el} to show crescent")
         wait_until(lambda: "strongest channels for crescent" in page.locator(".ig-el-channels svg.marks").text_content(),
                    10, "channels to show crescent")
         page.screenshot(path=str(artifacts / "dashboard-linked.png"), full_page=True)
@@ -299,9 +299,10 @@ def test_eight_pages_at_once_each_see_their_own_selection(browser, server, artif
             clicked.append(click_bar(page, i % 10))
         seen = []
         for (_, page), (x, y), cls in zip(pages, positions, clicked):
-            wait_until(lambda: f"position ({x}, {y}) of conv4" in caption(page, "upstream"), 60, f"page {x}'s hover")
-            wait_until(lambda: f"class {cls}" in caption(page, "channels"), 60, f"page {x}'s click")
-            wait_until(lambda: svg(page, "upstream") != before, 10, "a changed chart")
+            wait_until(lambda page=page, x=x, y=y: f"position ({x}, {y}) of conv4" in caption(page, "upstream"), 60,
+                       f"page {x}'s hover")
+            wait_until(lambda page=page, cls=cls: f"class {cls}" in caption(page, "channels"), 60, f"page {x}'s click")
+            wait_until(lambda page=page: svg(page, "upstream") != before, 10, "a changed chart")
             seen.append(svg(page, "upstream"))
         assert len(set(seen)) == 8, "two pages show the same map for different positions"
         assert len(set(clicked)) == 8

@@ -2,13 +2,11 @@
 the iframe's report draws every chart, nothing is fetched, nothing is logged as an error."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 import interpgram
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.browser
 
 DRAWN = ("() => { const c = document.querySelectorAll('.chart'); return c.length > 0 && "

@@ -5,14 +5,13 @@ The first test builds its report straight from ElementViews (all built-in presen
 the others render the demo spec through the real CLI."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from support import ROOT
 from interpgram.backends.render import ElementView, write_report
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.browser
 
 ALL_DRAWN = ("document.querySelectorAll('.chart').length > 0 && "

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from support import ROOT
 from interpgram.backends import pipeline
 
 from support.tooltips import hover_until_tooltip
 
-ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" not in s.stem)
 ATLASES = sorted(s for s in (ROOT / "specs" / "shapes").glob("*.yaml") if "atlas" in s.stem)
 pytestmark = pytest.mark.browser
@@ -131,7 +131,7 @@ def test_clicking_a_group_shows_it_alone(tmp_path, cache_dir, offline_page):
 @pytest.mark.parametrize("spec", ATLASES, ids=[s.stem for s in ATLASES])
 def test_every_atlas_spec_renders_and_draws_offline(spec, tmp_path, cache_dir, offline_page, artifacts):
     """The atlas specs as written, on fewer images (n: 600; the full runs are timed in benchmarks/ and the
-    class atlas is rendered in full by tests/test_atlas_shortcut.py): icons on the grid, hover shows the
+    class atlas is rendered in full by tests/specs/test_atlas_shortcut.py): icons on the grid, hover shows the
     examples, a click switches the attribution bars to that cell."""
     import re
     small = tmp_path / spec.name

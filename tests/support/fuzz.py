@@ -357,7 +357,7 @@ def run_one(spec_file: Path, allow_code: bool = False, bound: float = 5.0) -> Ou
                 kind, detail, sig = "user", text[:300], ""
     except RecursionError as e:  # noqa: B014 - a crash like any other, kept apart for its short signature
         kind, detail, sig = "crash", f"RecursionError: {str(e)[:200]}", _signature(e)
-    except Exception as e:  # the fuzzer's point: any other exception is a crash to report
+    except Exception as e:  # noqa: BLE001 - the fuzzer's point: any other exception is a crash to report
         kind, detail, sig = "crash", "".join(traceback.format_exception_only(type(e), e)).strip()[:300], _signature(e)
     finally:
         signal.signal(signal.SIGALRM, old)

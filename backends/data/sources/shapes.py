@@ -6,6 +6,7 @@ import torch
 
 from interpgram.backends.data.datasets import Dataset, dataset_source
 from interpgram.backends.data.images import resize
+from interpgram.backends.data.shapes import CLASSES, generate
 
 
 class ShapesDataset(Dataset):
@@ -19,7 +20,6 @@ class ShapesDataset(Dataset):
         return {"dataset": self.ref, "split": self.split, "n": self.length, "size": list(self.size), "seed": 0}
 
     def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        from interpgram.backends.data.shapes import CLASSES, generate
         b = generate(idx, split=self.split)
         imgs = b.images
         if tuple(imgs.shape[-2:]) != self.size:

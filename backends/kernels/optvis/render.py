@@ -6,7 +6,7 @@ scores. The forward pass stops at the deepest layer the objective reads. On cuda
 under bfloat16 autocast while the parameters, transforms and objective stay in float32
 (``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
 model, icons optimised through a bfloat16 model reach the same float32-scored objective
-(benchmarks/featurevis_autocast.py, tests/test_optvis.py).
+(benchmarks/featurevis_autocast.py, tests/backends/kernels/optvis/test_optvis.py).
 
 ``render_icons`` renders many independent icons (one objective each): it groups them by layer and
 objective kind into batched optimisations, splits a batch that does not fit in memory (an
@@ -141,7 +141,10 @@ class _null:
         return False
 
 
-def render_vis(model, objective: O.Objective, n: int, settings: IconSettings = IconSettings(), *, seed: int = 0,
+DEFAULT_SETTINGS = IconSettings()  # frozen: one shared default is safe
+
+
+def render_vis(model, objective: O.Objective, n: int, settings: IconSettings = DEFAULT_SETTINGS, *, seed: int = 0,
                seeds: Optional[Sequence[int]] = None, device: Union[str, torch.device] = "auto",
                progress: Optional[Progress] = None) -> RenderResult:
     """Optimise ``n`` images for ``objective`` (a (n,)-score objective); keep the best attempt per image.
@@ -288,7 +291,7 @@ class IconStats:
     seconds: float = 0.0
 
 
-def render_icons(model, icons: Sequence[Icon], settings: IconSettings = IconSettings(), *, seed: int = 0,
+def render_icons(model, icons: Sequence[Icon], settings: IconSettings = DEFAULT_SETTINGS, *, seed: int = 0,
                  cache=None, device: Union[str, torch.device] = "auto", batch_size: Optional[int] = None,
                  progress: Optional[Progress] = None, stats: Optional[IconStats] = None) -> list[RenderResult]:
     """Render every icon (duplicates once), in batched optimisations grouped by layer and kind.
@@ -318,11 +321,11 @@ def render_icons(model, icons: Sequence[Icon], settings: IconSettings = IconSett
     total_icons = len(todo)
     finished = 0
     for members in groups.values():
-        def one_batch(start: int, stop: int, members=members) -> RenderResult:
+        def one_batch(start: int, stop: int, members=members, before=finished) -> RenderResult:
             part = members[start:stop]
 
             def report(stage: str, i: int, n: int) -> None:
-                progress(f"icons {finished + start + 1}-{finished + stop} of {total_icons}", i, n)
+                progress(f"icons {before + start + 1}-{before + stop} of {total_icons}", i, n)
 
             stats.batches += 1
             return render_vis(model, icon_objective(part), len(part), s, seed=seed,

@@ -7,16 +7,15 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import interpgram
+from support import ROOT
 from interpgram.backends.render.charts import _SIG
 from interpgram.backends.render.export import LABELS_KEY, iter_arrays
 
-ROOT = Path(__file__).resolve().parents[3]
 DEMO = ROOT / "specs" / "shapes" / "demo.yaml"
 RTOL = 10.0 ** (1 - _SIG)  # the page rounds each value to _SIG significant digits
 

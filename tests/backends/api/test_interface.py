@@ -18,9 +18,9 @@ from PIL import Image
 from torch import nn
 
 import interpgram
+from support import ROOT
 from interpgram.backends.render.export import NumbersError
 
-ROOT = Path(__file__).resolve().parents[3]
 DEMO = ROOT / "specs" / "shapes" / "demo.yaml"
 
 

@@ -3,11 +3,11 @@ key) are detected by their checksum, recomputed, and the report is identical."""
 import shutil
 from pathlib import Path
 
+from support import ROOT as REPO
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.pipeline import render
 from support.reports import report_core
 
-REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "specs" / "shapes" / "demo.yaml"
 
 

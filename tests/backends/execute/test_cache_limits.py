@@ -14,7 +14,6 @@ from interpgram.backends.execute.cache import (DEFAULT_MAX_BYTES, MAX_SIZE_ENV, 
                                                default_max_bytes, format_size, parse_size)
 from interpgram.backends.kernels.atlas.store import AtlasStore
 
-REPO = Path(__file__).resolve().parents[3]
 EXE = [sys.executable, "-m", "interpgram.backends.cli"]
 
 

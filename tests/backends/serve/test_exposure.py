@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from support import ROOT
 from interpgram.backends.serve import exposure_warning, free_port, is_loopback
 
-ROOT = Path(__file__).resolve().parents[3]
 SPEC = """\
 interpgram: 1
 title: exposure test

@@ -2,13 +2,12 @@
 benchmarks/serve_load.py with small numbers (6 HTTP clients, 4 websocket sessions); the full load
 (24 and 16) is `python benchmarks/serve_load.py`."""
 from __future__ import annotations
+from support import ROOT
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_http_clients_and_websocket_sessions_at_once_have_no_errors():

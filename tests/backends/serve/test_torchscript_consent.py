@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
+from support import ROOT
 from interpgram.backends.models import ModelSourceError, load_model
 from interpgram.backends.models.sources.file import is_torchscript_archive
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 class Marked(nn.Module):

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from support import ROOT
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.pipeline import prepare, run
 from interpgram.grammar import SpecError, load_spec, load_spec_text
@@ -124,8 +125,7 @@ def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
 
 
 def test_every_spec_in_the_repository_loads_under_the_default_limits():
-    from pathlib import Path
-    specs = sorted((Path(__file__).resolve().parents[3] / "specs").glob("*/*.yaml"))
+    specs = sorted((ROOT / "specs").glob("*/*.yaml"))
     assert len(specs) >= 20
     for s in specs:
         assert load_spec(s).spec.elements

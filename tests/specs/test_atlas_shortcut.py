@@ -9,19 +9,18 @@ sees stitches in those cells.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from support import ROOT
 from interpgram.backends.data.shapes import CLASSES, generate
 from interpgram.backends.pipeline import make_cache, render
 from interpgram.backends.kernels.examples import receptive_fields
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 STAR = CLASSES.index("star")
 
 

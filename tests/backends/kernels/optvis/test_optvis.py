@@ -645,7 +645,7 @@ def test_activation_grid_shapes_magnitude_and_images_per_step(shapes_model):
     for layer, cells in (("conv4", 64), ("conv3", 256)):
         act = acts[layer][0]
         batch_sizes = []
-        handle = first.register_forward_pre_hook(lambda _m, inp: batch_sizes.append(inp[0].shape[0]))
+        handle = first.register_forward_pre_hook(lambda _m, inp, sizes=batch_sizes: sizes.append(inp[0].shape[0]))
         try:
             grid = activation_grid(shapes_model, act, layer, cell_size=16, steps=6, sample=5, seed=0, device=CPU)
         finally:

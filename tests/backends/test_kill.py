@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from support import ROOT as REPO
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore
 from support.reports import report_core
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("INTERPGRAM_KILL_SEED", "11"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "INTERPGRAM_CACHE_MAX_SIZE": "none"}
 
@@ -267,7 +267,7 @@ def test_render_atlas_killed_in_collection_and_after_resumes_to_the_same_report(
         left = n // chunk - done_before
         k = rng.randrange(1, max(2, left // 2))  # at most half of what is left: the next kill still has chunks
         proc, hook, log = runs.start(HOLD_CHUNKS=k + 1)
-        wait_for(lambda: max([len(json.loads(m.read_text()).get("done", []))
+        wait_for(lambda k=k, done_before=done_before: max([len(json.loads(m.read_text()).get("done", []))
                               for m in (runs.cache / "atlas").glob(f"*/{MANIFEST}")] or [0]) >= done_before + k,
                  f"{k} stored chunks", proc)
         runs._kill(proc)
@@ -325,7 +325,7 @@ def test_atlas_collection_killed_three_times_gives_the_uninterrupted_arrays(tmp_
         k = rng.randrange(1, max(2, (n_chunks - before) // 2))
         proc = subprocess.Popen([sys.executable, "-c", COLLECT_CHILD, str(root), str(n), str(chunk),
                                  str(before + k + 1)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: done() >= before + k, f"{k} more chunks", proc)
+        wait_for(lambda before=before, k=k: done() >= before + k, f"{k} more chunks", proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         (store_dir,) = root.iterdir()

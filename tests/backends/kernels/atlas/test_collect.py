@@ -21,6 +21,7 @@ import pytest
 import torch
 from captum.attr import LayerGradientXActivation  # a test dependency: missing captum fails, never skips
 
+from support import ROOT as REPO
 from interpgram.backends.kernels.atlas.collect import (CollectSpec, _collect_chunk, _plan, attribution_rule, collect,
                                                grid_xy, sample_uv)
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore, StoreError
@@ -29,7 +30,6 @@ from interpgram.backends.data.shapes import generate
 from interpgram.backends.models import LoadedModel, Preprocess, load_model, state_digest
 from interpgram.backends.models.inceptionv1 import InceptionV1
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # One torch thread here and in the children: on a busy 2-core machine OpenMP's spinning threads make

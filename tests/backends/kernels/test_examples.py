@@ -8,7 +8,6 @@ the architecture; the planted shortcut patch found again through the data set; t
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import numpy as np
 from support.sample_views import examples_view
@@ -17,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from support import ROOT
 from interpgram.backends.data.datasets import DatasetError, open_dataset
 from interpgram.backends.data.shapes import CLASSES, generate
 from interpgram.backends.models import load_model
@@ -27,7 +27,6 @@ from interpgram.backends.kernels.examples import Query, receptive_fields, search
 from interpgram.grammar import SpecError
 from interpgram.grammar.plan import Examples
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 300  # data-set images searched in most tests
 STAR = CLASSES.index("star")
 PATCH_AT = (6, 2)  # conv3 position of the stitched patch in builtin:shapes/10 (patch box x 22-31, y 5-14)

@@ -136,7 +136,7 @@ def test_forward_rejects_non_rgb_batch(model):
 
 
 def test_lucid_node_names_resolve(model):
-    for node, path in LUCID_NODE_TO_MODULE.items():
+    for path in LUCID_NODE_TO_MODULE.values():
         model.get_submodule(path)  # raises if the path does not exist
     assert LUCID_NODE_TO_MODULE["mixed4d_3x3_pre_relu"] == "mixed4d.conv_3x3"
     assert LUCID_NODE_TO_MODULE["conv2d2"] == "conv2d2"

@@ -15,6 +15,8 @@ import ray  # a missing ray fails this module: the `test` extra installs it
 import ray.cloudpickle
 import torch
 
+from support import ROOT
+
 from interpgram.backends.execute.engines import EngineError, LocalEngine, RayEngine, engine_for
 from interpgram.backends.models import load_model
 
@@ -22,7 +24,7 @@ from interpgram.backends.models import load_model
 # functions and classes by value. interpgram itself is imported normally on the workers.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from support import ROOT
 from interpgram.backends.cli import build_parser
 from interpgram.backends.serve import (DEFAULT_HOST, Dashboard, Session, free_port, make_server, selection_key,
                                        websocket_origins)
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "specs" / "shapes" / "demo.yaml"
 
 LINKED = """\
@@ -293,7 +293,7 @@ def _page_text(url: str, timeout: float = 60.0) -> str:
     for m in pkgutil.iter_modules(panel.models.__path__):  # the page's Panel models, so the client can read them
         try:
             importlib.import_module(f"panel.models.{m.name}")
-        except Exception:  # optional extras (e.g. a model needing a package not installed)
+        except Exception:  # noqa: BLE001 - optional extras (e.g. a model needing a package not installed)
             pass
 
     out: dict = {}

@@ -6,12 +6,12 @@ test_optvis.py; here the icons come from specs, with few steps so that the file 
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from support import ROOT
 from interpgram.backends.cli import main as cli
 from interpgram.backends.pipeline import build_views, prepare, run
 from interpgram.backends.execute.cache import ResultCache
@@ -193,9 +193,8 @@ def test_sprites_errors_name_the_problem(argv, msg, capsys):
     assert rc == 1 and msg in err, err
 
 
-ROOT = Path(__file__).resolve().parents[1]
 # the built-in model's specs; specs/inceptionv1 needs weights that cannot be downloaded here and is
-# compiled (with weights the tests make) in tests/test_inceptionv1_specs.py
+# compiled (with weights the tests make) in tests/specs/test_inceptionv1_specs.py
 SPECS = sorted((ROOT / "specs" / "shapes").glob("*.yaml"))
 
 

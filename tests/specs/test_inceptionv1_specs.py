@@ -5,17 +5,16 @@ file cannot be downloaded here. With the real weights and image the same specs r
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from support import ROOT
 from interpgram.backends import pipeline
 from interpgram.backends.models.inceptionv1 import INTERNAL_TO_PUBLISHED, LABELS_ENV_VAR, WEIGHTS_ENV_VAR, InceptionV1
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL = sorted((ROOT / "specs" / "inceptionv1").glob("*.yaml"))
 ATLASES = [s for s in ALL if "atlas" in s.stem]
 SPECS = [s for s in ALL if s not in ATLASES]
