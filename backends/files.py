@@ -6,8 +6,9 @@ import errno
 import os
 import re
 import stat
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 
 class OutputError(OSError):
@@ -245,3 +246,24 @@ def atomic_write(path: Path, data: bytes) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, text.encode("utf-8"))
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An advisory exclusive lock on the file ``path``, created if missing (the cache's evictors and an
+    atlas store's writers). Where fcntl is missing (Windows) it is a no-op: renames stay atomic there,
+    so concurrent writers may at worst redo work."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -90,17 +90,16 @@ import re
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
-from interpgram.backends.files import default_root, fsync_path
+from interpgram.backends.files import exclusive_lock, default_root, fsync_path
 
 __all__ = [
     "CODE_VERSION",
@@ -192,25 +191,6 @@ def default_max_bytes() -> Optional[int]:
     if env is None or not env.strip():
         return DEFAULT_MAX_BYTES
     return parse_size(env, what=f"${MAX_SIZE_ENV}")
-
-
-@contextmanager
-def _flock(path: Path) -> Iterator[None]:
-    """An advisory exclusive lock on the file ``path`` (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: unlink and rename stay atomic; two evictors may both delete
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
 
 def _tree_bytes(path: Path) -> int:
@@ -662,7 +642,7 @@ class ResultCache:
             target = int(self.max_bytes * _EVICT_TO)
         n = 0
         try:
-            with _flock(self.root / _LOCK):
+            with exclusive_lock(self.root / _LOCK):
                 shutil.rmtree(self.root / _TRASH_DIR, ignore_errors=True)  # stores an evictor died removing
                 units = sorted(self._units())
                 total = sum(u[1] for u in units)
@@ -782,7 +762,7 @@ class ResultCache:
                     except OSError:
                         pass
         if atlas:
-            with _flock(self.root / _LOCK):
+            with exclusive_lock(self.root / _LOCK):
                 a = self.root / _ATLAS_DIR
                 if a.is_dir():
                     for d in a.iterdir():

@@ -30,13 +30,12 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 import numpy as np
 
-from interpgram.backends.files import atomic_write_text, fsync_path
+from interpgram.backends.files import exclusive_lock, atomic_write_text, fsync_path
 
 FORMAT = "interpgram-atlas-store"
 FORMAT_VERSION = 1
@@ -96,25 +95,6 @@ def _diff(a: Any, b: Any, where: str, out: list[str], limit: int = 12) -> None:
         out.append(f"{where}: stored {json.dumps(a)[:80]}, asked {json.dumps(b)[:80]}")
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An advisory exclusive lock on ``path/.lock`` (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: os.replace keeps the manifest whole; concurrent writers may lose a chunk mark
-        yield
-        return
-    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-
 def _zarr():
     try:
         import zarr
@@ -164,7 +144,7 @@ class AtlasStore:
     @classmethod
     def _open(cls, path: Path, want: dict) -> "AtlasStore":
         path.mkdir(parents=True, exist_ok=True)
-        with _locked(path):
+        with exclusive_lock(path / ".lock"):
             if (path / MANIFEST).exists():
                 have = cls._read_manifest(path)
                 diffs: list[str] = []
@@ -397,7 +377,7 @@ class AtlasStore:
             fsync_path(d)
 
     def _mark_done(self, i: int) -> None:
-        with _locked(self.path):
+        with exclusive_lock(self.path / ".lock"):
             m = self._read_manifest(self.path)  # another writer may have marked chunks since we read it
             done = set(int(j) for j in m["done"]) | self._done | {i}
             m["done"] = sorted(done)
