@@ -59,12 +59,14 @@ from typing import Callable, Iterable, Optional, Union
 import numpy as np
 import torch
 import torch.autograd.forward_ad as fwAD
+from tqdm import tqdm
 
 from interpgram.backends.data.datasets import Dataset, open_dataset
-from interpgram.backends.kernels.capture import hooks
 from interpgram.backends.execute.device import pick_device, run_batched
 from interpgram.backends.execute.engines import LocalEngine
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore, StoreError
+from interpgram.backends.kernels.capture import hooks
+from interpgram.grammar import did_you_mean
 
 CODE_VERSION = "atlas-collect-1"
 POSITIONS = ("random", "centre", "all")
@@ -168,7 +170,6 @@ def _plan(model, spec: CollectSpec) -> list[_Layer]:
     out = []
     for name in spec.layers:
         if name not in shapes:
-            from interpgram.grammar import did_you_mean
             raise ValueError(f"the model {model.name} has no layer {name!r} {did_you_mean(name, list(shapes), listing='layers')}")
         s = tuple(shapes[name])
         if len(s) == 3:
@@ -418,7 +419,6 @@ class _Reporter:
         if self.fn is not None:
             self.fn(desc, initial, total)
         elif progress:
-            from tqdm import tqdm
             self.bar = tqdm(total=total, initial=initial, unit="img", desc=desc, file=sys.stderr, dynamic_ncols=True,
                             smoothing=0.1)
 

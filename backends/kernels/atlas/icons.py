@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from interpgram.backends.execute.engines import LocalEngine
 from interpgram.backends.kernels.optvis.render import Icon, IconSettings, icon_cache_key, render_icons
 
 
@@ -30,7 +31,6 @@ def render_atlas_icons(model, icons: Sequence[Icon], settings: IconSettings, *, 
                        device="auto", engine=None, progress: Optional[Callable[[str, int, int], None]] = None
                        ) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """(images (n, 3, s, s), scores (n,), icons rendered, icons from the cache) for ``icons`` in order."""
-    from interpgram.backends.execute.engines import LocalEngine
 
     progress = progress or (lambda stage, i, n: None)
     s = settings.resolved(model.preprocess.size)

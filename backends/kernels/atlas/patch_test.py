@@ -20,10 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from interpgram.grammar.plan import PatchTest
-
+from interpgram.backends.data.datasets import open_dataset
 from interpgram.backends.execute.cache import cache_key, tensor_digest
 from interpgram.backends.execute.context import Context, Values, kernel
+from interpgram.grammar.plan import PatchTest
 
 
 def _patch(icon: torch.Tensor, size: int, crop: str) -> torch.Tensor:
@@ -58,7 +58,6 @@ def run_patch_tests(ctx: Context, ops: list[PatchTest], values: Values) -> Value
 def run_patch_test(ctx: Context, op: PatchTest, icons: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{"flip": (M,) per cell, "noise": (1,) control, "n": (1,) images used, "size": (1,)}``, cached
     (kind ``PatchTest``, keyed by the icons' digest)."""
-    from interpgram.backends.data.datasets import open_dataset
 
     key = cache_key(model=ctx.model.digest, what="atlas patch test", icons=tensor_digest(icons), cls=op.cls,
                     size=op.size, crop=op.crop, n=op.n, dataset=op.dataset, split=op.split, seed=op.seed)

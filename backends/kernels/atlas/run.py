@@ -18,23 +18,36 @@ looks them up. Atlas icons are cached one by one (kind ``atlas icon``).
 """
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from interpgram.grammar.plan import ATLAS_PATCH_PX, AtlasIcons, Collect, Grid, Layout
-
+from interpgram.backends.data.datasets import open_dataset
 from interpgram.backends.execute.cache import cache_key
 from interpgram.backends.execute.context import Context, Values, kernel
+from interpgram.backends.kernels.atlas import layout as L
+from interpgram.backends.kernels.atlas.collect import (
+    CollectSpec,
+    collect,
+    collection_digest,
+    collection_meta,
+    store_path,
+)
+from interpgram.backends.kernels.atlas.icons import render_atlas_icons
+from interpgram.backends.kernels.atlas.store import StoreNotWritable
+from interpgram.backends.kernels.examples import letterbox, receptive_fields
+from interpgram.backends.kernels.optvis.render import Icon, IconSettings
+from interpgram.grammar.plan import ATLAS_PATCH_PX, AtlasIcons, Collect, Grid, Layout
 
 EXAMPLE_PX = ATLAS_PATCH_PX  # side of each example patch shown on hover
 KEY_VERSION = 3  # of the layout and grid keys (3: made of the op's signature)
 
 
 def _collect_spec(op: Collect):
-    from interpgram.backends.kernels.atlas.collect import CollectSpec
     return CollectSpec(dataset=op.dataset, n=op.n, split=op.split, layers=tuple(op.layers), positions=op.positions,
                        seed=op.seed, chunk=op.chunk, batch_size=op.batch_size)
 
@@ -62,7 +75,6 @@ class AtlasRun:
     # ---------------------------------------------------------------- collection
     def dataset(self):
         if self._dataset is None:
-            from interpgram.backends.data.datasets import open_dataset
             op = self.collect_op
             self._dataset = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(self.ctx.model.preprocess.size),
                                          base_dir=self.ctx.base_dir, allow_code=self.ctx.allow_code)
@@ -71,14 +83,11 @@ class AtlasRun:
     def collection_key(self) -> str:
         """The collection's identity: the digest naming its store (model, data set, collection settings)."""
         if self._key is None:
-            from interpgram.backends.kernels.atlas.collect import collection_digest, collection_meta
             self._key = collection_digest(collection_meta(self.ctx.model, _collect_spec(self.collect_op), self.dataset()))
         return self._key
 
     def store(self):
         if self._store is None:
-            from interpgram.backends.kernels.atlas.collect import collect, store_path
-            from interpgram.backends.kernels.atlas.store import StoreNotWritable
             t = time.perf_counter()
             cache = self.ctx.cache.cache  # the result cache under the policy (its folder holds the store)
             spec = _collect_spec(self.collect_op)
@@ -95,8 +104,6 @@ class AtlasRun:
             except StoreNotWritable as e:
                 # no (writable) result cache: the collection still goes to disk (bounded memory), in a
                 # temporary folder
-                import tempfile
-                from pathlib import Path
                 if cache.enabled and cache.writable:
                     cache._stop_writing(e.__cause__ if isinstance(e.__cause__, OSError) else OSError(str(e)))
                 self._store = collect(self.ctx.model, spec, Path(tempfile.gettempdir()) / "interpgram-atlas", **kw)
@@ -119,7 +126,6 @@ class AtlasRun:
 
     # ---------------------------------------------------------------- ops
     def layout(self, op: Layout) -> dict[str, torch.Tensor]:
-        from interpgram.backends.kernels.atlas import layout as L
         d = self.layer_data(op.layer)
         acts, attr = d["act"], d["attr"]
         t = time.perf_counter()
@@ -150,7 +156,6 @@ class AtlasRun:
                 "rows": torch.from_numpy(idx.astype(np.int64)), "S": torch.from_numpy(np.asarray(S, dtype=np.float32))}
 
     def grid(self, op: Grid, lay: Layout, layout_values: dict) -> dict[str, Any]:
-        from interpgram.backends.kernels.atlas import layout as L
         d = self.layer_data(lay.layer)
         rows = layout_values["rows"].numpy()
         xy = layout_values["xy"].numpy()
@@ -171,7 +176,6 @@ class AtlasRun:
     def patches(self, layer: str, members: list[np.ndarray], means: np.ndarray, k: int) -> torch.Tensor:
         """(M, k, 3, px, px) uint8: per cell, the receptive-field crops of the k members closest (cosine)
         to the cell's mean; white where a cell has fewer members."""
-        from interpgram.backends.kernels.examples import letterbox, receptive_fields
         m = len(members)
         out = torch.full((m, k, 3, EXAMPLE_PX, EXAMPLE_PX), 255, dtype=torch.uint8)
         if k == 0 or m == 0:
@@ -202,8 +206,6 @@ class AtlasRun:
         return out
 
     def icons(self, op: AtlasIcons, grid_values: dict, S: torch.Tensor) -> dict[str, torch.Tensor]:
-        from interpgram.backends.kernels.optvis.render import Icon, IconSettings
-        from interpgram.backends.kernels.atlas.icons import render_atlas_icons
         means = grid_values["mean_act"].float()
         w = means @ S.float()  # v·S: the whitened direction of each cell
         icons = [Icon.from_vector(op.layer, "atlas", w[i], op.cossim_pow) for i in range(w.shape[0])]

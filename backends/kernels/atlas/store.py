@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+from zarr.codecs import ZstdCodec
 
-from interpgram.backends.files import exclusive_lock, atomic_write_text, fsync_path
+from interpgram.backends.files import atomic_write_text, exclusive_lock, fsync_path
+from interpgram.grammar import did_you_mean
 
 FORMAT = "interpgram-atlas-store"
 FORMAT_VERSION = 1
@@ -264,7 +266,6 @@ class AtlasStore:
     @classmethod
     def _create(cls, path: Path, m: dict):
         zarr = _zarr()
-        from zarr.codecs import ZstdCodec
 
         group = zarr.open_group(str(path), mode="a")  # "w" would clear the folder, lock file included
         for name, f in m["fields"].items():
@@ -327,7 +328,6 @@ class AtlasStore:
 
     def _field(self, field: str) -> None:
         if field not in self.fields:
-            from interpgram.grammar import did_you_mean
             raise StoreError(f"the store {self.path} has no field {field!r} "
                              f"{did_you_mean(field, list(self.fields), listing='fields')}")
 

@@ -10,17 +10,12 @@ from interpgram.backends.models.base import (
     finish,
     model_source,
 )
+from interpgram.backends.models.inceptionv1 import (INPUT_RANGE, INPUT_SIZE, InceptionV1WeightsError, load_inceptionv1,
+                                                    load_labels)
 
 
 @model_source("inceptionv1", "inceptionv1, the articles' GoogLeNet (Lucid's graph, 1008 logits)", bare=True)
 def _inceptionv1(ctx: SourceContext) -> LoadedModel:
-    from interpgram.backends.models.inceptionv1 import (
-        INPUT_RANGE,
-        INPUT_SIZE,
-        InceptionV1WeightsError,
-        load_inceptionv1,
-        load_labels,
-    )
     if ctx.labels:
         check_regular_file(ctx.path(ctx.labels), "labels file")
     try:
