@@ -344,13 +344,24 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
     """The report page of computed ``results``: views (with other models' comparisons and the
     precomputed link variants), layout, and the header's facts. ``t0``: when the computation began."""
     t0 = time.perf_counter() if t0 is None else t0
-    rc = cache
     by_element = build_views(prep.plan, inputs, results)
-    for el_id, views_ in compare_models(prep, cache=rc, allow_code=prep.allow_code, progress=progress).items():
+    for el_id, views_ in compare_models(prep, cache=cache, allow_code=prep.allow_code, progress=progress).items():
         by_element[el_id] = by_element.get(el_id, []) + views_
-    links_table, variants, vstats = precompute_links(prep, inputs, results, by_element, cache=rc, progress=progress)
+    links_table, variants, vstats = precompute_links(prep, inputs, results, by_element, cache=cache, progress=progress)
     views = [v for vs in by_element.values() for v in vs]
     layout = [[v.id for el in row for v in by_element.get(el, [])] for row in prep.plan.layout]
+    meta = {**_run_facts(prep, inputs, results, cache, t0), **_link_facts(prep, variants, vstats)}
+    truth = [t for t in inputs.truth if t]
+    if truth:
+        meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
+    spec_file = Path(prep.loaded.file)
+    title = prep.plan.title or (spec_file.stem if not prep.loaded.file.startswith("<") else "interpgram")
+    return ReportParts(views, title, layout, meta, links_table, variants)
+
+
+def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCache, t0: float) -> dict:
+    """The report header's facts about the run: spec, model, inputs, device, passes, cache, icons,
+    atlases, dataset examples, the model's notes."""
     st = results.stats
     passes = prep.plan.passes()
     meta = {
@@ -361,14 +372,14 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
         "passes": f"{passes['forward']} forward, {passes['backward']} backward "
                   f"(one element at a time: {prep.plan.unfused['forward']} forward, {prep.plan.unfused['backward']} backward)",
         "computed": f"{st.forward_passes} forward, {st.backward_passes} backward; cache hits {st.cache_hits}, misses {st.cache_misses}",
-        **({"icons": f"{st.icons_rendered} rendered, {st.icons_cached} from the cache"
-                     + (f"; activation grids {st.grids_rendered} rendered, {st.grids_cached} from the cache"
-                        if st.grids_rendered or st.grids_cached else "")}
-           if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached else {}),
-        "compute time": f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)",
     }
-    if rc.degraded:  # a read-only or full cache folder: the report says the results were not kept
-        meta["cache"] = rc.degraded
+    if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
+        meta["icons"] = f"{st.icons_rendered} rendered, {st.icons_cached} from the cache" + (
+            f"; activation grids {st.grids_rendered} rendered, {st.grids_cached} from the cache"
+            if st.grids_rendered or st.grids_cached else "")
+    meta["compute time"] = f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)"
+    if cache.degraded:  # a read-only or full cache folder: the report says the results were not kept
+        meta["cache"] = cache.degraded
     if not inputs.names:  # atlases only: no pass over inputs to speak of
         for k in ("passes", "computed"):
             meta.pop(k)
@@ -383,23 +394,24 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
                                     f"streamed), {st.examples_cached} from the cache")
     for note in prep.model.notes:
         meta.setdefault("notes", note)
-    if prep.plan.link_info:
-        parts = []
-        for li in prep.plan.link_info:
-            n = len({v.key for vs in variants.values() for v in vs if v.link == li.index})
-            parts.append(f"{li.source}.{li.event} → {li.element}.{li.target}: {n} selection(s) precomputed "
-                         f"(bound {li.precompute})")
-        meta["links"] = parts
-        if vstats is not None:
-            meta["link passes"] = (f"{vstats.forward_passes} forward, {vstats.backward_passes} backward; "
-                                   f"cache hits {vstats.cache_hits}, misses {vstats.cache_misses}; "
-                                   "any other selection is computed live by interpgram serve")
-    truth = [t for t in inputs.truth if t]
-    if truth:
-        meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
-    spec_file = Path(prep.loaded.file)
-    title = prep.plan.title or (spec_file.stem if not prep.loaded.file.startswith("<") else "interpgram")
-    return ReportParts(views, title, layout, meta, links_table, variants)
+    return meta
+
+
+def _link_facts(prep: Prepared, variants: dict, vstats) -> dict:
+    """The report header's facts about the links: selections precomputed per link, their passes."""
+    if not prep.plan.link_info:
+        return {}
+    parts = []
+    for li in prep.plan.link_info:
+        n = len({v.key for vs in variants.values() for v in vs if v.link == li.index})
+        parts.append(f"{li.source}.{li.event} → {li.element}.{li.target}: {n} selection(s) precomputed "
+                     f"(bound {li.precompute})")
+    meta: dict = {"links": parts}
+    if vstats is not None:
+        meta["link passes"] = (f"{vstats.forward_passes} forward, {vstats.backward_passes} backward; "
+                               f"cache hits {vstats.cache_hits}, misses {vstats.cache_misses}; "
+                               "any other selection is computed live by interpgram serve")
+    return meta
 
 
 def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = False, progress=None) -> dict[str, list]:
