@@ -17,6 +17,7 @@ import re
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from interpgram.backends.files import atomic_write, atomic_write_text
@@ -30,6 +31,8 @@ CSS = (ASSETS / "report.css").read_text(encoding="utf-8")
 
 # the page's script: draws every section, then wires the links (backends/render/assets/report.js)
 EMBED_JS = (ASSETS / "report.js").read_text(encoding="utf-8")
+# the page around them (string.Template: $title, $main, ...; the values are inserted as they are)
+PAGE = Template((ASSETS / "report.html").read_text(encoding="utf-8"))
 
 
 class ElementRenderError(RuntimeError):
@@ -208,24 +211,15 @@ def render_html(views: list[ElementView], *, title: str, layout: list[list[str]]
         body.append(f'<div class="row">{"".join(cells)}</div>')
     libs = (f"Vega {vl_convert.get_vega_version()}, Vega-Lite {vegalite_version()}, "
             f"vega-embed {vl_convert.get_vega_embed_version()}")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<meta name=\"generator\" content=\"interpgram {html.escape(interpgram_version())}\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n"
-        f"<script>/* {libs}, bundled offline by vl-convert */\n{vega_bundle()}\n</script>\n"
-        "</head>\n<body>\n"
-        f"<header><h1>{html.escape(title)}</h1><dl class=\"meta\">{meta_html}</dl></header>\n"
-        f"<main>\n{chr(10).join(body)}\n</main>\n"
-        f"<footer>interpgram {html.escape(interpgram_version())} · static report: every chart and image is "
-        f"embedded in this file ({html.escape(libs)}) and it opens without a network. "
-        "Each chart's ⋯ menu saves it as SVG or PNG.</footer>\n"
-        + (f'<script type="application/json" id="interpgram-links">{_script_json(links)}</script>\n'
-           f'<script type="application/json" id="interpgram-link-kinds">{_script_json(link_kinds.as_json())}</script>\n'
-           if links else "")
-        + (f'<script type="application/json" id="interpgram-images">{_script_json(images)}</script>\n' if images else "")
-        + f"<script>{EMBED_JS}</script>\n</body>\n</html>\n"
-    )
+    data = ""
+    if links:
+        data += (f'<script type="application/json" id="interpgram-links">{_script_json(links)}</script>\n'
+                 f'<script type="application/json" id="interpgram-link-kinds">{_script_json(link_kinds.as_json())}</script>\n')
+    if images:
+        data += f'<script type="application/json" id="interpgram-images">{_script_json(images)}</script>\n'
+    return PAGE.substitute(version=html.escape(interpgram_version()), title=html.escape(title), css=CSS,
+                           libs=html.escape(libs), vega=vega_bundle(), meta=meta_html, main="\n".join(body),
+                           data=data, script=EMBED_JS)
 
 
 def write_report(views: list[ElementView], out_dir: Path, *, title: str, layout: list[list[str]] | None = None,
