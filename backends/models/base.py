@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 import torch
-from safetensors import SafetensorError as _SafetensorError
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -242,11 +242,8 @@ def check_regular_file(path: Path, what: str) -> None:
 #: what ``torch.load`` and safetensors raise on a damaged or foreign file (torch.load's error surface
 #: is wide: a truncated zip is an OSError, a random file a KeyError or UnpicklingError)
 LOAD_ERRORS: tuple[type[BaseException], ...] = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError,
-                                                 ValueError, TypeError, IndexError, AttributeError, zipfile.BadZipFile)
-try:  # safetensors' own error type (not an Exception subclass we could otherwise name)
-    LOAD_ERRORS = LOAD_ERRORS + (_SafetensorError,)
-except ImportError:  # pragma: no cover - safetensors is a dependency
-    pass
+                                                 ValueError, TypeError, IndexError, AttributeError, zipfile.BadZipFile,
+                                                 SafetensorError)  # safetensors' own error (not an Exception subclass)
 
 
 def sniff_tensor_file(path: Path) -> tuple[str, str | None]:
