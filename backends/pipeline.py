@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -38,6 +38,7 @@ class Prepared:
     allow_code: bool = False  # the user allowed python: sources (models, data sets)
     inputs: Optional[Inputs] = None  # images given in memory (the Python API); None: the spec's ``input``
     cache: Optional[ResultCache] = None  # the cache render used (its .degraded says if it stopped writing)
+    others: dict = field(default_factory=dict)  # (element, i) -> the element prepared for its i-th vary model
 
     @property
     def icon_steps(self) -> Optional[int]:
@@ -84,7 +85,7 @@ def prepare(spec_path: str | Path | LoadedSpec, *, allow_code: bool = False, ico
     prep = Prepared(loaded, model, info, plan, options, allow_code, inputs)
     for el_id, sources in plan.vary_models.items():  # vary: {model: [...]}: each loads and fits the element
         for i in range(len(sources)):
-            _vary_model(prep, el_id, i, allow_code)
+            prep.others[(el_id, i)] = _vary_model(prep, el_id, i, allow_code)
     return prep
 
 
@@ -423,7 +424,7 @@ def compare_models(prep: Prepared, *, cache: ResultCache, allow_code: bool = Fal
         for i, src in enumerate(sources):
             ms = src if not isinstance(src, str) else None
             name = src if isinstance(src, str) else src.source
-            other = _vary_model(prep, el_id, i, allow_code)
+            other = prep.others.get((el_id, i)) or _vary_model(prep, el_id, i, allow_code)
             plan = other.plan
             inputs, results = run(other, cache=cache, progress=progress)
             for v in build_views(plan, inputs, results).get(el_id, []):
