@@ -238,7 +238,7 @@ class RayEngine(Engine):
             self._started = False
             self._remotes.clear()
             if self._ray.is_initialized():
-                self._ray.shutdown()
+                shutdown_ray(self._ray)
 
     def __repr__(self) -> str:
         return f"RayEngine(address={self.address!r})"
@@ -376,3 +376,18 @@ def engine_for(execution: Any = None) -> Engine:
     if name == "ray":
         return RayEngine(address)
     raise EngineError(f"unknown execution engine {name!r}: one of {', '.join(ENGINES)}")
+
+
+def shutdown_ray(ray) -> None:
+    """``ray.shutdown()``, keeping this process's ``print``: Ray replaces ``builtins.print`` with a
+    Python ``safe_print`` when it shuts down, after which numba can no longer compile any function
+    whose typing reaches ``print`` (UMAP's nearest-neighbour search failed with "Untyped global name
+    'print'" in every atlas layout after a Ray run in the same process)."""
+    import builtins
+
+    kept = builtins.print
+    try:
+        ray.shutdown()
+    finally:
+        builtins.print = kept
+

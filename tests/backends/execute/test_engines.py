@@ -17,7 +17,7 @@ import torch
 
 from support import ROOT
 
-from interpgram.backends.execute.engines import EngineError, LocalEngine, RayEngine, engine_for
+from interpgram.backends.execute.engines import shutdown_ray, EngineError, LocalEngine, RayEngine, engine_for
 from interpgram.backends.models import load_model
 
 # The workers cannot import this test module (tests/ is not a package on their path): ship its
@@ -34,7 +34,7 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     if started:
-        ray.shutdown()
+        shutdown_ray(ray)
 
 
 @pytest.fixture(scope="module")
@@ -341,3 +341,13 @@ def test_own_local_instance_is_shut_down_on_close():
         print(json.dumps({"started": started, "cpus": cpus, "out": out, "after": ray.is_initialized()}))
     """, timeout=120)
     assert out == {"started": True, "cpus": 1.0, "out": [0, 2, 4], "after": False}
+
+
+def test_shutting_ray_down_keeps_the_builtin_print():
+    """ray.shutdown() leaves a Python safe_print in builtins, which breaks every later numba compile
+    that types print (UMAP's layouts); shutdown_ray puts the built-in back."""
+    code = ("import builtins, ray\nfrom interpgram.backends.execute.engines import shutdown_ray\n"
+            "p = builtins.print\nray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
+            "shutdown_ray(ray)\nimport sys\nsys.stdout.write(str(builtins.print is p))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.stdout.strip().endswith("True"), out.stdout + out.stderr
