@@ -124,7 +124,18 @@ def _check_limit(max_in_flight: int | None) -> None:
 # ---------------------------------------------------------------------------------------- Ray
 
 
+def keep_print() -> None:
+    """Stop Ray from replacing ``builtins.print``: its driver-side progress-bar manager
+    (ray.experimental.tqdm_ray, created the first time worker logs are shown or Ray shuts down)
+    swaps in a Python ``safe_print`` unless ``RAY_TQDM_PATCH_PRINT`` is off, after which numba can
+    no longer compile any function whose typing reaches ``print`` (every later UMAP layout in the
+    process failed with "Untyped global name 'print'"). Call before ``ray.init``; a user's own
+    setting of the variable wins."""
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
+
+
 def _import_ray():
+    keep_print()
     try:
         import ray
     except ImportError as e:

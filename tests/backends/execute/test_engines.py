@@ -17,7 +17,7 @@ import torch
 
 from support import ROOT
 
-from interpgram.backends.execute.engines import shutdown_ray, EngineError, LocalEngine, RayEngine, engine_for
+from interpgram.backends.execute.engines import keep_print, shutdown_ray, EngineError, LocalEngine, RayEngine, engine_for
 from interpgram.backends.models import load_model
 
 # The workers cannot import this test module (tests/ is not a package on their path): ship its
@@ -31,6 +31,7 @@ REPO = str(ROOT)
 def ray_local():
     started = not ray.is_initialized()
     if started:
+        keep_print()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     if started:
@@ -349,5 +350,18 @@ def test_shutting_ray_down_keeps_the_builtin_print():
     code = ("import builtins, ray\nfrom interpgram.backends.execute.engines import shutdown_ray\n"
             "p = builtins.print\nray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)\n"
             "shutdown_ray(ray)\nimport sys\nsys.stdout.write(str(builtins.print is p))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.stdout.strip().endswith("True"), out.stdout + out.stderr
+
+
+def test_a_running_ray_engine_keeps_the_builtin_print():
+    """While Ray runs, showing worker logs creates its progress-bar manager, which also swaps print
+    (the CI failure after test_ray_engine_gives_the_local_results: a UMAP layout later in the same
+    process). A RayEngine turns that patch off before Ray starts; here the manager is created the way
+    Ray's log printing creates it, and print must still be the built-in."""
+    code = ("import builtins, sys\nfrom interpgram.backends.execute.engines import RayEngine\n"
+            "p = builtins.print\neng = RayEngine(num_cpus=1)\n"
+            "from ray.experimental import tqdm_ray\ntqdm_ray.instance().hide_bars()\n"
+            "kept = builtins.print is p\neng.close()\nsys.stdout.write(str(kept and builtins.print is p))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.stdout.strip().endswith("True"), out.stdout + out.stderr
