@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Optional
+import re
+from typing import Literal, Optional
 
 import altair as alt
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from interpgram.backends.render.charts import (
     ALPHA,
@@ -25,7 +26,6 @@ from interpgram.backends.render.charts import (
     panel_px,
     pick_layer,
     png_data_url,
-    ramp,
     sig,
     unit_option,
     view_error,
@@ -34,11 +34,56 @@ from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
 from interpgram.grammar.options import OptionsModel
 from interpgram.grammar.presentation import Presentation, register_presentation
+from interpgram.grammar.spec.errors import did_you_mean
+
+
+def muted(image: np.ndarray) -> np.ndarray:
+    """The photo as a light grey picture (luminance mapped to [0.55, 1]): its shapes stay legible while
+    any overlay colour reads on it, also on red or orange photos where a red or orange map would vanish."""
+    grey = image @ np.array([0.299, 0.587, 0.114], dtype=image.dtype)
+    return np.repeat((0.55 + 0.45 * grey)[..., None], 3, axis=2)
+
+
+def strength_alpha(v: np.ndarray, peak: float, opacity: float, gamma: float) -> np.ndarray:
+    """Opacity of each cell: ``opacity · (v / peak) ** gamma`` (0 where v ≤ 0). Attributions are heavy-tailed, so a
+    linear ramp leaves all but the few strongest cells invisible; the square root shows where the mass is."""
+    if peak <= 0:
+        return np.zeros_like(v)
+    return opacity * np.clip(v / peak, 0, 1) ** gamma
+
+
+#: Vega colour schemes a single map may use (sequential for magnitudes, diverging for signed maps)
+SCHEMES = ("viridis", "magma", "inferno", "plasma", "turbo", "greys", "blues", "reds", "oranges", "greens", "purples",
+           "redblue", "blueorange", "purplegreen", "redyellowblue", "brownbluegreen", "pinkyellowgreen")
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class HeatmapOptions(OptionsModel):
-    opacity: float = Field(0.6, ge=0.0, le=1.0)
+    opacity: float = Field(0.85, ge=0.0, le=1.0, description="opacity of the strongest cell")
     clip_negative: Optional[bool] = Field(None, description="default: true for attributions of two classes")
+    background: Literal["muted", "photo"] = Field(
+        "muted", description="the image under the maps: muted (grey and light, so that any colour reads on any photo) "
+                             "or photo (as it is)")
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="opacity follows (value / peak) ** gamma: 0.5 (square root) "
+                                                          "shows the middle of the range, 1 is linear")
+    scheme: Optional[str] = Field(None, description="colour scheme of a single map (default: viridis for magnitudes, "
+                                                    "redblue for signed maps)")
+    colours: Optional[list[str]] = Field(None, description="one #rrggbb colour per class map (default: orange, blue, …)")
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v):
+        if v is not None and v not in SCHEMES:
+            raise ValueError(f"unknown colour scheme {v!r} {did_you_mean(v, SCHEMES, listing='schemes')}")
+        return v
+
+    @field_validator("colours")
+    @classmethod
+    def _colours(cls, v):
+        bad = [c for c in v or [] if not isinstance(c, str) or not _HEX.match(c)]
+        if bad:
+            raise ValueError(f"colours are #rrggbb strings, got {bad[0]!r}")
+        return v
 
 
 @register_presentation
@@ -78,6 +123,7 @@ class Heatmap(Presentation):
         """
         opts = options_of(view, self.Options)
         opacity = unit_option(view, "opacity", opts["opacity"])
+        gamma = float(opts["gamma"])
         clip = False if opts["clip_negative"] is None else flag_value(view, "option 'clip_negative'", opts["clip_negative"])
         need_keys(view, "image", "maps")
         image = as_image(view, view.data["image"])
@@ -98,45 +144,53 @@ class Heatmap(Presentation):
         gh, gw = maps[0].shape
         pw, ph = panel_px(image, PANEL)
         url = png_data_url(image, pw)
+        under = url if opts["background"] == "photo" else png_data_url(muted(image), pw)
 
-        def panel(layers: list[alt.Chart], title: str | alt.TitleParams) -> alt.LayerChart:
-            return alt.layer(image_layer(url, gh, gw), *layers).properties(width=pw, height=ph, title=title)
+        def panel(layers: list[alt.Chart], title: str | alt.TitleParams, base: str | None = None) -> alt.LayerChart:
+            return alt.layer(image_layer(base or under, gh, gw), *layers).properties(width=pw, height=ph, title=title)
 
         where = [alt.Tooltip("row:Q", title="row"), alt.Tooltip("col:Q", title="column")]
-        panels = [panel([], "input")]
+        panels = [panel([], "input", url)]
 
         if len(maps) == 1:
             v = np.maximum(maps[0], 0) if clip else maps[0]
             legend = alt.Legend(title=None, orient="right", gradientLength=max(60, ph - 40))
             if signed and not clip:
                 m = float(np.abs(v).max()) or 1.0
-                rows = cell_records(v, ramp(np.abs(v), 0, m, 0, opacity))
-                colour = alt.Color("value:Q", legend=legend,
-                                   scale=alt.Scale(scheme="redblue", reverse=True, domain=[-m, m], domainMid=0))
+                rows = cell_records(v, strength_alpha(np.abs(v), m, opacity, gamma))
+                scheme = opts["scheme"] or "redblue"
+                colour = alt.Color("value:Q", legend=legend, scale=alt.Scale(
+                    scheme=scheme, reverse=scheme == "redblue", domain=[-m, m], domainMid=0))
             else:
                 lo, hi = float(v.min()), float(v.max())
                 hi = hi if hi > lo else lo + 1.0
-                rows = cell_records(v, ramp(v, lo, hi, 0.2 * opacity, opacity))
-                colour = alt.Color("value:Q", legend=legend, scale=alt.Scale(scheme="viridis", domain=[lo, hi]))
+                rows = cell_records(v, 0.15 * opacity + strength_alpha(v - lo, hi - lo, 0.85 * opacity, gamma))
+                colour = alt.Color("value:Q", legend=legend,
+                                   scale=alt.Scale(scheme=opts["scheme"] or "viridis", domain=[lo, hi]))
             layer = cell_layer(rows, gh, gw).encode(
                 color=colour, opacity=ALPHA, tooltip=[*where, alt.Tooltip("value:Q", title=labels[0], format=".4g")])
             pick = link_param(view, ["col", "row"])
             panels.append(panel([layer] + ([pick_layer(view, gh, gw, pick)] if pick is not None else []), labels[0]))
             return alt.hconcat(*panels, spacing=18)
 
-        # several classes: positive evidence only, one colour per class
-        colours = distinct_colours(len(maps), CLASS_COLOURS)
+        # several classes: positive evidence only, one colour per class. Each class's panel is scaled to its
+        # own peak (named under its title), so a class with weaker evidence still shows where that evidence
+        # is; the overlay compares the classes on one scale.
+        given = list(opts["colours"] or [])
+        colours = (given + distinct_colours(len(maps), CLASS_COLOURS)[len(given):])[:len(maps)]
         pos = np.stack([np.maximum(m, 0) for m in maps])
         top = float(pos.max()) or 1.0
         pick = link_param(view, ["col", "row"])
         for k, label in enumerate(labels):
-            layer = cell_layer(cell_records(pos[k], ramp(pos[k], 0, top, 0, opacity)), gh, gw).encode(
+            peak = float(pos[k].max())
+            layer = cell_layer(cell_records(pos[k], strength_alpha(pos[k], peak, opacity, gamma)), gh, gw).encode(
                 color=alt.value(colours[k]), opacity=ALPHA,
                 tooltip=[*where, alt.Tooltip("value:Q", title=label, format=".4g")])
             extra = [pick_layer(view, gh, gw, pick)] if pick is not None and k == 0 else []
-            panels.append(panel([layer] + extra, alt.TitleParams(label, color=colours[k])))
+            sub = f"peak {sig(peak):.3g}" if peak > 0 else "no positive evidence"
+            panels.append(panel([layer] + extra, alt.TitleParams(label, color=colours[k], subtitle=sub)))
         winner, strength = pos.argmax(0), pos.max(0)
-        rows = cell_records(strength, ramp(strength, 0, top, 0, opacity))
+        rows = cell_records(strength, strength_alpha(strength, top, opacity, gamma))
         nothing = "(no positive evidence)"  # positions no class supports: drawn fully transparent
         while nothing in labels:
             nothing += "*"
