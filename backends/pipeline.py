@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from interpgram.backends import links
 from interpgram.backends.data.datasets import DatasetError, open_dataset
-from interpgram.backends.data.images import IMAGE_SUFFIXES
+from interpgram.backends.data.images import IMAGE_SUFFIXES, probe_image
 from interpgram.backends.data.inputs import BUILTIN_REF, InputError, Inputs, expand_refs, load_inputs
 from interpgram.backends.execute.cache import ResultCache
 from interpgram.backends.execute.engines import EngineError, engine_for
@@ -25,6 +25,8 @@ from interpgram.backends.render.export import NUMBERS_FILE, numbers_of, write_np
 from interpgram.backends.render.views import build_views as _build
 from interpgram.backends.render.views import safe_id
 from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
+from interpgram.grammar.compile import compile_all
+from interpgram.grammar.spec.load import SchemaError
 from interpgram.grammar.plan import AtlasIcons, Collect, Examples
 
 
@@ -58,7 +60,7 @@ def _model(loaded: LoadedSpec, allow_code: bool) -> LoadedModel:
     ms = loaded.spec.model_spec
     try:
         return load_model(ms.source, weights=ms.weights, factory=ms.factory, labels=ms.labels,
-                          allow_code=allow_code, base_dir=loaded.base_dir)
+                          allow_code=allow_code, base_dir=loaded.base_dir, preprocess=ms.preprocessing())
     except ModelSourceError as e:
         path = ("model",) if isinstance(loaded.spec.model, str) else ("model", "source")
         raise SpecError([loaded.error(path, str(e))]) from None
@@ -72,20 +74,44 @@ def prepare(spec_path: str | Path | LoadedSpec, *, allow_code: bool = False, ico
     The Python API passes a spec it loaded itself (a :class:`LoadedSpec`), a ``model`` already in
     memory (used instead of the spec's ``model:``) and ``inputs`` already read (instead of ``input:``).
     """
-    loaded = spec_path if isinstance(spec_path, LoadedSpec) else load_spec(spec_path)
-    model = model if model is not None else _model(loaded, allow_code)
-    info = model_info(model)
-    options = CompileOptions(icon_steps=icon_steps, resolved_device=_resolved_device(loaded),
-                             n_images=len(inputs.names) if inputs is not None else _n_images(loaded))
-    plan = compile_spec(loaded, info, options)
+    diags: list = []  # every problem, reported together: schema, model, compile, inputs, data sets
+
+    def collect(fn, *a, **kw):
+        try:
+            return fn(*a, **kw)
+        except SpecError as e:
+            diags.extend(e.diagnostics)
+            return None
+
+    if isinstance(spec_path, LoadedSpec):
+        loaded = spec_path
+    else:
+        try:
+            loaded = load_spec(spec_path)
+        except SchemaError as e:  # go on with the parts that validate, to report their problems too
+            if e.partial is None:
+                raise
+            diags.extend(e.diagnostics)
+            loaded = e.partial
+    if model is None:
+        model = collect(_model, loaded, allow_code)
+    n_images = len(inputs.names) if inputs is not None else collect(_n_images, loaded)
     if inputs is None:
-        _check_inputs(loaded)  # an input image that render could not read: refused here, with its position
-    _check_datasets(loaded, model, plan, allow_code=allow_code)  # dataset examples: a data set that cannot be opened
-    _check_atlas_dataset(loaded, model, plan, allow_code)
+        collect(_check_inputs, loaded)  # an input image that render could not read: refused here, with its position
+    if model is None:  # nothing to compile against
+        raise SpecError(diags)
+    info = model_info(model)
+    options = CompileOptions(icon_steps=icon_steps, resolved_device=_resolved_device(loaded), n_images=n_images or 0)
+    plan, compile_diags = compile_all(loaded, info, options)
+    diags.extend(compile_diags)
+    collect(_check_datasets, loaded, model, plan, allow_code=allow_code)  # dataset examples: a data set that cannot be opened
+    collect(_check_atlas_dataset, loaded, model, plan, allow_code)
     prep = Prepared(loaded, model, info, plan, options, allow_code, inputs)
     for el_id, sources in plan.vary_models.items():  # vary: {model: [...]}: each loads and fits the element
         for i in range(len(sources)):
-            prep.others[(el_id, i)] = _vary_model(prep, el_id, i, allow_code)
+            prep.others[(el_id, i)] = collect(_vary_model, prep, el_id, i, allow_code)
+    if diags:
+        raise SpecError(list(dict.fromkeys(diags)))
     return prep
 
 
@@ -106,26 +132,36 @@ def _n_images(loaded: LoadedSpec) -> int:
 
 def _check_inputs(loaded: LoadedSpec) -> None:
     """Every input reference names something :func:`load_inputs` can read (a built-in image, or an
-    image file that exists), without decoding any image."""
+    image file that exists), without decoding any image; every one that does not is reported."""
     refs = loaded.spec.inputs
+    diags = []
     for idx, r in enumerate(refs):
         where = ("input",) if isinstance(loaded.spec.input, str) else ("input", idx)
-        if r.startswith("builtin:"):
-            m = BUILTIN_REF.match(r)
-            if not m or m.group("name") != "shapes":
-                raise SpecError([loaded.error(where, f"unknown built-in input {r!r}; use builtin:shapes/N, "
-                                                     "builtin:shapes/train/N or builtin:shapes/A-B")])
-            continue
-        p = Path(r).expanduser()
-        p = p if p.is_absolute() else loaded.base_dir / p
-        if not p.exists():
-            raise SpecError([loaded.error(where, f"input image not found: {p}")])
-        if not p.is_file():
-            raise SpecError([loaded.error(where, f"{p} is not an image file (a folder, a pipe or a device?)")])
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            raise SpecError([loaded.error(where, f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")])
-        if not os.access(p, os.R_OK):
-            raise SpecError([loaded.error(where, f"cannot read the input image {p} (permission denied)")])
+        problem = _input_problem(loaded, r)
+        if problem:
+            diags.append(loaded.error(where, problem))
+    if diags:
+        raise SpecError(diags)
+
+
+def _input_problem(loaded: LoadedSpec, r: str) -> str:
+    if r.startswith("builtin:"):
+        m = BUILTIN_REF.match(r)
+        if not m or m.group("name") != "shapes":
+            return f"unknown built-in input {r!r}; use builtin:shapes/N, builtin:shapes/train/N or builtin:shapes/A-B"
+        return ""
+    p = Path(r).expanduser()
+    p = p if p.is_absolute() else loaded.base_dir / p
+    if not p.exists():
+        return f"input image not found: {p}"
+    if not p.is_file():
+        return f"{p} is not an image file (a folder, a pipe or a device?)"
+    if p.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"{p} is not an image file ({', '.join(sorted(IMAGE_SUFFIXES))})"
+    if not os.access(p, os.R_OK):
+        return f"cannot read the input image {p} (permission denied)"
+    why = probe_image(p)  # its header only: damaged, another format, over the pixel limit
+    return f"input image {p} {why}" if why else ""
 
 
 def _vary_model(prep: Prepared, el_id: str, i: int, allow_code: bool) -> Prepared:
@@ -143,7 +179,7 @@ def _vary_model(prep: Prepared, el_id: str, i: int, allow_code: bool) -> Prepare
     try:
         model = load_model(name, weights=ms.weights if ms else None, factory=ms.factory if ms else None,
                            labels=ms.labels if ms else None, allow_code=allow_code,
-                           base_dir=prep.loaded.base_dir)
+                           base_dir=prep.loaded.base_dir, preprocess=ms.preprocessing() if ms else None)
     except ModelSourceError as e:
         raise SpecError([prep.loaded.error(path, f"vary model: {e}")]) from None
     info = model_info(model)
@@ -225,7 +261,8 @@ def with_input(prep: Prepared, ref: str) -> Prepared:
     sub = None
     if prep.inputs is not None and ref in prep.inputs.refs:  # one of the images given in memory
         i = prep.inputs.refs.index(ref)
-        sub = Inputs([ref], [prep.inputs.names[i]], prep.inputs.images[i:i + 1], prep.inputs.truth[i:i + 1])
+        sub = Inputs([ref], [prep.inputs.names[i]], prep.inputs.images[i:i + 1], prep.inputs.truth[i:i + 1],
+                     prep.inputs.notes[i:i + 1])
     options = replace(prep.options, n_images=len(sub.names) if sub is not None else _n_images(loaded))
     plan = compile_spec(loaded, prep.info, options)
     return Prepared(loaded, prep.model, prep.info, plan, options, prep.allow_code, sub)
@@ -236,7 +273,7 @@ def load_spec_inputs(prep: Prepared) -> Inputs:
         return prep.inputs
     refs = prep.loaded.spec.inputs
     try:
-        return load_inputs(refs, prep.model.preprocess.size, prep.loaded.base_dir)
+        return load_inputs(refs, prep.model.preprocess.fit, prep.loaded.base_dir)
     except InputError as e:
         msg = str(e)
         idx = next((i for i, r in enumerate(refs) if r in msg), None)
@@ -369,11 +406,14 @@ def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCa
         "spec": prep.loaded.file,
         "model": prep.model.name,
         "inputs": ", ".join(inputs.names) or "none (atlases of a data set)",
+        "preprocessing": prep.model.preprocess.describe(),
         "device": results.device,
         "passes": f"{passes['forward']} forward, {passes['backward']} backward "
                   f"(one element at a time: {prep.plan.unfused['forward']} forward, {prep.plan.unfused['backward']} backward)",
         "computed": f"{st.forward_passes} forward, {st.backward_passes} backward; cache hits {st.cache_hits}, misses {st.cache_misses}",
     }
+    if inputs.notes:  # what was done to each input image (decoded, cropped, resized)
+        meta["input images"] = [f"{n}: {note}" for n, note in zip(inputs.names, inputs.notes)]
     if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
         meta["icons"] = f"{st.icons_rendered} rendered, {st.icons_cached} from the cache" + (
             f"; activation grids {st.grids_rendered} rendered, {st.grids_cached} from the cache"
@@ -393,6 +433,10 @@ def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCa
     if st.examples_computed or st.examples_cached:
         meta["dataset examples"] = (f"{st.examples_computed} atom(s) searched ({st.dataset_images} data-set images "
                                     f"streamed), {st.examples_cached} from the cache")
+    from interpgram.backends.kernels.content import factorize_notes  # how a signed layer's groups were made
+
+    if groups := factorize_notes(prep.plan, results.values):
+        meta["neuron groups"] = groups[0] if len(groups) == 1 else groups
     for note in prep.model.notes:
         meta.setdefault("notes", note)
     return meta

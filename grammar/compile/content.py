@@ -2,7 +2,9 @@
 A mixin of :class:`~interpgram.grammar.compile.builder.Builder` (it uses the builder's nodes and checks)."""
 from __future__ import annotations
 
-from interpgram.grammar.compile.vocab import Content, map_position, top_rank
+import contextlib
+
+from interpgram.grammar.compile.vocab import Content, Invalid, map_position, top_rank
 from interpgram.grammar.attribution import ATTRIBUTION_METHODS
 from interpgram.grammar.plan import Combine, Factorize, GroupAttribution, PathGradient, Reduce, Series, Target
 from interpgram.grammar.spec.nodes import (
@@ -18,6 +20,18 @@ class ContentLowering:
     """The content half of the builder."""
 
     # ------------------------------------------------------------ content
+    def both(self, first, second) -> tuple:
+        """``(first(), second())`` for two independent parts of one content (an attribution's
+        ends, a comparison's sides): a problem in the first still lets the second be checked, so
+        both are reported; then :class:`Invalid` stops the element."""
+        try:
+            one = first()
+        except Invalid:
+            with contextlib.suppress(Invalid):
+                second()
+            raise
+        return one, second()
+
     def content(self, c, path: tuple) -> Content:
         if isinstance(c, ActivationContent):
             return self.activation(c, path + ("activation",))
@@ -126,10 +140,18 @@ class ContentLowering:
                   f"({{channel: c}}, atom: channel) of {to.layer!r}")
         raise AssertionError
 
+    def target_names(self, to, path: tuple) -> NetworkSubstrate:
+        """An attribution's ``to``: its layer, and the classes it selects, name what the model has."""
+        sub = self.network(to, path + ("to",), "to")
+        if sub.layer == "output" and sub.select is not None:
+            for i, c in enumerate(sub.select):
+                if top_rank(c, self.info.classes) is None:
+                    self.class_index(c, path + ("to", "select", i))
+        return sub
+
     def attribution(self, c: AttributionContent, path: tuple) -> Content:
         a = c.attribution
-        frm = self.network(a.from_, path + ("from",), "from")
-        to = self.network(a.to, path + ("to",), "to")
+        frm, to = self.both(lambda: self.network(a.from_, path + ("from",), "from"), lambda: self.target_names(a.to, path))
         if frm.layer == "output":
             self.fail(path + ("from", "layer"), "attribution starts at the input or a hidden layer, not at 'output'")
         atom = canonical_atom(frm.atom, "spatial")
@@ -192,8 +214,7 @@ class ContentLowering:
     def transform(self, c: TransformContent, path: tuple) -> Content:
         t = c.transform
         if t.op == "compare":
-            a = self.content(t.a, path + ("a",))
-            b = self.content(t.b, path + ("b",))
+            a, b = self.both(lambda: self.content(t.a, path + ("a",)), lambda: self.content(t.b, path + ("b",)))
             if (a.atom, a.layer) != (b.atom, b.layer) or a.groups != b.groups:
                 self.fail(path, f"compare needs two contents of the same layer and atom; got {a.layer}·{a.atom} and {b.layer}·{b.atom}")
             if len(a.series) != len(b.series):

@@ -88,7 +88,14 @@ def lower_element(b: Builder, el_id: str, el, *, variant: str = "", link: int = 
         return PRESENTATIONS[whole[0]].lower_element(b, el_id, el, side=side)
     try:
         content = b.content(el.content, epath + ("content",))
-    except Invalid:
+    except Invalid:  # the presentations' options are still checked: every problem is reported at once
+        for i, (name, opts) in enumerate(canonical_presentations(el.presentation)):
+            ppath = epath + ("presentation",) + ((i,) if isinstance(el.presentation, list) else ())
+            try:
+                PRESENTATIONS[name].Options.model_validate(opts)
+            except ValidationError as err:
+                b.diags.extend(option_error(b.loaded, ppath, name, PRESENTATIONS[name].Options, opts, e)
+                               for e in err.errors())
         return [], None
     targets = set(b.element_targets)
     out = []

@@ -21,7 +21,7 @@ from interpgram.grammar.compile.model_info import CompileOptions, ModelInfo
 from interpgram.grammar.compile.vocab import CAPTURE_ID, COLLECT_ID, Selection
 from interpgram.grammar.plan import Capture, Collect, Gradient, LinkInfo, PathGradient, Plan, Present
 from interpgram.grammar.presentation import PRESENTATIONS
-from interpgram.grammar.spec.errors import SpecError, did_you_mean
+from interpgram.grammar.spec.errors import Diagnostic, SpecError, did_you_mean
 from interpgram.grammar.spec.load import LoadedSpec
 from interpgram.grammar.spec.nodes import AtlasDataset, canonical_presentations
 
@@ -52,6 +52,17 @@ def compile_variants(loaded: LoadedSpec, info: ModelInfo, selections: list[tuple
 
 def compile_spec(loaded: LoadedSpec, info: ModelInfo, options: Optional[CompileOptions] = None) -> Plan:
     """Lower a validated spec to a fused plan for ``info``'s model. Raises :class:`SpecError`."""
+    plan, diags = compile_all(loaded, info, options)
+    if diags:
+        raise SpecError(diags)
+    return plan
+
+
+def compile_all(loaded: LoadedSpec, info: ModelInfo,
+                options: Optional[CompileOptions] = None) -> tuple[Plan, list[Diagnostic]]:
+    """Lower a spec and return every problem found instead of raising: (plan, diagnostics). With
+    diagnostics the plan holds only the elements that compiled (enough for the checks that follow
+    compiling, which report their own problems in the same run); it is never to be executed."""
     spec = loaded.spec
     b = Builder(loaded, info, options or CompileOptions())
     presents: list[Present] = []
@@ -64,7 +75,8 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo, options: Optional[CompileO
         unfused_bwd += len(targets)
         presents.extend(got)
 
-    ids = set(spec.elements)
+    # in the file's order; the elements left out for schema errors are reported already
+    ids = sorted(set(spec.elements) | set(loaded.left_out), key=lambda e: loaded.pos(("elements", e), key=True))
     for i, link in enumerate(spec.links):
         for end, key in ((link.from_, "from"), (link.to, "to")):
             el = end.partition(".")[0]
@@ -95,13 +107,12 @@ def compile_spec(loaded: LoadedSpec, info: ModelInfo, options: Optional[CompileO
         b.diags.append(loaded.error(("dataset",), "dataset: is the data set of atlases, and no element is an atlas "
                                                   "(dataset examples name their data set in the examples presentation)",
                                     key=True))
-    if b.diags:
-        raise SpecError(b.diags)
-    plan = finish_plan(b, loaded, info, presents, layout=layout, unfused=(unfused_fwd, unfused_bwd))
+    layout = [[e for e in row if e in spec.elements] for row in layout]
+    plan = finish_plan(b, loaded, info, presents, layout=[r for r in layout if r], unfused=(unfused_fwd, unfused_bwd))
     plan.link_info = links
     plan.vary_models = {e: list(el.vary.model) for e, el in spec.elements.items()
                         if el.vary is not None and el.vary.kind == "model"}
-    return plan
+    return plan, list(b.diags)
 
 
 def finish_plan(b: Builder, loaded: LoadedSpec, info: ModelInfo, presents: list[Present], *,

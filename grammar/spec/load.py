@@ -27,6 +27,9 @@ class LoadedSpec:
 
     spec: Spec
     located: Located
+    # elements left out of ``spec`` for their schema errors (a partial spec, see SchemaError): links and
+    # the layout may name them without another error
+    left_out: frozenset = frozenset()
 
     @property
     def file(self) -> str:
@@ -103,6 +106,88 @@ def diagnostics_from_validation(err: ValidationError, located: Located) -> list[
     return out
 
 
+class SchemaError(SpecError):
+    """Schema problems of a spec. ``partial`` is the spec without the parts that have them (the
+    elements, links, layout, execution or dataset settings in error), when what is left still
+    validates: the pipeline checks it against the model too, so one ``check`` reports every problem
+    (schema and model alike) at once. None when a part every other check needs is in error
+    (``model``, ``input``, ``elements`` as a whole)."""
+
+    def __init__(self, diagnostics, partial: Optional[LoadedSpec] = None):
+        super().__init__(diagnostics)
+        self.partial = partial
+
+
+# top-level keys whose errors leave nothing to check against the model: every other check needs them
+_VITAL = ("model", "input", "elements")
+_DEFAULTED = ("title", "execution", "dataset", "layout")  # dropped (their defaults) when in error
+
+
+def _error_paths(err: ValidationError, located: Located) -> list[tuple]:
+    out = []
+    for e in err.errors(include_url=False):
+        path = located.resolve(tuple(e["loc"]))
+        if e["type"] == "unknown_key" and not path:  # unknown top-level keys: each is its own part
+            out += [(k,) for k in (e.get("ctx") or {}).get("keys", [])]
+        else:
+            out.append(path)
+    return out
+
+
+def _shift(table: dict, prefix: tuple, old_to_new: dict[int, int]) -> dict:
+    """Positions under ``prefix + (i,)`` moved to ``prefix + (old_to_new[i],)``; dropped items' go."""
+    out = {}
+    n = len(prefix)
+    for path, at in table.items():
+        if path[:n] == prefix and len(path) > n and isinstance(path[n], int):
+            if path[n] not in old_to_new:
+                continue
+            path = prefix + (old_to_new[path[n]],) + path[n + 1:]
+        out[path] = at
+    return out
+
+
+def _partial(err: ValidationError, located: Located) -> Optional[LoadedSpec]:
+    """The spec without its parts in error (see :class:`SchemaError`), or None."""
+    data = dict(located.data)
+    bad_elements, bad_links = set(), set()
+    for path in _error_paths(err, located):
+        head = path[0] if path else None
+        if head is None or head in _VITAL and not (head == "elements" and len(path) >= 2):
+            return None
+        if head == "elements":
+            bad_elements.add(path[1])
+        elif head == "links":
+            if len(path) < 2 or not isinstance(path[1], int):
+                return None
+            bad_links.add(path[1])
+        elif head == "interpgram":
+            data["interpgram"] = 1  # reported; the version is the only one there is
+        elif head in _DEFAULTED or head not in Spec.model_fields:
+            data.pop(head, None)
+        else:
+            return None
+    elements = data.get("elements")
+    if not isinstance(elements, dict):
+        return None
+    data["elements"] = {k: v for k, v in elements.items() if k not in bad_elements}
+    if not data["elements"]:
+        return None
+    values, keys = dict(located.values), dict(located.keys)
+    links = data.get("links")
+    if isinstance(links, list) and bad_links:
+        keep = [i for i in range(len(links)) if i not in bad_links]
+        data["links"] = [links[i] for i in keep]
+        moved = {old: new for new, old in enumerate(keep)}
+        values, keys = _shift(values, ("links",), moved), _shift(keys, ("links",), moved)
+    part = Located(data, located.file, values, keys)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError:
+        return None
+    return LoadedSpec(spec, part, left_out=frozenset(str(e) for e in bad_elements))
+
+
 def _validate(located: Located) -> LoadedSpec:
     if not isinstance(located.data, dict):
         kind = "a list" if isinstance(located.data, list) else f"a single value ({located.data!r})"
@@ -111,7 +196,7 @@ def _validate(located: Located) -> LoadedSpec:
     try:
         spec = Spec.model_validate(located.data)
     except ValidationError as err:
-        raise SpecError(diagnostics_from_validation(err, located)) from None
+        raise SchemaError(diagnostics_from_validation(err, located), _partial(err, located)) from None
     return LoadedSpec(spec, located)
 
 
