@@ -227,6 +227,7 @@ def cmd_layers(args) -> int:
     width = max(len(n) for n in layers) if layers else 10
     print(f"{model.name}: input {tuple(model.preprocess.size)} · {len(model.classes)} classes · "
           f"{len(layers)} layers (module path, output shape per image)")
+    print(f"  preprocessing: {model.preprocess.describe()}")
     print(f"  {'input':<{width}}  {(3, *model.preprocess.size)}")
     for name, shape in layers.items():
         if args.all or "." not in name:

@@ -1,7 +1,8 @@
 """Inputs given in Python: tensors, numpy arrays, PIL images, paths and refs → :class:`Inputs`.
 
-Every image ends as (3, H, W) float32 in [0, 1] at the model's size (centre crop + antialiased
-resize, as images read from files). A tensor is an RGB image *before* the model's normalisation:
+Every image ends as (3, H, W) float32 in [0, 1] at the model's size, brought there by the model's
+``resize`` (default: centre crop + antialiased resize), as images read from files; each image's note
+(:attr:`Inputs.notes`) says what was done to it. A tensor is an RGB image *before* the model's normalisation:
 values in [0, 1] (float) or 0…255 (uint8); the model's mean/std are applied by the pipeline.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from interpgram.backends.data.images import resize
+from interpgram.backends.data.images import Fit, as_fit, fit_tensor, pil_to_rgb
 from interpgram.backends.data.inputs import InputError, Inputs, expand_refs, load_inputs
 
 
@@ -52,31 +53,36 @@ def _is_pil(x: Any) -> bool:
     return isinstance(x, Image.Image)
 
 
-def to_inputs(items: Any, size: tuple[int, int], base_dir: Path | None = None) -> Inputs:
-    """``items`` (one input or a list of them) as :class:`Inputs` at ``size`` = (H, W)."""
+def to_inputs(items: Any, size: tuple[int, int] | Fit, base_dir: Path | None = None) -> Inputs:
+    """``items`` (one input or a list of them) as :class:`Inputs` at ``size`` = (H, W), or by a model's
+    :class:`Fit` (``model.preprocess.fit``)."""
+    fit = as_fit(size)
     if (torch.is_tensor(items) or isinstance(items, np.ndarray)) and items.ndim == 4:
         items = list(items)  # one batch (N, 3, H, W): image i is "tensor i"
     elif isinstance(items, (str, Path)) or torch.is_tensor(items) or isinstance(items, np.ndarray) or _is_pil(items):
         items = [items]
     if not isinstance(items, (list, tuple)):
         raise APIError(f"inputs: expected a tensor, an image, a path, a ref or a list of them; got {type(items).__name__}")
-    refs, names, images, truth = [], [], [], []
+    refs, names, images, truth, notes = [], [], [], [], []
 
-    def add(ref: str, name: str, img: torch.Tensor, t=None) -> None:
+    def add(ref: str, name: str, img: torch.Tensor, t=None, note: str | None = None) -> None:
         refs.append(ref)
         names.append(name)
-        images.append(resize(img, size))
+        if note is None:
+            img, note = fit_tensor(img, fit)
+        images.append(img)
         truth.append(t)
+        notes.append(note)
 
     for i, x in enumerate(items):
         where = f"inputs[{i}]"
         if isinstance(x, (str, Path)):
             try:
-                one = load_inputs(expand_refs([str(x)]), size, base_dir)
+                one = load_inputs(expand_refs([str(x)]), fit, base_dir)
             except InputError as e:
                 raise APIError(f"{where}: {e}") from None
-            for r, n, img, t in zip(one.refs, one.names, one.images, one.truth):
-                add(r, n, img, t)
+            for r, n, img, t, note in zip(one.refs, one.names, one.images, one.truth, one.notes):
+                add(r, n, img, t, note)
         elif torch.is_tensor(x) or isinstance(x, np.ndarray):
             t = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
             batch = t if t.dim() == 4 else t[None]
@@ -84,9 +90,12 @@ def to_inputs(items: Any, size: tuple[int, int], base_dir: Path | None = None) -
                 tag = f"{i}" if t.dim() != 4 else f"{i}.{j}"
                 add(f"tensor:{tag}", f"tensor {tag}", _chw(img, where if t.dim() != 4 else f"{where}[{j}]"))
         elif _is_pil(x):
-            arr = np.asarray(x.convert("RGB"), dtype=np.float32) / 255.0
+            pil_notes: list[str] = []
+            arr = pil_to_rgb(x, pil_notes)
             name = Path(getattr(x, "filename", "") or "").name or f"image {i}"
-            add(f"image:{i}", name, torch.from_numpy(arr).permute(2, 0, 1).contiguous())
+            img = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+            img, note = fit_tensor(img, fit)
+            add(f"image:{i}", name, img, note="; ".join(pil_notes + [f"PIL {x.mode} {note}"]))
         else:
             raise APIError(f"{where}: expected a tensor, a numpy array, a PIL image, a path or a ref such as "
                            f"'builtin:shapes/7'; got {type(x).__name__}")
@@ -97,4 +106,4 @@ def to_inputs(items: Any, size: tuple[int, int], base_dir: Path | None = None) -
         if n in taken:
             names[k] = f"{n} #{k}"
         taken[n] = k
-    return Inputs(refs, names, torch.stack(images).float(), truth)
+    return Inputs(refs, names, torch.stack(images).float(), truth, notes)

@@ -20,7 +20,7 @@ from interpgram.backends.api.inputs import APIError, to_inputs
 from interpgram.backends.api.spec_source import SpecSource, load, source_of
 from interpgram.backends.files import atomic_write_text
 from interpgram.backends.models import LoadedModel
-from interpgram.backends.models.base import from_module
+from interpgram.backends.models.base import ModelSourceError, Preprocess, from_module, make_preprocess
 from interpgram.backends.render import render_html, to_png, to_svg
 from interpgram.backends.render.export import NUMBERS_FILE, ElementNumbers, Numbers, numbers_of, write_npz
 from interpgram.grammar import LoadedSpec
@@ -40,9 +40,11 @@ class Model:
     """An ``nn.Module`` in memory with what interpgram needs to know about it.
 
     ``size``: the input's (H, W) (or one int); ``mean`` / ``std`` / ``value_range``: how an RGB image
-    in [0, 1] becomes the model's input, ``(x · (hi − lo) + lo − mean) / std``; ``classes``: the
-    output's class names (default ``class0 … classN``). The module is put in eval mode and its
-    parameters stop requiring gradients, as every model interpgram loads."""
+    in [0, 1] becomes the model's input, ``(x · (hi − lo) + lo − mean) / std``; ``resize`` (``shorter``,
+    the default: cover the size, then a centre crop; ``stretch``; ``pad``: letterbox) and ``crop``
+    (``center`` | ``none``): how an image is brought to ``size``, as a spec's ``model:`` keys of the same
+    names; ``classes``: the output's class names (default ``class0 … classN``). The module is put in
+    eval mode and its parameters stop requiring gradients, as every model interpgram loads."""
 
     module: nn.Module
     size: int | tuple[int, int] = 224
@@ -51,6 +53,8 @@ class Model:
     classes: Optional[Sequence[str]] = None
     name: Optional[str] = None
     value_range: tuple[float, float] = (0.0, 1.0)
+    resize: Optional[str] = None
+    crop: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, nn.Module):
@@ -60,13 +64,18 @@ class Model:
                 raise APIError(f"Model({what}=...): three numbers, one per RGB channel; got {tuple(v)}")
         if any(float(s) <= 0 for s in self.std):
             raise APIError(f"Model(std=...): standard deviations are positive; got {tuple(self.std)}")
+        try:  # size, resize and crop checked now, as a spec's model: keys are
+            make_preprocess(Preprocess(), {"size": self.size, "resize": self.resize, "crop": self.crop}, "Model")
+        except ModelSourceError as e:
+            raise APIError(str(e)) from None
         self._loaded: Optional[LoadedModel] = None
 
     def load(self) -> LoadedModel:
         if self._loaded is None:
             self._loaded = from_module(self.module, name=self.name, size=self.size, mean=tuple(self.mean),
                                        std=tuple(self.std), value_range=tuple(self.value_range),
-                                       classes=list(self.classes) if self.classes is not None else None)
+                                       classes=list(self.classes) if self.classes is not None else None,
+                                       resize=self.resize, crop=self.crop)
         return self._loaded
 
 
@@ -118,7 +127,7 @@ class Interface:
             model = self._model or pipeline.spec_model(loaded, self.allow_code)
             inputs = None
             if self._inputs is not None:
-                inputs = to_inputs(self._inputs, tuple(model.preprocess.size), loaded.base_dir)
+                inputs = to_inputs(self._inputs, model.preprocess.fit, loaded.base_dir)
                 loaded = LoadedSpec(loaded.spec.model_copy(update={"input": list(inputs.refs)}), loaded.located)
             return pipeline.prepare(loaded, allow_code=self.allow_code, icon_steps=self.icon_steps, model=model,
                                     inputs=inputs)

@@ -16,7 +16,7 @@ import json
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -27,6 +27,7 @@ from torch import nn
 
 from interpgram.backends.code import CodeError
 from interpgram.backends.code import import_callable as _import_callable
+from interpgram.backends.data.images import CROP_MODES, CROP_OF, RESIZE_MODES, Fit
 from interpgram.backends.files import describe_path_problem
 from interpgram.grammar.registry import Registry
 from interpgram.grammar.spec.errors import did_you_mean
@@ -42,12 +43,15 @@ class ModelSourceError(Exception):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How an RGB image in [0, 1] becomes the model's input."""
+    """How an RGB image in [0, 1] becomes the model's input: brought to ``size`` = (H, W) by ``resize``
+    (``shorter``: cover the size, then a centre crop; ``stretch``; ``pad``: letterbox, see
+    :mod:`interpgram.backends.data.images`), mapped to ``value_range``, then ``(x − mean) / std``."""
 
     size: tuple[int, int] = (224, 224)  # H, W
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     value_range: tuple[float, float] = (0.0, 1.0)
+    resize: str = "shorter"
 
     def __call__(self, x01: torch.Tensor) -> torch.Tensor:
         lo, hi = self.value_range
@@ -55,6 +59,91 @@ class Preprocess:
         mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
+
+    @property
+    def crop(self) -> str:
+        return CROP_OF[self.resize]
+
+    @property
+    def fill(self) -> tuple[float, float, float]:
+        """The RGB colour in [0, 1] that becomes 0 after normalisation (the model's mean), which ``pad`` fills with."""
+        lo, hi = self.value_range
+        return tuple(min(1.0, max(0.0, (m - lo) / (hi - lo))) if hi != lo else 0.0 for m in self.mean)
+
+    @property
+    def fit(self) -> Fit:
+        """How inputs are brought to :attr:`size` (what :func:`~interpgram.backends.data.inputs.load_inputs` takes)."""
+        return Fit(self.size, self.resize, self.fill)
+
+    def describe(self) -> str:
+        """The preprocessing in one line (``interpgram layers``, the report header)."""
+        h, w = self.size
+        num = lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")"  # noqa: E731
+        lo, hi = self.value_range
+        rng = "" if (lo, hi) == (0.0, 1.0) else f", pixels mapped to [{lo:g}, {hi:g}]"
+        return (f"{w}×{h} px, resize: {self.resize}, crop: {self.crop}{rng}, (x − mean) / std with mean "
+                f"{num(self.mean)}, std {num(self.std)}")
+
+
+#: the preprocessing keys a spec's ``model:`` (and a factory's metadata) may set
+PREPROCESS_KEYS = ("size", "mean", "std", "resize", "crop")
+#: the keys of a factory's metadata, the second item of its ``(module, {...})`` return
+META_KEYS = ("size", "mean", "std", "value_range", "resize", "crop", "classes")
+
+
+def _triple(v, what: str, where: str) -> tuple[float, float, float]:
+    try:
+        t = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        t = ()
+    if len(t) != 3 or any(x != x or x in (float("inf"), float("-inf")) for x in t):
+        raise ModelSourceError(f"{where}: {what} is three finite numbers, one per RGB channel; got {v!r}")
+    if what == "std" and any(x <= 0 for x in t):
+        raise ModelSourceError(f"{where}: std values are positive; got {v!r}")
+    return t
+
+
+def _size(v, where: str) -> tuple[int, int]:
+    hw = (v, v) if isinstance(v, int) and not isinstance(v, bool) else v
+    ok = isinstance(hw, (tuple, list)) and len(hw) == 2 and all(
+        isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 16384 for x in hw)
+    if not ok:
+        raise ModelSourceError(f"{where}: size is one whole number of pixels or [height, width] (1…16384); got {v!r}")
+    return (int(hw[0]), int(hw[1]))
+
+
+def make_preprocess(base: Preprocess, settings: Mapping, where: str) -> Preprocess:
+    """``base`` with ``settings`` (some of size, mean, std, value_range, resize, crop; None = keep) applied,
+    each checked (a :class:`ModelSourceError` naming ``where`` and the nearest valid choice)."""
+    upd: dict = {}
+    if settings.get("size") is not None:
+        upd["size"] = _size(settings["size"], where)
+    for k in ("mean", "std"):
+        if settings.get(k) is not None:
+            upd[k] = _triple(settings[k], k, where)
+    if settings.get("value_range") is not None:
+        vr = settings["value_range"]
+        try:
+            lo, hi = (float(x) for x in vr)
+        except (TypeError, ValueError):
+            raise ModelSourceError(f"{where}: value_range is [low, high]; got {vr!r}") from None
+        if not lo < hi:
+            raise ModelSourceError(f"{where}: value_range is [low, high] with low < high; got {vr!r}")
+        upd["value_range"] = (lo, hi)
+    resize, crop = settings.get("resize"), settings.get("crop")
+    if resize is not None and resize not in RESIZE_MODES:
+        raise ModelSourceError(f"{where}: resize {resize!r} is not one of {', '.join(RESIZE_MODES)} "
+                               f"{did_you_mean(resize, RESIZE_MODES)}")
+    if crop is not None and crop not in CROP_MODES:  # crop alone: none keeps the whole image undistorted (pad)
+        raise ModelSourceError(f"{where}: crop {crop!r} is not one of {', '.join(CROP_MODES)} {did_you_mean(crop, CROP_MODES)}")
+    if resize is None and crop is not None:
+        resize = base.resize if CROP_OF[base.resize] == crop else ("shorter" if crop == "center" else "pad")
+    if resize is not None:
+        if crop is not None and CROP_OF[resize] != crop:
+            raise ModelSourceError(f"{where}: resize: {resize} goes with crop: {CROP_OF[resize]}, not {crop} "
+                                   "(shorter cuts the centre; stretch and pad keep the whole image)")
+        upd["resize"] = resize
+    return replace(base, **upd) if upd else base
 
 
 @dataclass
@@ -130,6 +219,7 @@ class SourceContext:
     labels: Optional[str] = None
     allow_code: bool = False
     base_dir: Path = field(default_factory=Path.cwd)
+    preprocess: Mapping = field(default_factory=dict)  # the spec's size/mean/std/resize/crop: override the source's
 
     def path(self, p: str) -> Path:
         q = Path(os.path.expanduser(p))
@@ -169,24 +259,33 @@ def finish(name: str, module: nn.Module, pre: Preprocess, classes: list[str], no
     return LoadedModel(name, module, pre, list(classes), state_digest(module), list(notes or []))
 
 
+def with_preprocess_digest(model: LoadedModel) -> LoadedModel:
+    """Fold ``model.preprocess`` into its digest (the result cache's key): preprocessing set by a user
+    (a spec's keys, a factory's metadata, the Python API) changes every number, so it changes the key."""
+    p = model.preprocess
+    h = hashlib.sha256(f"{model.digest}|{p.size}|{p.mean}|{p.std}|{p.value_range}|{p.resize}".encode())
+    model.digest = h.hexdigest()[:32]
+    return model
+
+
 def from_module(module: nn.Module, *, name: Optional[str] = None, size: int | tuple[int, int] = 224,
                 mean: tuple[float, ...] = (0.0, 0.0, 0.0), std: tuple[float, ...] = (1.0, 1.0, 1.0),
-                value_range: tuple[float, float] = (0.0, 1.0), classes: Optional[list[str]] = None) -> LoadedModel:
+                value_range: tuple[float, float] = (0.0, 1.0), classes: Optional[list[str]] = None,
+                resize: Optional[str] = None, crop: Optional[str] = None) -> LoadedModel:
     """A :class:`LoadedModel` of a module already in memory (the Python API).
 
-    Like every loaded model, ``module`` is put in eval mode and its parameters stop requiring
-    gradients. Without ``classes`` the output's width gives ``class0 … classN``. The digest (the
-    result cache's key) covers the weights, the class's qualified name and, where Python can read
-    it, the source of its ``forward``: editing the class in a notebook does not hit stale results."""
+    ``size``, ``mean``, ``std``, ``resize`` (``shorter`` | ``stretch`` | ``pad``) and ``crop`` (``center`` |
+    ``none``) are a spec's ``model:`` keys of the same names. Like every loaded model, ``module`` is
+    put in eval mode and its parameters stop requiring gradients. Without ``classes`` the output's
+    width gives ``class0 … classN``. The digest (the result cache's key) covers the weights, the
+    preprocessing, the class's qualified name and, where Python can read it, the source of its
+    ``forward``: editing the class in a notebook does not hit stale results. A setting that is not
+    valid raises :class:`ModelSourceError` saying what is."""
 
-    hw = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-    pre = Preprocess(hw, tuple(float(m) for m in mean), tuple(float(s) for s in std),
-                     tuple(float(v) for v in value_range))
+    pre = make_preprocess(Preprocess(), {"size": size, "mean": mean, "std": std, "value_range": value_range,
+                                         "resize": resize, "crop": crop}, "Model")
     if classes is None:
-        with torch.no_grad():
-            p = next(module.parameters(), None)
-            n = module.eval()(torch.zeros(1, 3, *hw, device=p.device if p is not None else "cpu")).shape[-1]
-        classes = [f"class{i}" for i in range(n)]
+        classes = [f"class{i}" for i in range(_output_width(module, pre.size))]
     cls = type(module)
     model = finish(name or f"memory:{cls.__name__}", module, pre, list(classes))
     try:
@@ -195,7 +294,15 @@ def from_module(module: nn.Module, *, name: Optional[str] = None, size: int | tu
         code = ""
     h = hashlib.sha256(f"{model.digest}|{cls.__module__}.{cls.__qualname__}|{code}".encode())
     model.digest = h.hexdigest()[:32]
-    return model
+    return with_preprocess_digest(model)
+
+
+def _output_width(module: nn.Module, size: tuple[int, int]) -> int:
+    """The number of outputs of ``module`` on one zero image of ``size`` (its class count)."""
+    with torch.no_grad():
+        p = next(module.parameters(), None)
+        x = torch.zeros(1, 3, *size, device=p.device if p is not None else "cpu")
+        return module.eval()(x).shape[-1]
 
 
 def import_callable(ref: str, ctx: SourceContext, what: str):
@@ -206,29 +313,48 @@ def import_callable(ref: str, ctx: SourceContext, what: str):
         raise ModelSourceError(str(e)) from None
 
 
-def from_callable_result(name: str, out, ctx: SourceContext) -> LoadedModel:
+def from_callable_result(name: str, out, ctx: SourceContext) -> tuple[nn.Module, dict]:
+    """A factory's (or ``python:`` callable's) return value as (module, metadata): an ``nn.Module``, or a
+    pair ``(module, {...})`` whose dict may hold :data:`META_KEYS` — ``size`` (an int or (H, W)),
+    ``mean`` and ``std`` (three numbers each), ``value_range`` ((low, high), the range pixels are
+    mapped to before the normalisation), ``resize`` / ``crop`` (as in a spec) and ``classes`` (one
+    name per output). An unknown key is an error naming the nearest valid one."""
     meta = {}
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict):
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
         out, meta = out
     if not isinstance(out, nn.Module):
         raise ModelSourceError(f"{name}: the factory returned {type(out).__name__}, not a torch.nn.Module")
-    return out, meta
+    unknown = [str(k) for k in meta if k not in META_KEYS]
+    if unknown:
+        raise ModelSourceError(f"{name}: the factory's metadata has the unknown key {unknown[0]!r} "
+                               f"{did_you_mean(unknown[0], META_KEYS, listing='keys')}")
+    return out, dict(meta)
 
 
 def meta_model(name: str, module: nn.Module, meta: dict, ctx: SourceContext) -> LoadedModel:
-    size = meta.get("size", 224)
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    pre = Preprocess(size, tuple(meta.get("mean", (0.0, 0.0, 0.0))), tuple(meta.get("std", (1.0, 1.0, 1.0))),
-                     tuple(meta.get("value_range", (0.0, 1.0))))
+    """The :class:`LoadedModel` of a factory's module: its metadata (see :func:`from_callable_result`; a
+    model that states nothing gets 224 px, raw [0, 1] pixels, a centre crop, and says so in its notes),
+    then the spec's preprocessing keys over it, then its class names (``labels:`` first)."""
+    pre = make_preprocess(Preprocess(), meta, f"{name}: the factory's metadata")
+    notes = []
+    stated = [k for k in PREPROCESS_KEYS if meta.get(k) is not None or ctx.preprocess.get(k) is not None]
+    if not any(k in stated for k in ("size", "mean", "std")):
+        notes.append(f"{name} states no preprocessing: inputs are {pre.size[1]}×{pre.size[0]} px, raw [0, 1] pixels; "
+                     "set model: {size, mean, std} in the spec (or return them from the factory)")
+    pre = make_preprocess(pre, ctx.preprocess, "model")
     classes = meta.get("classes")
     if ctx.labels:
         classes = read_labels(ctx.path(ctx.labels))
     if classes is None:
-        with torch.no_grad():
-            p = next(module.parameters(), None)
-            n = module.eval()(torch.zeros(1, 3, *size, device=p.device if p is not None else "cpu")).shape[-1]
-        classes = [f"class{i}" for i in range(n)]
-    return finish(name, module, pre, classes)
+        try:
+            classes = [f"class{i}" for i in range(_output_width(module, pre.size))]
+        except RuntimeError as e:  # a shape mismatch: the model takes another input size
+            said = "the spec's model.size" if ctx.preprocess.get("size") is not None else (
+                "the factory's size" if meta.get("size") is not None else "the default size, as nothing states one")
+            raise ModelSourceError(
+                f"{name} fails on a {pre.size[1]}×{pre.size[0]} input ({said}): {str(e).splitlines()[0]}; "
+                "set model: {size: N} (or [height, width]) in the spec to the size it takes") from None
+    return with_preprocess_digest(finish(name, module, pre, list(classes), notes))
 
 
 def check_regular_file(path: Path, what: str) -> None:
@@ -405,17 +531,42 @@ def _signature(p: Path) -> tuple:
     return (str(p), st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def _changes(old: Preprocess, new: Preprocess) -> str:
+    """``size 32×32 (the source's 64×64), resize pad (the source's shorter)``: what a spec changed."""
+    show = {"size": lambda v: f"{v[1]}×{v[0]}", "mean": lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")",
+            "std": lambda v: "(" + ", ".join(f"{x:g}" for x in v) + ")", "resize": str}
+    return ", ".join(f"{k} {f(getattr(new, k))} (the source's {f(getattr(old, k))})" for k, f in show.items()
+                     if getattr(new, k) != getattr(old, k))
+
+
 def load_model(source: str, *, weights: str | None = None, factory: str | None = None, labels: str | None = None,
-               allow_code: bool = False, base_dir: str | Path | None = None) -> LoadedModel:
-    """Load a model by reference (memoised per process)."""
+               allow_code: bool = False, base_dir: str | Path | None = None,
+               preprocess: Optional[Mapping] = None) -> LoadedModel:
+    """Load a model by reference (memoised per process).
+
+    ``preprocess``: a spec's ``size``, ``mean``, ``std``, ``resize``, ``crop`` (None or absent: what the
+    source states), applied over the source's own preprocessing; a value that is not valid raises
+    :class:`ModelSourceError` saying what is."""
     prefix, ref = parse_source(source)
     base = Path(base_dir) if base_dir else Path.cwd()
-    ctx = SourceContext(ref, weights, factory, labels, allow_code, base)
+    settings = {k: v for k, v in (preprocess or {}).items() if v is not None}
+    unknown = [k for k in settings if k not in PREPROCESS_KEYS]
+    if unknown:
+        raise ModelSourceError(f"unknown preprocessing key {unknown[0]!r} {did_you_mean(unknown[0], PREPROCESS_KEYS)}")
+    ctx = SourceContext(ref, weights, factory, labels, allow_code, base, settings)
     # the files' sizes and modification times are part of the key: a file replaced (or damaged) since
     # is loaded again, never served from memory
     files = [ctx.path(ref)] if prefix == "file" else []
     files += [ctx.path(x) for x in (weights, labels) if x]
-    key = (prefix, ref, weights, factory, labels, allow_code, str(base), tuple(_signature(f) for f in files))
+    key = (prefix, ref, weights, factory, labels, allow_code, str(base), tuple(_signature(f) for f in files),
+           repr(sorted(settings.items())))
     if key not in _CACHE:
-        _CACHE[key] = MODEL_SOURCES.get(prefix).load(ctx)
+        model = MODEL_SOURCES.get(prefix).load(ctx)
+        if settings:  # a source that does not read ctx.preprocess (builtin, zoo): the spec's keys over its own
+            pre = make_preprocess(model.preprocess, settings, "model")
+            if pre != model.preprocess:
+                model = replace(model, preprocess=pre, _layers=None,
+                                notes=model.notes + [f"preprocessing set by the spec: {_changes(model.preprocess, pre)}"])
+            model = with_preprocess_digest(model)
+        _CACHE[key] = model
     return _CACHE[key]

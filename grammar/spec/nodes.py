@@ -450,13 +450,78 @@ class Link(Node):
         return v
 
 
+PixelSide = Annotated[int, Field(ge=1, le=16384)]
+RESIZE_CHOICES = ("shorter", "stretch", "pad")
+CROP_CHOICES = ("center", "none")
+CROP_OF_RESIZE = {"shorter": "center", "stretch": "none", "pad": "none"}
+
+
 class ModelSpec(Node):
-    """Where the model comes from. The string shorthand ``model: builtin:shapes-cnn`` sets ``source``."""
+    """Where the model comes from, and how an image becomes its input. The string shorthand
+    ``model: builtin:shapes-cnn`` sets ``source``; ``size``, ``mean``, ``std``, ``resize`` and ``crop``
+    override what the source states (a ``python:`` factory's ``(module, {size, mean, std, classes})``,
+    a zoo model's configuration; a model that states nothing gets 224 px, raw [0, 1] pixels, a centre crop)."""
 
     source: str = Field(..., description="builtin:NAME | inceptionv1 | torchvision:NAME | timm:NAME | file:PATH | python:MODULE:CALLABLE")
     weights: Optional[str] = Field(None, description="weights file (state_dict .pt/.pth or .safetensors)")
     factory: Optional[str] = Field(None, description="python:MODULE:CALLABLE building the architecture for a state_dict file")
     labels: Optional[str] = Field(None, description="text file with one class name per line")
+    size: Optional[Union[PixelSide, Annotated[list[PixelSide], Field(min_length=2, max_length=2)]]] = Field(
+        None, description="the input's size in pixels: one number (square) or [height, width] (default: the source's)")
+    mean: Optional[Annotated[list[FiniteFloat], Field(min_length=3, max_length=3)]] = Field(
+        None, description="per-channel mean (R, G, B) subtracted from pixels in [0, 1] (default: the source's, else 0)")
+    std: Optional[Annotated[list[FiniteFloat], Field(min_length=3, max_length=3)]] = Field(
+        None, description="per-channel standard deviation (R, G, B) pixels are divided by (default: the source's, else 1)")
+    resize: Optional[Literal["shorter", "stretch", "pad"]] = Field(
+        None, description="how an image is brought to size: shorter (scale to cover the size, a square model: its "
+                          "shorter side, then crop the centre; the default), stretch (each side to the size, the "
+                          "aspect ratio changes), pad (fit the whole image, fill the rest with the mean colour)")
+    crop: Optional[Literal["center", "none"]] = Field(
+        None, description="center (what resize: shorter does) or none (keep the whole image: resize stretch or pad; "
+                          "crop: none alone means pad)")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, v):
+        if v is None:
+            return v
+        sides = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and len(v) != 2:
+            raise ValueError(f"[height, width] is two whole numbers; got {len(v)} value(s)")
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 16384 for x in sides):
+            raise ValueError(f"one whole number of pixels (a square input) or [height, width], each 1…16384; got {v!r}")
+        return v
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _triple(cls, v, info):
+        if v is not None and (not isinstance(v, list) or len(v) != 3):
+            raise ValueError("three numbers, one per channel (R, G, B), e.g. "
+                             + ("[0.485, 0.456, 0.406]" if info.field_name == "mean" else "[0.229, 0.224, 0.225]"))
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(x <= 0 for x in v):
+            raise ValueError(f"every value is positive (pixels are divided by them); got {v}")
+        return v
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v, info):
+        resize = info.data.get("resize")
+        if v is not None and resize is not None and CROP_OF_RESIZE[resize] != v:
+            raise ValueError(f"{v} does not go with resize: {resize}, which "
+                             + ("cuts the centre (crop: center)" if resize == "shorter" else
+                                "keeps the whole image (crop: none)")
+                             + "; leave crop out, or pick " + ("resize: stretch or pad" if v == "none"
+                                                              else "resize: shorter"))
+        return v
+
+    def preprocessing(self) -> dict:
+        """The preprocessing keys this spec sets (what ``load_model(preprocess=...)`` takes)."""
+        return {k: getattr(self, k) for k in ("size", "mean", "std", "resize", "crop") if getattr(self, k) is not None}
 
 
 class AtlasDataset(Node):
