@@ -245,7 +245,9 @@ class Factorize(Op):
         return ("Factorize", self.k, self.of, self.sign, self.seed, plan.signature(self.source))
 
     def describe(self, plan):
-        return _row("Factorize", f"NMF k={self.k} of {self.source} ({self.of})")
+        how = (f"sign: {self.sign}" if self.sign else "sign: positive" if self.of == "attribution"
+               else "[A+, A−] where signed")  # the default: a signed activation's positive and negative parts
+        return _row("Factorize", f"NMF k={self.k} of {self.source} ({self.of}, {how})")
 
     def memory(self, plan):
         layer = getattr(plan.ops.get(self.source), "layer", "")

@@ -17,16 +17,46 @@ def run_factorize(ctx: Context, ops: list[Factorize], values: Values) -> Values:
     out: Values = {}
     for op in ops:
         src = values[op.source]["value"]
-        spatial, channels, errs = [], [], []
+        spatial, channels, errs, minima, split = [], [], [], [], []
         for i in range(src.shape[0]):
             res = neuron_groups(src[i].to(ctx.device), op.k, seed=op.seed, of=op.of, sign=op.sign)
             spatial.append(res.spatial.float().cpu())
             channels.append(res.channels.float().cpu())
             errs.append(res.reconstruction_error)
+            minima.append(res.minimum)
+            split.append(res.sign == "split")
             ctx.progress(f"NMF k={op.k}", i + 1, src.shape[0])
+        # minimum and split (per input) let the report say how a signed activation was factorised
         out[op.id] = {"spatial": torch.stack(spatial), "channels": torch.stack(channels),
-                      "error": torch.tensor(errs, dtype=torch.float32)}
+                      "error": torch.tensor(errs, dtype=torch.float32),
+                      "minimum": torch.tensor(minima, dtype=torch.float32), "split": torch.tensor(split, dtype=torch.bool)}
     return out
+
+
+def factorize_notes(plan, values: Values) -> list[str]:
+    """One sentence per layer whose groups split a signed activation by default, e.g. "conv4.1 is
+    signed (min -4.81): its neuron groups (k = 4, 3) factorise its positive and negative parts (NMF of
+    [A+, A−]), …"; nothing for non-negative layers or an explicit ``sign`` (the spec says it). Reads
+    the ops' values, which come from the cache too, so a report from the cache says it as well."""
+    layers: dict[str, dict] = {}
+    for op in plan.of_type(Factorize):
+        v = values.get(op.id) or {}
+        split = v.get("split")
+        if op.sign is not None or split is None or not bool(split.any()):
+            continue
+        layer = getattr(plan.ops.get(op.source), "layer", op.source)
+        seen = layers.setdefault(layer, {"k": [], "low": 0.0, "split": 0, "n": len(split)})
+        seen["k"].append(op.k)
+        seen["low"] = min(seen["low"], float(v["minimum"][split].min()))
+        seen["split"] = max(seen["split"], int(split.sum()))
+    notes = []
+    for layer, s in layers.items():
+        where = "" if s["split"] == s["n"] else f" in {s['split']} of {s['n']} inputs"
+        ks = ", ".join(map(str, sorted(set(s["k"]), reverse=True)))
+        notes.append(f"{layer} is signed (min {s['low']:.3g}{where}): its neuron groups (k = {ks}) factorise its "
+                     "positive and negative parts (NMF of [A+, A−]), so each group's channel direction is signed "
+                     "(H+ − H−); sign: positive in the group atom clips at 0 instead")
+    return notes
 
 
 @kernel(GroupAttribution, key=content_key, stage="group attribution")

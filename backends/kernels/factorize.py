@@ -7,6 +7,18 @@ components. ``W`` (h*w, k) reshaped gives ``k`` spatial maps; ``H`` (k, C) gives
 directions (the "groups" of neurons). Groups are ordered by the x (column) position of their spatial
 peak, as in the article's NeuronGroups notebook.
 
+Signed activations (blocks that end in BatchNorm or a linear bottleneck: EfficientNet, MobileNet,
+ConvNeXt, ViT) cannot be factorised by NMF as they are. :func:`neuron_groups` then factorises the
+non-negative ``(h*w, 2C)`` matrix ``[max(X, 0) | max(−X, 0)]`` (``sign="split"``, its default for a
+signed activation): the spatial maps ``W`` stay non-negative and each group's channel direction is
+the signed ``H₊ − H₋`` (k, C), so ``X ≈ W (H₊ − H₋)`` and :func:`group_attribution` keeps its meaning
+(the gradient against each group's part of that reconstruction). The NMF itself is the one below,
+on the wider matrix, so it is scikit-learn's NMF of ``[X₊ | X₋]``. Measured on the BatchNorm outputs
+of the built-in CNN (conv3.1, conv4.1, conv5.1; 8 test images, k = 6), the relative error
+``‖X − W(H₊ − H₋)‖ / ‖X‖`` is 0.67, 0.57, 0.33, against 0.97, 0.90, 0.63 for the NMF of ``max(X, 0)``
+(clipping at 0, the nearest ReLU) and 0.61, 0.52, 0.30 for a semi-NMF (``W ≥ 0``, ``H`` free,
+multiplicative updates) that has no reference implementation to test against.
+
 The factorisation follows scikit-learn's ``NMF(init="nndsvda", solver="cd")`` (the default solver,
 which lucid's ``ChannelReducer`` uses since it passes no keyword arguments) step for step, but runs in
 torch so that it stays on whatever device the activation lives on:
@@ -37,6 +49,7 @@ The only host synchronisation in the loop is one scalar per sweep (the stopping 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -44,7 +57,7 @@ import torch
 __all__ = ["NMFResult", "nmf", "neuron_groups", "group_attribution"]
 
 _INITS = ("nndsvda", "nndsvd", "nndsvdar", "random")
-_SIGNS = ("positive", "negative", "abs")
+_SIGNS = ("positive", "negative", "abs", "split")
 _OFS = ("activation", "attribution")
 _INIT_EPS = 1e-6  # scikit-learn's _initialize_nmf(eps=1e-6)
 
@@ -55,17 +68,24 @@ class NMFResult:
 
     Attributes:
         spatial: ``(k, h, w)``, non-negative: how strongly each group is present at each position.
-        channels: ``(k, C)``, non-negative: each group's channel direction (NMF ``H``, at the scale
-            NMF gives it; ``spatial[i] ⊗ channels[i]`` is group ``i``'s part of the reconstruction).
-        reconstruction_error: ``‖X − WH‖_F`` over the (sign-transformed) ``(h*w, C)`` matrix, the
-            same quantity as scikit-learn's ``NMF.reconstruction_err_``.
+        channels: ``(k, C)``: each group's channel direction (NMF ``H``, at the scale NMF gives it;
+            ``spatial[i] ⊗ channels[i]`` is group ``i``'s part of the reconstruction). Non-negative,
+            except with ``sign="split"``, where it is the signed ``H₊ − H₋``.
+        reconstruction_error: ``‖X − WH‖_F`` over the matrix NMF factorised (the sign-transformed
+            ``(h*w, C)`` matrix, or ``[X₊ | X₋]`` of shape ``(h*w, 2C)`` for ``"split"``), the same
+            quantity as scikit-learn's ``NMF.reconstruction_err_``.
         n_iter: number of coordinate-descent sweeps run.
+        sign: how the input was made non-negative: ``None`` (it already was), ``"positive"``,
+            ``"negative"``, ``"abs"`` or ``"split"``.
+        minimum: the input's smallest entry, before any sign transformation.
     """
 
     spatial: torch.Tensor
     channels: torch.Tensor
     reconstruction_error: float
     n_iter: int
+    sign: Optional[str] = None
+    minimum: float = 0.0
 
 
 def _compute_dtype(X: torch.Tensor) -> torch.dtype:
@@ -254,8 +274,8 @@ def nmf(
     if not nonneg:
         raise ValueError(
             f"nmf: X must be non-negative, but its minimum is {float(X.min()):.6g} "
-            f"({int((X < 0).sum())} negative entries); clip it, or for attributions use "
-            "neuron_groups(..., of='attribution', sign='positive'|'negative'|'abs')"
+            f"({int((X < 0).sum())} negative entries); clip it, or factorise it with "
+            "neuron_groups(..., sign='split'|'positive'|'negative'|'abs')"
         )
     X = X.contiguous()
 
@@ -316,11 +336,13 @@ def neuron_groups(
         k: number of groups.
         seed: see :func:`nmf`.
         of: ``"activation"`` (default) or ``"attribution"``.
-        sign: how negative entries are made non-negative: ``"positive"`` keeps ``max(x, 0)``,
-            ``"negative"`` uses ``max(−x, 0)``, ``"abs"`` uses ``|x|``. Default: ``"positive"`` for
-            attributions; for activations none is applied, and a negative activation raises a
-            ``ValueError`` (activations after a ReLU are non-negative; say ``sign="abs"`` or
-            ``"positive"`` explicitly to factorise a signed activation).
+        sign: how negative entries are made non-negative: ``"positive"`` keeps ``max(x, 0)`` (for an
+            activation: the nearest ReLU), ``"negative"`` uses ``max(−x, 0)``, ``"abs"`` uses ``|x|``,
+            ``"split"`` factorises ``[max(X, 0) | max(−X, 0)]`` (h*w, 2C) and returns the signed
+            channel directions ``H₊ − H₋``, so that ``X ≈ spatial ⊗ channels`` keeps its signs.
+            Default: ``"positive"`` for attributions; for activations nothing when the activation is
+            non-negative (after a ReLU: plain NMF of ``X``), else ``"split"`` (the result's ``sign``
+            and ``minimum`` say so).
 
     Returns:
         :class:`NMFResult` with ``spatial`` (k, h, w) and ``channels`` (k, C) in peak-x order.
@@ -334,24 +356,21 @@ def neuron_groups(
     X = act.detach().permute(1, 2, 0).reshape(h * w, C)
     if X.dtype == torch.bool or not (X.is_floating_point() or X.is_complex()):
         X = X.to(torch.float64)
-    if sign is None and of == "activation":
-        if bool((X < 0).any()):
-            raise ValueError(
-                f"neuron_groups: the activation has negative values (min {float(X.min()):.6g}); "
-                "NMF needs non-negative input. Activations after a ReLU are non-negative, so this "
-                "layer is probably pre-activation: pass sign='abs' (magnitude) or sign='positive' "
-                "(clip at 0) explicitly, or of='attribution' for an attribution"
-            )
-    else:
-        sign = sign or "positive"
-        if sign == "positive":
-            X = X.clamp(min=0)
-        elif sign == "negative":
-            X = (-X).clamp(min=0)
-        else:
-            X = X.abs()
+    minimum = float(X.min()) if X.numel() and not X.is_complex() else 0.0  # NaN stays NaN: nmf refuses it
+    if sign is None:
+        sign = "positive" if of == "attribution" else "split" if minimum < 0 else None
+    if sign == "positive":
+        X = X.clamp(min=0)
+    elif sign == "negative":
+        X = (-X).clamp(min=0)
+    elif sign == "abs":
+        X = X.abs()
+    elif sign == "split":
+        X = torch.cat([X.clamp(min=0), (-X).clamp(min=0)], dim=1)
 
     W, H, err, n_iter = nmf(X, k, seed=seed, **kw)
+    if sign == "split":
+        H = H[:, :C] - H[:, C:]
     spatial = W.T.reshape(k, h, w)
     peak = spatial.reshape(k, h * w).argmax(dim=1)
     order = torch.sort(peak % w, stable=True).indices
@@ -360,6 +379,8 @@ def neuron_groups(
         channels=H[order].contiguous(),
         reconstruction_error=err,
         n_iter=n_iter,
+        sign=sign,
+        minimum=minimum,
     )
 
 
@@ -377,7 +398,8 @@ def group_attribution(result: NMFResult, gradient: torch.Tensor) -> torch.Tensor
     ``np.sum(group_vec * grad)``): the same linear approximation as gradient × activation, applied to
     each group's share of the activation, so the groups' attributions sum to ``Σ A_hat · ∇A logit``,
     the total gradient × activation attribution of the reconstructed activation ``A_hat`` (exactly
-    the total when NMF reconstructs ``A`` exactly). Passing gradient × activation here would count the
+    the total when NMF reconstructs ``A`` exactly; with ``sign="split"`` the channels are the signed
+    ``H₊ − H₋`` and ``A_hat = W (H₊ − H₋)`` keeps the activation's signs). Passing gradient × activation here would count the
     activation twice. The value does not depend on how NMF splits scale between ``spatial_i`` and
     ``channels_i`` (normalising ``channels_i`` and rescaling ``spatial_i`` by the same factor gives the
     same number; normalising only one of them would not, which is why neither is normalised).

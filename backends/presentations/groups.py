@@ -93,7 +93,7 @@ class Groups(Presentation):
         need_keys(view, "image", "spatial", "channels", "channel_labels")
         image = as_image(view, view.data["image"])
         spatial = non_negative(view, "spatial", as_array(view, "spatial", view.data["spatial"], 3))
-        channels = non_negative(view, "channels", as_array(view, "channels", view.data["channels"], 2))
+        channels = as_array(view, "channels", view.data["channels"], 2)  # signed (H+ − H−) for a signed layer
         k, gh, gw = spatial.shape
         if channels.shape[0] != k:
             raise view_error(view, f"channels has {channels.shape[0]} groups, spatial has {k}")
@@ -156,7 +156,9 @@ class Groups(Presentation):
         icons = view.data.get("icons")
         if icons is not None and len(icons) != k:
             raise view_error(view, f"{len(icons)} icons for {k} groups")
-        w_max = max(float(np.sort(direction[g])[-top_n:].max()) for g in range(k)) or 1.0
+        magnitude = np.abs(direction)  # a signed layer's directions list their strongest channels of either sign
+        w_max = max(float(np.sort(magnitude[g])[-top_n:].max()) for g in range(k)) or 1.0
+        w_min = -w_max if bool((direction < 0).any()) else 0.0
         sw, sh = panel_px(image, SMALL)
         small_url = png_data_url(image, sw)
         columns = []
@@ -167,11 +169,11 @@ class Groups(Presentation):
                     color=alt.Color("group:N", scale=group_colour, legend=None), opacity=ALPHA,
                     tooltip=[*where, alt.Tooltip("group:N"), alt.Tooltip("value:Q", title="share", format=".4g")]),
             ).properties(width=sw, height=sh, title=alt.TitleParams(names[g], color=colours[g]))
-            order = np.argsort(-direction[g], kind="stable")[:top_n]
+            order = np.argsort(-magnitude[g], kind="stable")[:top_n]
             crows = [{"group": names[g], "channel": labels[c], "weight": sig(direction[g, c])} for c in order]
             strongest = alt.Chart({"values": crows}).mark_bar().encode(
                 y=alt.Y("channel:N", sort=alt.EncodingSortField("weight", order="descending"), title=None),
-                x=alt.X("weight:Q", title="weight in direction", scale=alt.Scale(domain=[0, w_max], nice=False),
+                x=alt.X("weight:Q", title="weight in direction", scale=alt.Scale(domain=[w_min, w_max], nice=False),
                         axis=alt.Axis(tickCount=2, format=".2~f")),
                 color=alt.Color("group:N", scale=group_colour, legend=None),
                 tooltip=[alt.Tooltip("group:N"), alt.Tooltip("channel:N"), alt.Tooltip("weight:Q", format=".3f")],

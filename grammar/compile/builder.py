@@ -147,7 +147,7 @@ class Builder(ContentLowering):
             bad = [i for i in atom.channels if not 0 <= i < c]
             if bad:
                 self.fail(apath, f"channel {bad[0]} is outside {layer!r} ({c} channels: 0..{c - 1})")
-        if atom.kind in ("spatial", "group") and len(shape) != 3 and layer != "output":
+        if atom.kind in ("spatial", "group") and len(shape) != 3 and (layer != "output" or atom.kind == "group"):
             self.fail(apath, f"{atom.kind} atoms need a layer with positions; {layer!r} has shape {shape}")
         if atom.kind == "direction":
             if atom.direction is None:

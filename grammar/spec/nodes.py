@@ -81,8 +81,11 @@ class AtomSpec(Node):
         None, description="a direction in the layer's activation space: one weight per channel, or {channel: weight}")
     k: Optional[int] = Field(None, ge=1, le=64, description="number of groups (group atoms)")
     of: Optional[Literal["activation", "attribution"]] = Field(None, description="what the groups factorise")
-    sign: Optional[Literal["positive", "negative", "abs"]] = Field(
-        None, description="how attributions (which can be negative) are made non-negative for NMF"
+    sign: Optional[Literal["positive", "negative", "abs", "split"]] = Field(
+        None, description="how negative values are made non-negative for NMF: positive (clip at 0), negative, abs, or "
+                          "split (factorise the positive and negative parts side by side; signed channel directions). "
+                          "Default: positive for attributions; for activations split where the layer has negative "
+                          "values (after BatchNorm or a linear bottleneck), none after a ReLU"
     )
 
     @model_validator(mode="after")
@@ -126,7 +129,7 @@ class CanonicalAtom(BaseModel):
     channels: Optional[tuple[int, ...]] = None
     k: int = 6
     of: Literal["activation", "attribution"] = "activation"
-    sign: Optional[Literal["positive", "negative", "abs"]] = None
+    sign: Optional[Literal["positive", "negative", "abs", "split"]] = None
     direction: Optional[tuple] = None  # dense weights, or ((channel, weight), ...) when sparse
     sparse: bool = False
 

@@ -226,8 +226,12 @@ def test_neuron_groups_sign_handling():
     positive = neuron_groups(attr, 3, of="attribution", sign="positive", max_iter=50)
     assert torch.equal(default.spatial, positive.spatial) and torch.equal(default.channels, positive.channels)
 
-    with pytest.raises(ValueError, match="sign='abs'"):
-        neuron_groups(attr, 3)  # a signed "activation" without an explicit sign
+    # a signed activation without an explicit sign: its positive and negative parts side by side
+    # (tests/backends/kernels/test_signed_groups.py checks the numbers against scikit-learn)
+    auto = neuron_groups(attr, 3, max_iter=50)
+    split = neuron_groups(attr, 3, sign="split", max_iter=50)
+    assert auto.sign == "split" and auto.minimum == float(attr.min()) < 0
+    assert torch.equal(auto.channels, split.channels) and (auto.channels < 0).any()
     res = neuron_groups(attr, 3, sign="abs", max_iter=50)  # explicit sign: accepted
     assert (res.spatial >= 0).all()
     with pytest.raises(ValueError, match="of must be"):
