@@ -257,3 +257,16 @@ def test_groups_chart_lists_the_strongest_channels_of_either_sign():
             todo.extend(x)
     top = float(np.abs(unit).max())
     assert len(axes) == 2 and all(a["scale"]["domain"] == pytest.approx([-top, top]) for a in axes), axes
+
+
+def test_activation_grid_of_a_batchnorm_layer_shares_parameters_through_split_groups(real):
+    """The activation grid shares its cells' parameters through an NMF of the positions: on a signed
+    layer that NMF is the split one (it was the same traceback), and the grid renders."""
+    from interpgram.backends.kernels.optvis.grid import activation_grid
+    from interpgram.backends.models import load_model
+
+    act = real[0]["conv5.1"][0]  # (256, 4, 4), signed
+    grid = activation_grid(load_model("builtin:shapes-cnn"), act, "conv5.1", cell_size=16, steps=2, sample=4,
+                           groups=3, seed=0, device="cpu")
+    assert grid.icons.shape == (4, 4, 3, 16, 16) and torch.isfinite(grid.scores).all()
+    torch.testing.assert_close(grid.magnitude, act.norm(dim=0))
