@@ -235,6 +235,8 @@ def cmd_layers(args) -> int:
     print(f"  {'output':<{width}}  ({len(model.classes)},)")
     if not args.all and any("." in n for n in layers):
         print("  (submodules hidden; --all lists every module path)")
+    if any("@" in n for n in layers):
+        print("  (NAME@N: the N-th call of a module the forward pass calls more than once; a spec names one call)")
     return 0
 
 

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from interpgram.backends.kernels.capture import hooks
+from interpgram.backends.kernels.capture import hooks, logits_of
 
 
 def target_values(kind: str, logits: torch.Tensor, acts: dict[str, torch.Tensor], *, cls: Optional[int] = None,
@@ -121,8 +121,10 @@ def path_gradient(model: nn.Module, x: torch.Tensor, layer: str, base: torch.Ten
                   cls: Optional[int] = None, target_layer: Optional[str] = None, at=None,
                   predicted: Optional[torch.Tensor] = None, steps: int = 50, chunk: int = 16) -> torch.Tensor:
     """Mean over n = 0…N−1 of ∇f(A·n/N) at ``layer`` (the left Riemann sum of the article's
-    path-integrated attribution). ``base`` is the layer's activation A for ``x``; multiply the
-    result by A for the attribution. The path points are evaluated ``chunk`` at a time, batched."""
+    path-integrated attribution). ``base`` is the layer's activation A for ``x`` (N images); multiply
+    the result by A for the attribution. The path points are evaluated ``chunk`` at a time, batched
+    (``chunk`` × N rows). ``layer`` may name one call of a module called more than once
+    (``NAME@N``): only that call is replaced."""
     n = x.shape[0]
     total = torch.zeros_like(base)
     alphas = torch.arange(steps, dtype=base.dtype, device=base.device) / steps
@@ -135,7 +137,8 @@ def path_gradient(model: nn.Module, x: torch.Tensor, layer: str, base: torch.Ten
         leaf: list[torch.Tensor] = []
 
         def scale(out: torch.Tensor, a=a, k=k, leaf=leaf) -> torch.Tensor:
-            shape = (k, n) + (1,) * (base.dim() - 1)
+            # path point j of image i is row j·n + i, as in ``xs``: A_i · a_j
+            shape = (k,) + (1,) * base.dim()
             s = (base.detach().unsqueeze(0) * a.view(shape)).reshape(k * n, *base.shape[1:])
             s = s.requires_grad_(True)
             leaf.append(s)
@@ -144,7 +147,7 @@ def path_gradient(model: nn.Module, x: torch.Tensor, layer: str, base: torch.Ten
         xs = x.detach().repeat(k, *([1] * (x.dim() - 1)))
         layers = [target_layer] if kind == "norm" else []
         with torch.enable_grad(), hooks(model, layers, replace={layer: scale}) as store:
-            logits = model(xs)
+            logits = logits_of(model(xs))
         if kind == "logit":
             pred = None if cls is not None else predicted.repeat(k)
             vals = target_values("logit", logits, {}, cls=cls, predicted=pred)
@@ -156,6 +159,6 @@ def path_gradient(model: nn.Module, x: torch.Tensor, layer: str, base: torch.Ten
                 p = pos.repeat(k, 1)
                 idx = torch.arange(t.shape[0], device=t.device)
                 vals = t[idx, :, p[:, 1], p[:, 0]].norm(dim=1)
-        (g,) = torch.autograd.grad(vals.sum(), leaf[:1])
+        (g,) = torch.autograd.grad(vals.sum(), leaf)  # one leaf: only the layer's one call is replaced
         total += g.reshape(k, n, *base.shape[1:]).sum(0)
     return total / steps

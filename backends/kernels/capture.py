@@ -1,51 +1,164 @@
-"""Forward hooks that record layer outputs; always removed, also when the forward pass fails."""
+"""Forward hooks that record layer outputs; always removed, also when the forward pass fails.
+
+A layer is a module path (``layer3.0.conv1``); a module the forward pass calls more than once is
+addressed one call at a time as ``NAME@N`` (the N-th call, from 1: ``relu@2``), and its bare name is
+refused, so two calls are never mixed. A hook keeps the tensor the module returned and hands the
+rest of the network a copy: an in-place operation after the layer (``ReLU(inplace=True)`` after a
+BatchNorm, a residual ``out += identity``) changes the copy, never what was recorded, and gradients
+with respect to the recorded tensor are the true ones (the copy is an identity in the graph).
+"""
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
+_CALL = re.compile(r"(.+)@([0-9]+)")
+
+
+class LayerCallError(ValueError):
+    """A layer that cannot be recorded as asked: a bare name of a module called more than once, a call
+    that did not happen, or an output changed in place through an alias the capture cannot separate."""
+
+
+def parse_layer(layer: str) -> tuple[str, Optional[int]]:
+    """``"NAME@N"`` -> (``NAME``, N); ``"NAME"`` -> (``NAME``, None)."""
+    m = _CALL.fullmatch(layer)
+    return (m.group(1), int(m.group(2))) if m else (layer, None)
+
 
 def resolve_module(model: nn.Module, path: str) -> nn.Module:
+    """The module of a layer path (the ``@N`` call suffix, if any, is not part of it)."""
+    name, _ = parse_layer(path)
     try:
-        return model.get_submodule(path)
+        return model.get_submodule(name)
     except AttributeError:
         raise KeyError(path) from None
+
+
+def logits_of(out: Any) -> torch.Tensor:
+    """The logits in what a model's forward returned: a tensor; an object's ``.logits`` (a Hugging Face
+    ``ModelOutput``, a dataclass); a mapping's ``'logits'``; the first tensor of a tuple or list. Anything
+    else is a :class:`TypeError` naming what was returned."""
+    if isinstance(out, torch.Tensor):
+        return out
+    found = getattr(out, "logits", None)
+    if isinstance(found, torch.Tensor):
+        return found
+    need = ("interpgram needs the logits: a tensor (batch, classes), an object with a .logits tensor, "
+            "a dict with a 'logits' tensor, or a tuple whose first tensor is the logits")
+    if isinstance(out, Mapping):
+        found = out.get("logits")
+        if isinstance(found, torch.Tensor):
+            return found
+        keys = ", ".join(repr(k) for k in list(out)[:8]) + (", …" if len(out) > 8 else "")
+        raise TypeError(f"the model's forward returned a {type(out).__name__} with keys [{keys}] and no 'logits' "
+                        f"tensor; {need}")
+    if isinstance(out, (tuple, list)):
+        for v in out:
+            if isinstance(v, torch.Tensor):
+                return v
+        kinds = ", ".join(type(v).__name__ for v in out[:8])
+        raise TypeError(f"the model's forward returned a {type(out).__name__} holding no tensor ({kinds or 'empty'}); "
+                        f"{need}")
+    raise TypeError(f"the model's forward returned {type(out).__module__}.{type(out).__qualname__}; {need}")
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+class _Recorder:
+    """The hooks of one forward pass: which call of which module to record (or replace), what was
+    recorded, and how often each hooked module ran."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str],
+                 replace: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], stop: Optional[Sequence[str]]):
+        self.store: dict[str, torch.Tensor] = {}
+        self.replace = dict(replace)
+        self.counts: dict[str, int] = {}
+        self.versions: dict[str, int] = {}
+        self.stop = list(stop) if stop is not None else None
+        self.calls: dict[str, dict[Optional[int], str]] = {}  # module path -> {call index or None: layer}
+        for layer in dict.fromkeys(list(layers) + list(self.replace)):
+            name, call = parse_layer(layer)
+            self.calls.setdefault(name, {})[call] = layer
+        self.handles = []
+        try:
+            for name in self.calls:
+                self.handles.append(resolve_module(model, name).register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _hook(self, name: str):
+        calls = self.calls[name]
+
+        def fn(_m, _inp, out):
+            k = self.counts[name] = self.counts.get(name, 0) + 1
+            if None in calls and k > 1:
+                raise LayerCallError(f"layer {name!r} is called more than once in the forward pass; address one "
+                                     f"call as {name}@1, {name}@2, …")
+            layer = calls.get(None, calls.get(k))
+            if layer is None:
+                return None
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {layer!r} returns {type(out).__name__}, not a tensor; address one of its submodules")
+            if layer in self.replace:
+                out = self.replace[layer](out)
+            self.store[layer] = out
+            try:
+                self.versions[layer] = out._version
+            except RuntimeError:  # an inference-mode tensor has no version counter (and cannot change in place)
+                pass
+            if self.stop is not None and all(s in self.store for s in self.stop):
+                raise _Stop
+            return out.clone()  # the rest of the network gets a copy: its in-place ops leave ``out`` as it was
+
+        return fn
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def check(self, wanted: Sequence[str]) -> None:
+        """After the pass: every wanted layer ran, and nothing changed a recorded tensor afterwards."""
+        missing = [l for l in wanted if l not in self.store]
+        if missing:
+            why = []
+            for l in missing:
+                name, call = parse_layer(l)
+                n = self.counts.get(name, 0)
+                why.append(f"{l!r} (the module ran {_times(n)})" if call is not None and n else repr(l))
+            raise LayerCallError(f"layer(s) {', '.join(why)} did not run in the model's forward pass")
+        changed = [l for l, v in self.versions.items() if self.store[l]._version != v]
+        if changed:
+            raise LayerCallError(
+                f"the output of layer(s) {', '.join(map(repr, changed))} was changed in place after the layer ran, "
+                "through a tensor that shares its memory (e.g. the module returns a view of its input, which the "
+                "network then modifies in place); address the module that produces the values instead")
 
 
 @contextmanager
 def hooks(model: nn.Module, layers: list[str],
           replace: Optional[dict[str, Callable[[torch.Tensor], torch.Tensor]]] = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the output of each module path in ``layers`` into the yielded dict.
+    """Record the output of each layer in ``layers`` (``NAME`` or ``NAME@N``) into the yielded dict.
 
     ``replace`` maps a layer to a function applied to its output, whose result flows on through
-    the network (used for path-integrated gradients). Hooks are removed on exit, error or not.
-    A module called more than once keeps its first output.
+    the network (used for path-integrated gradients); only that call is replaced. Hooks are removed
+    on exit, error or not. After the forward pass, a wanted layer that did not run is an error.
     """
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    replace = replace or {}
-
-    def make(name: str):
-        def fn(_m, _inp, out):
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor; address one of its submodules")
-            if name in replace:
-                out = replace[name](out)
-            if name not in store:
-                store[name] = out
-            return out if name in replace else None
-        return fn
-
+    rec = _Recorder(model, layers, replace or {}, None)
     try:
-        for name in dict.fromkeys(list(layers) + list(replace)):
-            handles.append(resolve_module(model, name).register_forward_hook(make(name)))
-        yield store
+        yield rec.store
     finally:
-        for h in handles:
-            h.remove()
+        rec.remove()
+    rec.check(list(dict.fromkeys(list(layers) + list(replace or {}))))
 
 
 def run_capture(model: nn.Module, x: torch.Tensor, layers: list[str], *, grad: bool,
@@ -59,11 +172,7 @@ def run_capture(model: nn.Module, x: torch.Tensor, layers: list[str], *, grad: b
     if grad:
         x = x.detach().requires_grad_(True)
     with torch.set_grad_enabled(grad), hooks(model, hidden, replace) as store:
-        logits = model(x)
-    if not isinstance(logits, torch.Tensor):
-        logits = getattr(logits, "logits", None)
-        if logits is None:
-            raise TypeError("the model's forward must return a tensor of logits (or an object with .logits)")
+        logits = logits_of(model(x))
     acts = dict(store)
     acts["input"] = x
     acts["output"] = logits
@@ -77,32 +186,18 @@ class _Stop(Exception):
 def capture_until(module: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """The outputs of ``layers`` for model input ``x`` (already preprocessed); the forward pass stops
     once every one of them has run (``output``, the logits, needs the whole pass). The caller
-    chooses grad mode and any autocast. A module that runs more than once keeps its first output.
-    Used where only some layers are needed: feature visualisation steps, dataset examples."""
+    chooses grad mode and any autocast. Used where only some layers are needed: feature
+    visualisation steps, dataset examples."""
     hidden = [l for l in dict.fromkeys(layers) if l not in ("input", "output")]
     need_output = "output" in layers
-    store: dict[str, torch.Tensor] = {}
-
-    def make(name: str):
-        def hook(_m, _i, out):
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(out).__name__}, not a tensor; address one of its submodules")
-            store.setdefault(name, out)
-            if not need_output and all(h in store for h in hidden):
-                raise _Stop
-        return hook
-
-    handles = [resolve_module(module, name).register_forward_hook(make(name)) for name in hidden]
+    rec = _Recorder(module, hidden, {}, None if need_output or not hidden else hidden)
     try:
         out = module(x)
         if need_output:
-            store["output"] = out if isinstance(out, torch.Tensor) else out.logits
+            rec.store["output"] = logits_of(out)
     except _Stop:
         pass
     finally:
-        for h in handles:
-            h.remove()
-    missing = [l for l in hidden if l not in store]
-    if missing:
-        raise RuntimeError(f"layer(s) {', '.join(map(repr, missing))} did not run in the model's forward pass")
-    return store
+        rec.remove()
+    rec.check(hidden)
+    return rec.store

@@ -29,6 +29,7 @@ from interpgram.backends.code import CodeError
 from interpgram.backends.code import import_callable as _import_callable
 from interpgram.backends.data.images import CROP_MODES, CROP_OF, RESIZE_MODES, Fit
 from interpgram.backends.files import describe_path_problem
+from interpgram.backends.kernels.capture import logits_of
 from interpgram.grammar.registry import Registry
 from interpgram.grammar.spec.errors import did_you_mean
 
@@ -158,43 +159,64 @@ class LoadedModel:
 
     def on(self, device: torch.device, dtype: torch.dtype) -> nn.Module:
         """The module on ``device`` in ``dtype``. float32 moves the module itself; other dtypes get
-        a converted copy, so one run in bfloat16 never changes the model another run sees."""
+        a converted copy, so one run in bfloat16 never changes the model another run sees.
+        Always in eval mode (set on every call): a module its user put back in train mode after
+        loading still runs without dropout and with BatchNorm's running statistics."""
         if dtype == torch.float32:
-            return self.module.to(device)
+            return self.module.to(device).eval()
         key = (str(device), dtype)
         copies = self.__dict__.setdefault("_copies", {})
         if key not in copies:
             copies[key] = copy.deepcopy(self.module).to(device=device, dtype=dtype)
-        return copies[key]
+        return copies[key].eval()
 
     def layers(self) -> dict[str, tuple[int, ...]]:
-        """Every addressable module path with its per-sample output shape, in execution order."""
+        """Every addressable layer with its per-sample output shape, in execution order: a module path,
+        or ``PATH@N`` for the N-th call of a module the forward pass calls more than once."""
         if self._layers is None:
             self._layers = probe_layers(self.module, (3, *self.preprocess.size))
         return self._layers
 
 
+def model_logits(out) -> torch.Tensor:
+    """The logits in a model's output (:func:`~interpgram.backends.kernels.capture.logits_of`), or a
+    :class:`ModelSourceError` naming what the forward returned."""
+    try:
+        return logits_of(out)
+    except TypeError as e:
+        raise ModelSourceError(str(e)) from None
+
+
 def probe_layers(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
+    """One forward pass of a zero image in eval mode: {layer: per-sample output shape} for every
+    module that returns a tensor, in the order the calls finish. A module called once is its path; a
+    module called k > 1 times is listed once per call, ``PATH@1`` … ``PATH@k``. The output must hold
+    logits (:func:`model_logits`)."""
+    calls: list[tuple[str, Optional[tuple[int, ...]]]] = []  # (module path, shape or None) per call, in order
 
     def hook(name):
         def fn(_m, _i, out):
-            if isinstance(out, torch.Tensor) and name not in shapes:
-                shapes[name] = tuple(out.shape[1:])
+            calls.append((name, tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None))
         return fn
 
-    for name, m in module.named_modules():
-        if name:
-            handles.append(m.register_forward_hook(hook(name)))
+    handles = [m.register_forward_hook(hook(name)) for name, m in module.named_modules() if name]
     try:
         p = next(module.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
         with torch.no_grad():
-            module(torch.zeros(1, *input_shape, device=device))
+            model_logits(module.eval()(torch.zeros(1, *input_shape, device=device)))
     finally:
         for h in handles:
             h.remove()
+    total: dict[str, int] = {}
+    for name, _ in calls:
+        total[name] = total.get(name, 0) + 1
+    shapes: dict[str, tuple[int, ...]] = {}
+    seen: dict[str, int] = {}
+    for name, shape in calls:
+        seen[name] = seen.get(name, 0) + 1
+        if shape is not None:
+            shapes[name if total[name] == 1 else f"{name}@{seen[name]}"] = shape
     return shapes
 
 
@@ -302,7 +324,7 @@ def _output_width(module: nn.Module, size: tuple[int, int]) -> int:
     with torch.no_grad():
         p = next(module.parameters(), None)
         x = torch.zeros(1, 3, *size, device=p.device if p is not None else "cpu")
-        return module.eval()(x).shape[-1]
+        return model_logits(module.eval()(x)).shape[-1]
 
 
 def import_callable(ref: str, ctx: SourceContext, what: str):

@@ -110,6 +110,18 @@ class Builder(ContentLowering):
     def check_layer(self, layer: str, path: tuple) -> None:
         if layer in ("input", "output") or layer in self.info.layers:
             return
+        module, sep, call = layer.rpartition("@")
+        if not (sep and module and call.isdecimal()):
+            module = layer
+        calls = self.info.calls(module)
+        if calls:  # a module the forward pass calls more than once: each call is a layer of its own
+            shown = [f"{c} (shape {self.info.shape(c)})" for c in calls[:8]]
+            use = ", ".join(shown[:-1]) + " or " + shown[-1] if len(calls) <= 8 else ", ".join(shown) + f", … {calls[-1]}"
+            what = f"{layer!r}: " if module != layer else ""
+            self.fail(path + ("layer",), f"{what}{module} is called {len(calls)} times in the forward pass: use {use}")
+        if module != layer and module in self.info.layers:
+            self.fail(path + ("layer",), f"{layer!r}: {module} is called once in the forward pass: use {module} "
+                                         "(NAME@N names one call of a module called more than once)")
         top = [l for l in self.info.layers if "." not in l]
         guess = nearest(layer, ["input", *self.info.layers, "output"])
         hint = f"; did you mean {guess[0]!r}?" if guess else ""

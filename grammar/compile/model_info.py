@@ -11,7 +11,7 @@ class ModelInfo:
     """What the compiler needs to know about a model (pure data)."""
 
     name: str
-    layers: dict[str, tuple[int, ...]]  # module path -> per-sample output shape, execution order
+    layers: dict[str, tuple[int, ...]]  # module path (PATH@N: one call of a reused module) -> per-sample output shape, execution order
     classes: list[str]
     input_shape: tuple[int, ...] = (3, 224, 224)
 
@@ -21,6 +21,12 @@ class ModelInfo:
         if layer == "output":
             return len(self.layers) + 1
         return list(self.layers).index(layer)
+
+    def calls(self, module: str) -> list[str]:
+        """The layers ``MODULE@1``, ``MODULE@2``, … of a module the forward pass calls more than once,
+        in execution order ([] for a module called once or not at all)."""
+        return [name for name in self.layers
+                if name.rpartition("@")[0] == module and name.rpartition("@")[2].isdecimal()]
 
     def shape(self, layer: str) -> tuple[int, ...]:
         if layer == "input":

@@ -65,7 +65,7 @@ from interpgram.backends.data.datasets import Dataset, open_dataset
 from interpgram.backends.execute.device import pick_device, run_batched
 from interpgram.backends.execute.engines import LocalEngine
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore, StoreError
-from interpgram.backends.kernels.capture import hooks
+from interpgram.backends.kernels.capture import hooks, logits_of
 from interpgram.grammar import did_you_mean
 
 CODE_VERSION = "atlas-collect-1"
@@ -227,13 +227,7 @@ def store_path(model, spec: CollectSpec, root: str | Path, *, base_dir=None, all
 
 
 # ------------------------------------------------------------------------------ one chunk
-def _logits(out) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if logits is None:
-        raise TypeError("the model's forward must return a tensor of logits (or an object with .logits)")
-    return logits
+_logits = logits_of  # the one reading of a forward's output (tensor, .logits, ['logits'], a tuple's first tensor)
 
 
 def _as4d(t: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from interpgram.backends.data.datasets import open_dataset
 from interpgram.backends.execute.cache import cache_key, tensor_digest
 from interpgram.backends.execute.context import Context, Values, kernel
+from interpgram.backends.kernels.capture import logits_of
 from interpgram.grammar.plan import PatchTest
 
 
@@ -38,7 +39,7 @@ def _predict(module, preprocess, x: torch.Tensor, device, batch: int = 256) -> t
     out = []
     with torch.no_grad():
         for a in range(0, x.shape[0], batch):
-            out.append(module(preprocess(x[a:a + batch].to(device))).argmax(1).cpu())
+            out.append(logits_of(module(preprocess(x[a:a + batch].to(device)))).argmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
