@@ -116,10 +116,13 @@ class FeatureVisPresentation(Presentation):
                 "direction_neuron": "activation vector"}[op.objective]
         st = op.setting_dict
         data = {"icons": icons, "labels": labels, "values": values,
+                # under each icon the channel number alone: the heading names the layer, and a long layer
+                # name (_blocks.10:34) would run into the next caption
+                "captions": [str(ch) for ch in atoms] if op.objective in ("channel", "neuron") else None,
                 "atom_ids": [int(a) for a in atoms] if op.objective in ("channel", "neuron", "group") else None,
                 "scores": c.results.values[op.id]["scores"][c.i].tolist(), "value_name": what,
                 "heading": f"{kind} icons · {p.layer}",
-                "subtitle": f"{st.get('size')} px, {st.get('steps')} steps; caption: atom · {what}"}
+                "subtitle": f"{st.get('size')} px, {st.get('steps')} steps; caption: {'channel' if op.objective in ('channel', 'neuron') else 'atom'} · {what}"}
         return [c.view(data)]
 
     def chart(self, view: ElementView) -> alt.TopLevelMixin:
@@ -138,7 +141,9 @@ class FeatureVisPresentation(Presentation):
             r = {"i": i, "col": i % cols, "row": i // cols, "url": url, "label": lab}
             if view.data.get("atom_ids") is not None:
                 r["atom"] = int(view.data["atom_ids"][i])
-            r["caption"] = lab + (f" · {sig(float(values[i])):.3g}" if values is not None else "")
+            short = view.data.get("captions")
+            cap = str(short[i]) if short is not None and i < len(short) else lab
+            r["caption"] = cap + (f" · {sig(float(values[i])):.3g}" if values is not None else "")
             if values is not None:
                 r["value"] = sig(float(values[i]))
             if scores is not None:
@@ -160,10 +165,10 @@ class FeatureVisPresentation(Presentation):
         pick = link_param(view, ["atom"]) if view.data.get("atom_ids") is not None else None
         if pick is not None:
             img = img.add_params(pick)
-        text = base.mark_text(fontSize=10, baseline="middle", color="#3c4043").encode(
+        cell = ICON_PX + 14
+        text = base.mark_text(fontSize=10, baseline="middle", color="#3c4043", limit=cell - 4).encode(
             x=alt.X("xc:Q", scale=xs, axis=None), y=alt.Y("yt:Q", scale=ys, axis=None), text="caption:N"
         ).transform_calculate(xc="datum.col + 0.5")
-        cell = ICON_PX + 14
         return alt.layer(img, text).properties(width=cols * cell, height=n_rows * (cell + 14),
                                                title=alt.TitleParams(view.data.get("heading", "feature visualisation"),
                                                                      subtitle=view.data.get("subtitle", alt.Undefined)))

@@ -115,8 +115,24 @@ def test_raster_presentations_compile_and_draw_every_cell(view, cells):
 
 def test_the_input_image_is_embedded_once_per_size():
     spec = json.dumps(spec_for(heat(3, image=RNG.random((224, 224, 3)), grid=(14, 14))))
-    assert spec.count("data:image/png;base64,") == 1  # five panels share one dataset
+    # the photo once (the input panel) and its muted grey version once (shared by the four map panels)
+    assert spec.count("data:image/png;base64,") == 2
     assert len(spec) < 400_000
+
+
+def test_maps_lie_over_a_muted_photo_and_show_the_middle_of_the_range():
+    from interpgram.backends.presentations.heatmap import muted, strength_alpha
+    img = RNG.random((8, 8, 3))
+    m = muted(img)
+    assert m.shape == img.shape and m.min() >= 0.55 and m.max() <= 1.0  # light grey: any colour reads on it
+    assert np.allclose(m[..., 0], m[..., 2])
+    v = np.array([0.0, 0.01, 0.25, 1.0])
+    # a quarter of the peak is drawn at half the peak's opacity (linear: a quarter), a hundredth at a tenth
+    np.testing.assert_allclose(strength_alpha(v, 1.0, 0.8, 0.5), [0, 0.08, 0.4, 0.8])
+    np.testing.assert_allclose(strength_alpha(v, 1.0, 0.8, 1.0), [0, 0.008, 0.2, 0.8])
+    spec = spec_for(heat(2))
+    titles = [p.get("title") for p in spec["hconcat"]]
+    assert all(isinstance(t, dict) and t["subtitle"].startswith("peak ") for t in titles[1:3])  # each class's own scale
 
 
 def test_heatmap_scales():
