@@ -190,3 +190,18 @@ def test_a_20000_px_wide_jpeg_is_read_in_bounded_memory(tmp_path, mode):
     print(f"{mode}: peak RSS grew {r['delta_mib']:.1f} MiB")
     assert r["delta_mib"] < 60, r  # a full float decode alone would add 72+ MiB (the old code: 117 MiB)
     assert "20000×300" in r["note"]
+
+
+def test_pil_images_given_in_python_are_converted_as_files_are(tmp_path):
+    """The Python API's PIL inputs: a 16-bit image by its range, transparency on white, with the note."""
+    from interpgram.backends.api.inputs import to_inputs
+
+    g = (np.arange(16 * 16).reshape(16, 16) * 257).astype(np.uint16)
+    Image.fromarray(g).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as im:
+        im.load()
+        inp = to_inputs([im, Image.new("RGBA", (16, 16), (255, 0, 0, 0))], (16, 16))
+    torch.testing.assert_close(inp.images[0, 1], torch.from_numpy(g / 65535.0).float(), rtol=0, atol=1e-6)
+    assert torch.all(inp.images[1] == 1.0)  # fully transparent red: white
+    assert inp.notes[0].startswith("16-bit grayscale") and "PIL I;16 16×16, used as is" in inp.notes[0]
+    assert "composited on white" in inp.notes[1]
