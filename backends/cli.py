@@ -57,15 +57,17 @@ def cmd_plan(args) -> int:
         print(json.dumps({k: asdict(v) | {"op": type(v).__name__} for k, v in prep.plan.ops.items()},
                          indent=2, default=str))
     else:
+        from interpgram.backends.links import icon_work
+        icon_lines = icon_work(prep)[1]  # the link selections' icons too
         cache = _plan_cache(prep, args.cache_dir) if args.cache_dir or args.with_cache else None
         if cache is None:
-            print(prep.plan.explain())
+            print(prep.plan.explain(icon_lines=icon_lines))
         else:
             from interpgram.backends.execute.executor import preview
             from interpgram.backends.pipeline import load_spec_inputs
             to_run, status = preview(prep.plan, prep.model, load_spec_inputs(prep), cache=cache,
                                      base_dir=prep.loaded.base_dir, allow_code=prep.allow_code)
-            print(prep.plan.explain(status, to_run=to_run))
+            print(prep.plan.explain(status, to_run=to_run, icon_lines=icon_lines))
             print(f"  cache folder: {cache.root}")
     return 0
 
@@ -120,10 +122,14 @@ def cmd_render(args) -> int:
     rc = prep.cache
     if rc is not None and rc.degraded:
         print(f"  cache: {rc.degraded}")
-    if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
-        print(f"  icons: {st.icons_rendered} rendered, {st.icons_cached} from the cache"
-              + (f" · activation grids: {st.grids_rendered} rendered, {st.grids_cached} from the cache"
-                 if st.grids_rendered or st.grids_cached else ""))
+    ls = prep.link_stats  # the link selections' own computation (their icons too)
+    icons, cached = st.icons_rendered + (ls.icons_rendered if ls else 0), st.icons_cached + (ls.icons_cached if ls else 0)
+    grids, gcached = st.grids_rendered + (ls.grids_rendered if ls else 0), st.grids_cached + (ls.grids_cached if ls else 0)
+    if icons or cached or grids or gcached:
+        print(f"  icons: {icons} rendered, {cached} from the cache"
+              + (f" ({ls.icons_rendered} rendered, {ls.icons_cached} from the cache for link selections)"
+                 if ls and (ls.icons_rendered or ls.icons_cached) else "")
+              + (f" · activation grids: {grids} rendered, {gcached} from the cache" if grids or gcached else ""))
     return 0
 
 
@@ -213,10 +219,35 @@ def _load_model(args):
     """The model named on the command line, or None after printing why it cannot load."""
     from interpgram.backends.models import ModelSourceError, load_model
     try:
-        return load_model(args.model, weights=args.weights, allow_code=args.allow_code)
+        return load_model(args.model, weights=args.weights, factory=args.factory, labels=args.labels,
+                          allow_code=args.allow_code, base_dir=args.base_dir)
     except ModelSourceError as e:
-        _err(f"error: {e}")
+        hint = ("" if args.base_dir or "cannot import" not in str(e) else
+                " — on the command line python: modules, weights and labels resolve from the current folder "
+                "(a spec resolves them from its own folder): run it there, or pass --base-dir DIR")
+        _err(f"error: {e}{hint}")
         return None
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def network_prefix(layers) -> str:
+    """The module that holds the network when the model wraps it: the end of the chain of modules
+    that are each their parent's only child and have children themselves ('' when the top level
+    has several modules). ``interpgram layers`` lists that module's children."""
+    prefix = ""
+    while True:
+        kids = [n for n in layers if _parent(n) == prefix]
+        if len(kids) != 1 or not any(n.startswith(kids[0] + ".") for n in layers):
+            return prefix
+        prefix = kids[0]
+
+
+def _listed(name: str, prefix: str) -> bool:
+    """A layer of the default listing: a child of ``prefix``, or a wrapper on the way down to it."""
+    return _parent(name) == prefix or prefix == name or prefix.startswith(name + ".")
 
 
 def cmd_layers(args) -> int:
@@ -229,11 +260,14 @@ def cmd_layers(args) -> int:
           f"{len(layers)} layers (module path, output shape per image)")
     print(f"  preprocessing: {model.preprocess.describe()}")
     print(f"  {'input':<{width}}  {(3, *model.preprocess.size)}")
+    prefix = network_prefix(layers)  # a wrapped model: the modules of the network it wraps
     for name, shape in layers.items():
-        if args.all or "." not in name:
+        if args.all or _listed(name, prefix):
             print(f"  {name:<{width}}  {shape}")
     print(f"  {'output':<{width}}  ({len(model.classes)},)")
-    if not args.all and any("." in n for n in layers):
+    if not args.all and prefix:
+        print(f"  ({prefix!r} holds the whole network, so its modules are listed)")
+    if not args.all and any(not _listed(n, prefix) for n in layers):
         print("  (submodules hidden; --all lists every module path)")
     if any("@" in n for n in layers):
         print("  (NAME@N: the N-th call of a module the forward pass calls more than once; a spec names one call)")
@@ -264,8 +298,14 @@ def cmd_sprites(args) -> int:
     if bad:
         _err(f"error: channel {bad[0]} is outside {args.layer!r} ({n} channels: 0..{n - 1})")
         return 1
-    size = args.size or min(int(model.preprocess.size[-1]), 128)
-    settings = IconSettings(size=size, steps=args.steps, attempts=args.attempts)
+    from interpgram.backends.pipeline import model_info
+    from interpgram.grammar.compile.vocab import STANDARD_TRANSFORMS
+    info = model_info(model)  # the spec's defaults: a model that takes only its own size gets that size
+    fixed = not info.reaches(info.small_icon_size, args.layer)
+    side = int(model.preprocess.size[-1])
+    size = args.size or (side if fixed else info.small_icon_size)
+    transforms = [*STANDARD_TRANSFORMS, {"crop_or_pad": side}] if fixed and size == side else "standard"
+    settings = IconSettings(size=size, steps=args.steps, attempts=args.attempts, transforms=transforms)
     limit = _cache_limit(args)
     if limit is False:
         return 2
@@ -328,6 +368,22 @@ def _positive(v: str) -> int:
     return n
 
 
+# --cache-dir of the commands that read a spec (render, serve, plan): what make_cache does
+CACHE_DIR_HELP = ("result cache folder, relative to the current folder (default: the spec's execution.cache — "
+                  "true, its default, is $INTERPGRAM_CACHE or ~/.cache/interpgram/results; a folder there is "
+                  "relative to the spec's folder; false keeps no cache)")
+
+
+def _model_options(s: argparse.ArgumentParser) -> None:
+    """The spec's model keys, on the command line (layers, sprites)."""
+    s.add_argument("--weights", help="weights file for the model (model.weights in a spec)")
+    s.add_argument("--factory", metavar="python:MODULE:CALLABLE",
+                   help="builds the architecture a state_dict --weights or file: loads into (model.factory; needs --allow-code)")
+    s.add_argument("--labels", help="text file with one class name per line (model.labels)")
+    s.add_argument("--base-dir", metavar="DIR", help="where python: modules, weights and labels resolve (default: the "
+                                                     "current folder; a spec resolves them from its own folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interpgram", description="A declarative grammar of interpretability for PyTorch models.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -349,14 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
     spec_cmd("check", "validate a spec and its layer and class names against the model", cmd_check)
     pl = spec_cmd("plan", "print the fused plan: passes, ops and estimated tensor memory", cmd_plan)
     pl.add_argument("--json", action="store_true", help="the plan's ops as JSON")
-    pl.add_argument("--cache-dir", help="also say which ops this result cache folder holds and what is left to run")
+    pl.add_argument("--cache-dir", help="also say which ops this result cache folder holds and what is left to run "
+                                        "(relative to the current folder)")
     pl.add_argument("--with-cache", action="store_true",
                     help="the same against the cache `interpgram render` would use (the spec's execution.cache)")
     r = spec_cmd("render", "compute the interface and write a self-contained report", cmd_render)
     r.add_argument("-o", "--out", default="report", help="output folder (default: report)")
     r.add_argument("--no-cache", action="store_true", help="recompute everything and write nothing to the cache")
-    r.add_argument("--cache-dir", "--cache", dest="cache_dir", help="result cache folder, relative to the current folder "
-                                       "(default: the spec's execution.cache, else ~/.cache/interpgram/results)")
+    r.add_argument("--cache-dir", "--cache", dest="cache_dir", help=CACHE_DIR_HELP)
     r.add_argument("--cache-max-size", type=_size, metavar="SIZE",
                    help="size limit of the cache, e.g. 500M, 2G, none (default 2G or $INTERPGRAM_CACHE_MAX_SIZE); "
                         "the least recently used results go first")
@@ -373,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every interface, "
                          "which prints a warning: the dashboard has no login)")
-    sv.add_argument("--cache-dir", help="result cache folder (default: the spec's execution.cache)")
+    sv.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     sv.add_argument("--icon-steps", type=_positive, metavar="N",
                     help="optimise every icon and activation grid for N steps instead of the spec's (a quick draft)")
     sv.add_argument("--no-show", action="store_true", help="do not open a browser tab")
@@ -383,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     la = sub.add_parser("layers", help="list a model's addressable layers and output shapes")
     la.add_argument("model", help="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN")
-    la.add_argument("--weights", help="weights file for the model")
-    la.add_argument("--all", action="store_true", help="list submodules too")
+    _model_options(la)
+    la.add_argument("--all", action="store_true", help="list every module path (default: the top-level modules, or "
+                                                       "those of the network a wrapper module holds)")
     la.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
     la.set_defaults(fn=cmd_layers)
 
@@ -396,14 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("layer", help="a layer with channels, e.g. conv4 or mixed4d")
     sp.add_argument("-o", "--out", help="also write a sprite sheet PNG here")
     sp.add_argument("--channels", type=int, nargs="+", help="only these channels (default: all)")
-    sp.add_argument("--size", type=_positive, help="icon side in px (default: the model's input size, at most 128)")
+    sp.add_argument("--size", type=_positive, help="icon side in px (default: the model's input size, at most 128; "
+                                                 "the input size for a model that takes no other)")
     sp.add_argument("--steps", type=_positive, default=256, help="optimisation steps (default 256)")
     sp.add_argument("--attempts", type=_positive, default=1, help="attempts per icon, the best is kept (default 1)")
     sp.add_argument("--seed", type=int, default=0, help="seed (default 0, as execution.seed in specs)")
     sp.add_argument("--batch-size", type=_positive, help="icons per optimisation (default: all, halved on out-of-memory)")
     sp.add_argument("--columns", type=int, help="icons per row of the sheet (default: square)")
-    sp.add_argument("--weights", help="weights file for the model")
-    sp.add_argument("--cache-dir", help="result cache folder (default: ~/.cache/interpgram/results)")
+    _model_options(sp)
+    sp.add_argument("--cache-dir", help="result cache folder (default: $INTERPGRAM_CACHE or ~/.cache/interpgram/results)")
     sp.add_argument("--cache-max-size", type=_size, metavar="SIZE", help="size limit of the cache (default 2G)")
     sp.add_argument("--allow-code", action="store_true", help="allow code to run: python: models, factories and data sets, TorchScript archives")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -30,7 +30,8 @@ def import_callable(ref: str, *, base_dir: Path, allow_code: bool, what: str):
     try:
         module = importlib.import_module(mod_name)
     except Exception as e:  # noqa: BLE001 - the user's module failed to import: say why, with its own exception
-        raise CodeError(f"{what}: cannot import {mod_name!r}: {type(e).__name__}: {e}") from None
+        raise CodeError(f"{what}: cannot import {mod_name!r} (looked in {base_dir} first, then on Python's "
+                        f"sys.path): {type(e).__name__}: {e}") from None
     finally:
         if sys.path and sys.path[0] == added:
             sys.path.pop(0)

@@ -22,7 +22,7 @@ from interpgram.backends.execute.executor import execute
 from interpgram.backends.render.views import build_views
 from interpgram.grammar import Plan, link_kinds
 from interpgram.grammar.compile import compile_variants
-from interpgram.grammar.plan import LinkInfo, Present
+from interpgram.grammar.plan import IconCount, LinkInfo, Present, count_icons
 from interpgram.grammar.presentation import PRESENTATIONS
 
 
@@ -82,6 +82,53 @@ def domain(plan: Plan, li: LinkInfo, results, extra: tuple = ()) -> list[Any]:
         n = li.source_shape[0] if li.source_shape else 0
         atoms = list(range(n))
     return list(dict.fromkeys(atoms))[:li.precompute]
+
+
+def planned_domain(plan: Plan, li: LinkInfo) -> tuple[list[Any], bool]:
+    """The selections of ``li`` a static report precomputes, as far as the plan knows before running:
+    (values, exact). Positions and groups are known; channels and classes are those the source element
+    shows, known after the run: stand-ins, as many as the most there can be (``precompute``, at most
+    the layer's width)."""
+    if li.precompute <= 0:
+        return [], True
+    if li.kind == "position":
+        return position_domain(li.source_shape, li.precompute), True
+    if li.kind == "group":
+        srcs = _sources(plan, li)
+        k = plan.ops[srcs[0].groups].k if srcs and srcs[0].groups else 0
+        return list(range(min(k, li.precompute))), True
+    n = li.source_shape[0] if li.source_shape else 0
+    return list(range(min(n, li.precompute))), False
+
+
+def icon_work(prep) -> tuple[IconCount, list[str]]:
+    """Every icon a render of ``prep`` optimises, the link selections' included (each selection
+    re-plans its target element, and a target that shows icons makes new ones for it): (the count,
+    the lines ``interpgram plan`` prints)."""
+    plan = prep.plan
+    own = count_icons([plan])
+    plans, parts, exact = [plan], [], True
+    for li in plan.link_info:
+        values, known = planned_domain(plan, li)
+        if not values:
+            continue
+        vplan = variant_plan(prep, [(li, v) for v in values])
+        alone = count_icons([vplan])
+        if not alone.total:
+            continue
+        plans.append(vplan)
+        exact = exact and known and alone.exact
+        parts.append(f"link {li.source}.{li.event} → {li.element}.{li.target}: {'' if known else 'at most '}"
+                     f"{len(values)} selection(s) precomputed, {'' if known and alone.exact else 'at most '}"
+                     f"{alone.total} icon(s)")
+    total = count_icons(plans)
+    total.exact = total.exact and exact
+    if not parts:
+        return total, (["  " + total.describe()] if total.total else [])
+    lines = ["  " + total.describe(f"{own.total} for the elements as the spec states them, {total.total - own.total} "
+                                   "more for the link selections the static report holds")]
+    lines += [f"         {p}" for p in parts]
+    return total, lines
 
 
 def selections(plan: Plan, results, extra: tuple = ()) -> list[tuple[LinkInfo, Any]]:

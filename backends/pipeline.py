@@ -27,7 +27,7 @@ from interpgram.backends.render.views import safe_id
 from interpgram.grammar import CompileOptions, LoadedSpec, ModelInfo, Plan, SpecError, compile_spec, load_spec
 from interpgram.grammar.compile import compile_all
 from interpgram.grammar.spec.load import SchemaError
-from interpgram.grammar.plan import AtlasIcons, Collect, Examples
+from interpgram.grammar.plan import ActivationGrid, AtlasIcons, Collect, Examples, FeatureVis
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Prepared:
     inputs: Optional[Inputs] = None  # images given in memory (the Python API); None: the spec's ``input``
     cache: Optional[ResultCache] = None  # the cache render used (its .degraded says if it stopped writing)
     others: dict = field(default_factory=dict)  # (element, i) -> the element prepared for its i-th vary model
+    link_stats: Optional[object] = None  # the Stats of the link selections a render precomputed (after render)
 
     @property
     def icon_steps(self) -> Optional[int]:
@@ -48,7 +49,91 @@ class Prepared:
 
 
 def model_info(model: LoadedModel) -> ModelInfo:
-    return ModelInfo(model.name, model.layers(), model.classes, (3, *model.preprocess.size))
+    """What the compiler is told about ``model``. Icons default to the input side, at most 128 px,
+    and the standard transforms change the size the model sees: one forward pass of an image that
+    size says which layers it reaches (a model that takes only its own size stops early), so icons of
+    the others get the input size, cropped back to it after the transforms."""
+    info = ModelInfo(model.name, model.layers(), model.classes, (3, *model.preprocess.size))
+    small = info.small_icon_size
+    info.reach = {small: icon_reach(model, _fed_size(small, "standard"))[0]}
+    return info
+
+
+def _fed_size(size: int, transforms) -> int:
+    """The side of the image a ``size`` px icon becomes after ``transforms`` (no scale drawn)."""
+    from interpgram.backends.kernels.optvis.transforms import normalize_steps, output_size
+    return output_size(size, size, normalize_steps(list(transforms) if isinstance(transforms, tuple) else transforms))[0]
+
+
+# what a model's forward raises for an image size it does not take (shape checks, mismatched
+# position embeddings or linear layers)
+_SIZE_ERRORS = (RuntimeError, ValueError, AssertionError, IndexError, TypeError)
+
+
+def icon_reach(model: LoadedModel, side: int) -> tuple[Optional[tuple[str, ...]], str]:
+    """(the modules a forward pass of a ``side`` px square image completes, None for all of them;
+    the error that stopped it) — memoised on the model. Icons of a layer optimise images of their
+    size through the network up to that layer, so a layer not reached cannot have them."""
+    memo = model.__dict__.setdefault("_icon_reach", {})
+    if side in memo:
+        return memo[side]
+    import torch
+
+    done: list[str] = []
+    handles = [m.register_forward_hook(lambda _m, _i, _o, name=name: done.append(name))
+               for name, m in model.module.named_modules() if name]
+    p = next(model.module.parameters(), None)
+    try:
+        with torch.no_grad():
+            model.module(torch.zeros(1, 3, side, side, device=p.device if p is not None else "cpu",
+                                     dtype=p.dtype if p is not None else torch.float32))
+        memo[side] = (None, "")
+    except _SIZE_ERRORS as e:
+        memo[side] = (tuple(dict.fromkeys(done)), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        for h in handles:
+            h.remove()
+    return memo[side]
+
+
+def _icon_ops(plan: Plan):
+    """(op, the side of the images it feeds the model, its layer, the option naming its size) for
+    every op that optimises icons."""
+    for op in plan.ops.values():
+        st = dict(getattr(op, "settings", ()))
+        if isinstance(op, (FeatureVis, AtlasIcons)):
+            yield op, _fed_size(int(st["size"]), st.get("transforms", "standard")), op.layer, "size"
+        elif isinstance(op, ActivationGrid):
+            cell = int(st["cell_size"]) + 2 * int(st.get("crop", 0))
+            yield op, _fed_size(cell, st.get("transforms", "standard")), op.layer, "cell_size"
+
+
+def _check_icon_sizes(loaded: LoadedSpec, model: LoadedModel, plan: Plan) -> None:
+    """Every icon, after its transforms, reaches its layer in ``model`` (a model that takes only its
+    own input size fails on any other): refused at check time, at the element, naming the options."""
+    side = tuple(model.preprocess.size)
+    diags, seen = [], set()
+    for op, px, layer, option in _icon_ops(plan):
+        if (px, px) == side:
+            continue
+        reached, why = icon_reach(model, px)
+        module, sep, call = layer.rpartition("@")  # one call of a reused module: the module's hook saw it
+        if reached is None or (module if sep and module and call.isdecimal() else layer) in reached:
+            continue
+        for p in plan.elements:
+            if op.id not in p.icons + (p.detail,) or p.element in seen:
+                continue
+            seen.add(p.element)
+            size = ("size" if option == "size" else "cell_size + 2 × crop")
+            diags.append(loaded.error(_presentation_path(loaded, p.element, p.presentation),
+                                      f"{p.presentation}: icons of {layer!r} reach the model as {px} px images (their "
+                                      f"{size} after the transforms), but {model.name} does not take that size: the "
+                                      f"forward pass stops before {layer!r} ({why}). It takes {side[0]}×{side[1]} "
+                                      f"images: set {size} to {side[-1]} and end transforms with "
+                                      f"{{crop_or_pad: {side[-1]}}}" + (", or leave both out (the default then fits)"
+                                                                          if option == "size" else "")))
+    if diags:
+        raise SpecError(diags)
 
 
 def spec_model(loaded: LoadedSpec, allow_code: bool = False) -> LoadedModel:
@@ -106,6 +191,7 @@ def prepare(spec_path: str | Path | LoadedSpec, *, allow_code: bool = False, ico
     diags.extend(compile_diags)
     collect(_check_datasets, loaded, model, plan, allow_code=allow_code)  # dataset examples: a data set that cannot be opened
     collect(_check_atlas_dataset, loaded, model, plan, allow_code)
+    collect(_check_icon_sizes, loaded, model, plan)  # icons of a size the model does not take
     prep = Prepared(loaded, model, info, plan, options, allow_code, inputs)
     for el_id, sources in plan.vary_models.items():  # vary: {model: [...]}: each loads and fits the element
         for i in range(len(sources)):
@@ -215,14 +301,19 @@ def _engine(prep: Prepared):
         raise SpecError([prep.loaded.error(("execution", "engine"), str(e))]) from None
 
 
-def _dataset_path(loaded: LoadedSpec, element: str, presentation: str) -> tuple:
-    """Where an element's presentation (one that searches a data set) names its data set."""
+def _presentation_path(loaded: LoadedSpec, element: str, presentation: str) -> tuple:
+    """Where an element names one of its presentations."""
     pres = loaded.spec.elements[element].presentation
     path: tuple = ("elements", element, "presentation")
     if isinstance(pres, list):
         names = [it if isinstance(it, str) else next(iter(it.model_dump())) for it in pres]
         path += (names.index(presentation),) if presentation in names else ()
-    return path + (presentation, "dataset")
+    return path
+
+
+def _dataset_path(loaded: LoadedSpec, element: str, presentation: str) -> tuple:
+    """Where an element's presentation (one that searches a data set) names its data set."""
+    return _presentation_path(loaded, element, presentation) + (presentation, "dataset")
 
 
 def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: Optional[Exception] = None, *,
@@ -386,9 +477,10 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
     for el_id, views_ in compare_models(prep, cache=cache, allow_code=prep.allow_code, progress=progress).items():
         by_element[el_id] = by_element.get(el_id, []) + views_
     links_table, variants, vstats = precompute_links(prep, inputs, results, by_element, cache=cache, progress=progress)
+    prep.link_stats = vstats
     views = [v for vs in by_element.values() for v in vs]
     layout = [[v.id for el in row for v in by_element.get(el, [])] for row in prep.plan.layout]
-    meta = {**_run_facts(prep, inputs, results, cache, t0), **_link_facts(prep, variants, vstats)}
+    meta = {**_run_facts(prep, inputs, results, cache, t0, vstats), **_link_facts(prep, variants, vstats)}
     truth = [t for t in inputs.truth if t]
     if truth:
         meta["ground truth"] = ", ".join(t["class"] + (" (with the planted patch)" if t["patched"] else "") for t in truth)
@@ -397,9 +489,10 @@ def report_parts(prep: Prepared, inputs: Inputs, results: Results, *, cache: Res
     return ReportParts(views, title, layout, meta, links_table, variants)
 
 
-def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCache, t0: float) -> dict:
-    """The report header's facts about the run: spec, model, inputs, device, passes, cache, icons,
-    atlases, dataset examples, the model's notes."""
+def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCache, t0: float,
+               link_stats=None) -> dict:
+    """The report header's facts about the run: spec, model, inputs, device, passes, cache, icons
+    (the link selections' included: ``link_stats``), atlases, dataset examples, the model's notes."""
     st = results.stats
     passes = prep.plan.passes()
     meta = {
@@ -414,10 +507,14 @@ def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCa
     }
     if inputs.notes:  # what was done to each input image (decoded, cropped, resized)
         meta["input images"] = [f"{n}: {note}" for n, note in zip(inputs.names, inputs.notes)]
-    if st.icons_rendered or st.icons_cached or st.grids_rendered or st.grids_cached:
-        meta["icons"] = f"{st.icons_rendered} rendered, {st.icons_cached} from the cache" + (
-            f"; activation grids {st.grids_rendered} rendered, {st.grids_cached} from the cache"
-            if st.grids_rendered or st.grids_cached else "")
+    ls = link_stats
+    icons, cached = st.icons_rendered + (ls.icons_rendered if ls else 0), st.icons_cached + (ls.icons_cached if ls else 0)
+    grids, gcached = st.grids_rendered + (ls.grids_rendered if ls else 0), st.grids_cached + (ls.grids_cached if ls else 0)
+    if icons or cached or grids or gcached:
+        meta["icons"] = f"{icons} rendered, {cached} from the cache" + (
+            f" (of which {ls.icons_rendered} rendered, {ls.icons_cached} from the cache for the link selections)"
+            if ls and (ls.icons_rendered or ls.icons_cached) else "") + (
+            f"; activation grids {grids} rendered, {gcached} from the cache" if grids or gcached else "")
     meta["compute time"] = f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)"
     if cache.degraded:  # a read-only or full cache folder: the report says the results were not kept
         meta["cache"] = cache.degraded
@@ -512,7 +609,8 @@ def precompute_links(prep: Prepared, inputs: Inputs, results: Results, by_elemen
         _, more_results, more_views = links.run_variants(prep, inputs, more, cache=cache, progress=progress)
         for el, vs in more_views.items():
             vviews.setdefault(el, []).extend(vs)
-        for f in ("forward_passes", "backward_passes", "cache_hits", "cache_misses"):
+        for f in ("forward_passes", "backward_passes", "cache_hits", "cache_misses", "icons_rendered", "icons_cached",
+                  "grids_rendered", "grids_cached"):
             setattr(stats, f, getattr(stats, f) + getattr(more_results.stats, f))
     table, variants = links.report_links(prep.plan, by_element, vviews, len(inputs.names))
     return table, variants, stats

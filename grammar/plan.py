@@ -7,7 +7,7 @@ target serves every layer that needs it; identical requests are one node. Backen
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Optional, Union
+from typing import ClassVar, Optional, Sequence, Union
 
 MiB = 1024 * 1024
 FLOAT_BYTES = 4  # float32, as results are stored
@@ -785,11 +785,13 @@ class Plan:
         return op.memory(self)
 
     # ---------------------------------------------------------------- EXPLAIN
-    def explain(self, status: Optional[dict[str, str]] = None, *, to_run: Optional["Plan"] = None) -> str:
+    def explain(self, status: Optional[dict[str, str]] = None, *, to_run: Optional["Plan"] = None,
+                icon_lines: Optional[list[str]] = None) -> str:
         """What the plan computes, one op a line with its memory estimate. With ``status`` (op id →
         "cached" | "runs" | "skipped", from pruning against a result cache) and the pruned plan
         ``to_run``, each op also says whether this cache spares it (a "runs" may say what its
-        kernel caches piece by piece)."""
+        kernel caches piece by piece). ``icon_lines`` replace the icon count of this plan alone (the
+        backend's, which adds the icons of the link selections a render precomputes)."""
         p = self.passes()
         lines = [
             f"plan for {self.source or '<spec>'}",
@@ -831,10 +833,14 @@ class Plan:
         lines.append("")
         lines.append(f"  estimated tensor memory: {_size(total).strip()}")
         fv = self.of_type(FeatureVis)
+        if icon_lines is not None:
+            lines.extend(icon_lines)
+        elif fv or self.of_type(ActivationGrid) or self.of_type(AtlasIcons):
+            lines.append("  " + count_icons([self]).describe())
         if fv:
             batches = sorted({op.batch for op in fv})
-            lines.append(f"  icons: {len(fv)} feature-visualisation request(s) in {len(batches)} batched optimisation(s) "
-                         f"({', '.join(batches)}); each icon is cached on its own")
+            lines.append(f"         from {len(fv)} feature-visualisation request(s) in {len(batches)} batched "
+                         f"optimisation(s) ({', '.join(batches)}); each icon is cached on its own")
         for c in self.of_type(Collect):
             atlases = sum(1 for p in self.elements if p.presentation == "atlas")
             lines.append(f"  atlas collection: one pass over {c.n} images serves {atlases} atlas view(s); "
@@ -846,3 +852,72 @@ class Plan:
                              + f"; up to {li.precompute} selections precomputed for the static report, any live in "
                                "`interpgram serve`")
         return "\n".join(lines)
+
+
+@dataclass
+class IconCount:
+    """The icons a render optimises: feature-visualisation icons (``icons``; ``exact`` False when
+    some are chosen by the results, e.g. the top channels, and the count is a bound), activation-grid
+    cells (``grid_cells``, one icon per position per image) and atlas icons (``atlas``, at most one per
+    grid cell)."""
+
+    icons: int = 0
+    exact: bool = True
+    grid_cells: int = 0
+    atlas: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.icons + self.grid_cells + self.atlas
+
+    def describe(self, detail: str = "") -> str:
+        parts = [f"{'' if self.exact else 'at most '}{self.icons} feature-visualisation icon(s)"]
+        if self.grid_cells:
+            parts.append(f"{self.grid_cells} activation-grid cell icon(s)")
+        if self.atlas:
+            parts.append(f"at most {self.atlas} atlas icon(s)")
+        return "icons: " + ", ".join(parts) + " to optimise" + (f" ({detail})" if detail else "")
+
+
+def count_icons(plans: Sequence["Plan"]) -> IconCount:
+    """The icons the ``plans`` (a spec's plan and its link variants' plans) optimise together, with
+    the executor's rules: per image, the explicit atoms, the ``top`` strongest, the top channels at
+    every position, or one icon per NMF group; channel and neuron icons of one layer and settings are
+    one icon however many images, ops or plans ask for them (an icon is its layer, objective, atom and
+    settings), icons of an image's activation vectors are that image's own."""
+    explicit: set = set()  # channel / neuron / direction icons named by the spec or a selection
+    chosen: dict[tuple, int] = {}  # (settings, seed, layer, objective) -> the bound on the icons the results choose
+    widths: dict[tuple, int] = {}
+    vectors = grid = atlas = 0
+    exact = True
+    for plan in plans:
+        n = plan.images
+        for op in plan.of_type(FeatureVis):
+            key = (op.settings, op.seed, op.layer, op.objective)
+            if op.objective == "group":
+                src = plan.ops.get(op.source)
+                vectors += n * (src.k if isinstance(src, Factorize) else 0)
+            elif op.objective == "direction":
+                explicit.add(key + (op.atoms[0], op.cossim_pow))
+            elif op.objective == "direction_neuron":
+                vectors += n * (len(op.atoms) if op.atoms else min(op.top, plan.positions(op.layer)))
+            elif op.atoms:
+                explicit.update(key + (int(c),) for c in op.atoms)
+            else:
+                per = (op.per_position * plan.positions(op.layer) if op.per_position else
+                       2 * op.top if op.both_signs else op.top)
+                widths[key] = (plan.layer_shapes.get(op.layer) or (n * per,))[0]  # the layer's channels
+                one = n == 1 and not op.per_position and not op.both_signs and key not in chosen
+                chosen[key] = chosen.get(key, 0) + n * per
+                exact = exact and one
+        grid += sum(plan.images * plan.positions(op.layer) for op in plan.of_type(ActivationGrid))
+        for op in plan.of_type(AtlasIcons):
+            g = plan.ops.get(op.grid)
+            atlas += g.n * g.n if isinstance(g, Grid) else 0
+    bounded = 0
+    for key, bound in chosen.items():
+        named = sum(1 for e in explicit if e[:4] == key)
+        if named:
+            exact = False  # the results may choose channels the spec names too
+        bounded += min(bound, max(widths[key] - named, 0))
+    return IconCount(len(explicit) + bounded + vectors, exact, grid, atlas)

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from interpgram.grammar.compile.content import ContentLowering
 from interpgram.grammar.compile.model_info import CompileOptions, ModelInfo
-from interpgram.grammar.compile.vocab import CAPTURE_ID, DEFAULT_ICON_MAX_PX, Invalid, Selection, freeze, map_position
+from interpgram.grammar.compile.vocab import CAPTURE_ID, STANDARD_TRANSFORMS, Invalid, Selection, freeze, map_position
 from interpgram.grammar.plan import Target
 from interpgram.grammar.spec.errors import Diagnostic, did_you_mean, nearest
 from interpgram.grammar.spec.load import LoadedSpec
@@ -186,15 +186,42 @@ class Builder(ContentLowering):
         if isinstance(sub, ParametersSubstrate):
             self.fail(path, f"{what}: a parameters substrate has no presentation yet; use a network layer")
         self.check_layer(sub.layer, path)
+        self.check_shape(sub.layer, path + ("layer",))
         return sub
 
+    def check_shape(self, layer: str, path: tuple) -> None:
+        """A hidden layer's per-sample output is one the grammar reads: (C, H, W) (channels at
+        positions) or (C,) (channels). A token layer (tokens, width) or any other shape would have its
+        first axis taken as channels, silently: refused, with the shapes that work."""
+        if layer in ("input", "output"):
+            return
+        shape = self.info.shape(layer)
+        if len(shape) in (1, 3):
+            return
+        what = ("a token layer (tokens, width), as in a transformer" if len(shape) == 2 else
+                "a scalar per sample" if not shape else f"a {len(shape)}-D output")
+        self.fail(path, f"layer {layer!r} has per-sample output shape {shape}, {what}; the grammar reads layers "
+                        "of shape (C, H, W) (channels at positions) or (C,) (channels) only: use a convolutional or "
+                        "pooled layer, or a module whose output has one of those shapes")
+
     # ------------------------------------------------------------ feature visualisation
-    def icon_settings(self, opts: dict) -> tuple:
-        """Icon options → the frozen settings of a FeatureVis op (size resolved for this model)."""
+    def icon_settings(self, opts: dict, layer: Optional[str] = None) -> tuple:
+        """Icon options → the frozen settings of a FeatureVis op: the size resolved for this model
+        (its input side, at most ``DEFAULT_ICON_MAX_PX``) and for ``layer`` (None: any layer) — a model
+        that takes only its own input size (a size check, position embeddings, a fixed linear layer
+        before the layer) gets icons of that size whose transforms end cropped back to it."""
         keys = ("size", "steps", "lr", "attempts", "param", "decorrelate", "transforms", "relu_redirect", "autocast")
         d = {k: opts[k] for k in keys if k in opts}
+        if not self.info.reaches(self.info.small_icon_size, layer):
+            # a model that takes only its own input size: icons of that size, cropped (or padded) back
+            # to it after the transforms, which change the size the model sees
+            side = int(self.info.input_shape[-1])
+            if d.get("size") is None:
+                d["size"] = side
+            if d.get("transforms", "standard") == "standard" and d["size"] == side:
+                d["transforms"] = [*STANDARD_TRANSFORMS, {"crop_or_pad": side}]
         if d.get("size") is None:
-            d["size"] = min(int(self.info.input_shape[-1]), DEFAULT_ICON_MAX_PX)
+            d["size"] = self.info.small_icon_size
         if self.options.icon_steps is not None:
             d["steps"] = self.options.icon_steps
         d["transforms"] = freeze(d.get("transforms", "standard"))
@@ -202,7 +229,7 @@ class Builder(ContentLowering):
 
     def icon_batch(self, layer: str, opts: dict) -> tuple[tuple, str]:
         """(settings, batch id): icons of one layer with the same settings share one optimisation."""
-        settings = self.icon_settings(opts)
+        settings = self.icon_settings(opts, layer)
         batch = self.batches.setdefault((layer, settings), f"batch{len(self.batches)}")
         return settings, batch
 

@@ -10,6 +10,10 @@ from interpgram.grammar.plan import Series
 
 CAPTURE_ID = "fwd"
 DEFAULT_ICON_MAX_PX = 128  # icons default to the model's input side, at most this
+# lucid's standard transforms as spec steps (backends.kernels.optvis.transforms.STANDARD, the meaning of
+# `transforms: standard`); a model that takes only its own input size gets them ending with a crop_or_pad to it
+STANDARD_TRANSFORMS = ({"pad": 12}, {"jitter": 8}, {"scale": [1 + (i - 5) / 50 for i in range(11)]},
+                       {"rotate": list(range(-10, 11)) + [0] * 5}, {"jitter": 4})
 COLLECT_ID = "collect"
 
 
