@@ -590,5 +590,6 @@ def load_model(source: str, *, weights: str | None = None, factory: str | None =
                 model = replace(model, preprocess=pre, _layers=None,
                                 notes=model.notes + [f"preprocessing set by the spec: {_changes(model.preprocess, pre)}"])
             model = with_preprocess_digest(model)
+        model.layers()  # the probe, now: a forward whose output holds no logits is a ModelSourceError callers report
         _CACHE[key] = model
     return _CACHE[key]

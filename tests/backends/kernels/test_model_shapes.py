@@ -581,3 +581,23 @@ def test_layers_lists_each_call_and_check_refuses_the_bare_name(tmp_path, monkey
     assert (f"{spec}:6:35: _swish is called 2 times in the forward pass: use _swish@1 (shape (4, 16, 16)) or "
             "_swish@2 (shape (6, 8, 8))") in err
     assert "1 problem found" in err and "Traceback" not in err
+
+
+def test_a_model_without_logits_is_a_positioned_error_at_check(tmp_path, monkeypatch, capsys):
+    """The class names are given, so nothing counts classes: the probe at load time finds the output
+    unreadable, and check and layers say so without a traceback."""
+    from interpgram.backends.cli import main
+    (tmp_path / "scores_net.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.conv = nn.Conv2d(3, 4, 3)\n\n    def forward(self, x):\n"
+        "        return {'scores': self.conv(x).mean(dim=(2, 3))}\n\n\n"
+        "def make():\n    return Net(), {'size': 16, 'classes': ['a', 'b', 'c', 'd']}\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("interpgram: 1\nmodel: python:scores_net:make\ninput: builtin:shapes/0\nelements:\n"
+                    "  a:\n    content: {activation: {layer: conv, atom: spatial}}\n    presentation: heatmap\n")
+    assert main(["check", str(spec), "--allow-code"]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:2:8: the model's forward returned a dict with keys ['scores'] and no 'logits' tensor" in err
+    monkeypatch.chdir(tmp_path)
+    assert main(["layers", "python:scores_net:make", "--allow-code"]) == 1
+    assert "no 'logits' tensor" in capsys.readouterr().err
