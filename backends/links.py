@@ -84,6 +84,12 @@ def domain(plan: Plan, li: LinkInfo, results, extra: tuple = ()) -> list[Any]:
     return list(dict.fromkeys(atoms))[:li.precompute]
 
 
+def _group_count(plan: Plan, li: LinkInfo) -> int:
+    """How many NMF groups a group link's source element has (its selections), not the layer's channels."""
+    srcs = _sources(plan, li)
+    return plan.ops[srcs[0].groups].k if srcs and srcs[0].groups else 0
+
+
 def planned_domain(plan: Plan, li: LinkInfo) -> tuple[list[Any], bool]:
     """The selections of ``li`` a static report precomputes, as far as the plan knows before running:
     (values, exact). Positions and groups are known; channels and classes are those the source element
@@ -195,6 +201,7 @@ def report_links(plan: Plan, base_views: dict[str, list], variant_views_: dict[s
     for li in plan.link_info:
         keys = sorted({v.key for vs in variants.values() for v in vs if v.link == li.index})
         total = (li.source_shape[-1] * li.source_shape[-2] if li.kind == "position" else
+                 _group_count(plan, li) if li.kind == "group" else  # a group link selects one of k groups
                  li.source_shape[0] if li.source_shape else len(keys))
         for i in range(n_images):
             for s in per_image(base_views.get(li.source, []), i):

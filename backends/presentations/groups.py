@@ -10,7 +10,6 @@ from pydantic import Field
 
 from interpgram.backends.render.charts import (
     ALPHA,
-    GROUP_COLOURS,
     PANEL,
     SMALL,
     as_array,
@@ -19,7 +18,8 @@ from interpgram.backends.render.charts import (
     cell_layer,
     cell_records,
     count_option,
-    distinct_colours,
+    group_colours,
+    group_name,
     image_layer,
     link_param,
     need_keys,
@@ -53,6 +53,9 @@ class Groups(Presentation):
     help = (
         "NMF neuron groups: a spatial map and channel direction per group, and each group's attribution"
     )
+
+    #: group columns per row: six columns (a 120 px map beside its channel labels) fit a 1280 px page
+    GROUP_COLUMNS = 6
 
     def lower(self, b: Builder, c: Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
         if not opts.get("icons"):
@@ -108,8 +111,8 @@ class Groups(Presentation):
                 raise view_error(view, f"attribution[{cls!r}] has {a.shape[0]} values for {k} groups")
             attr[str(cls)] = a
 
-        names = [f"group {i + 1}" for i in range(k)]
-        colours = distinct_colours(k, GROUP_COLOURS)
+        names = [group_name(i) for i in range(k)]
+        colours = group_colours(k)
         group_colour = alt.Scale(domain=names, range=colours)
         norms = np.linalg.norm(channels, axis=1)
         share = spatial * norms[:, None, None]
@@ -190,5 +193,7 @@ class Groups(Presentation):
                 parts = [pic, own, strongest]
             columns.append(alt.vconcat(*parts, spacing=6))
         # one colour scale for every panel; only the combined map shows its legend
-        return (alt.vconcat(alt.hconcat(*first_row, spacing=40).resolve_legend(color="independent"), alt.hconcat(*columns, spacing=14), spacing=28)
+        # the groups' columns wrap (GROUP_COLUMNS to a row), so that many groups stay on a 1280 px page
+        return (alt.vconcat(alt.hconcat(*first_row, spacing=40).resolve_legend(color="independent"),
+                            alt.concat(*columns, columns=min(k, self.GROUP_COLUMNS), spacing=14), spacing=28)
                 .resolve_legend(color="independent"))

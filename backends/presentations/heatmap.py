@@ -19,6 +19,8 @@ from interpgram.backends.render.charts import (
     cell_records,
     distinct_colours,
     flag_value,
+    group_colours,
+    group_name,
     image_layer,
     link_param,
     need_keys,
@@ -32,6 +34,7 @@ from interpgram.backends.render.charts import (
 )
 from interpgram.backends.render.types import ElementView
 from interpgram.backends.render.views import ViewContext
+from interpgram.grammar.compile import Builder, Content
 from interpgram.grammar.options import OptionsModel
 from interpgram.grammar.presentation import Presentation, register_presentation
 from interpgram.grammar.spec.errors import did_you_mean
@@ -96,15 +99,25 @@ class Heatmap(Presentation):
         "a map over the input image: spatial activation magnitude or spatial attribution, one or two classes"
     )
 
+    def lower(self, b: Builder, c: Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
+        if c.atom == "group":  # a group has the colour the groups presentation gives it, on every chart
+            for key in ("colours", "scheme"):
+                if opts.get(key) is not None:
+                    b.fail(path + ("heatmap", key), f"a heatmap of NMF groups draws each group in its own colour, the "
+                                                    f"one every chart of these groups gives it; option {key!r} is for "
+                                                    "maps of classes or of one activation")
+        return (), None
+
     def views(self, c: ViewContext) -> list:
         p = c.p
         if p.atom == "group":  # NMF groups: each group's share of the activation (one group when a link selects it)
             g = c.results.values[p.groups]
             spatial, channels = g["spatial"][c.i].float(), g["channels"][c.i].float()
             share = spatial * channels.norm(dim=1)[:, None, None]
-            which = [p.focus] if p.focus is not None else range(share.shape[0])
-            maps = [{"label": f"group {k + 1}", "values": share[k].numpy().astype(np.float32)} for k in which]
-            return [c.view({"image": c.image, "signed": False, "maps": maps})]
+            k = share.shape[0]
+            which = [p.focus] if p.focus is not None else list(range(k))
+            maps = [{"label": group_name(g), "values": share[g].numpy().astype(np.float32)} for g in which]
+            return [c.view({"image": c.image, "signed": False, "maps": maps, "groups": {"ids": which, "k": k}})]
         data = {"image": c.image, "signed": p.content_kind != "activation",
                 "maps": [{"label": s.label, "values": v[c.i].numpy().astype(np.float32)} for s, v in zip(p.series, c.vals)]}
         opts = c.opts
@@ -151,6 +164,8 @@ class Heatmap(Presentation):
 
         where = [alt.Tooltip("row:Q", title="row"), alt.Tooltip("col:Q", title="column")]
         panels = [panel([], "input", url)]
+        if view.data.get("groups") is not None:
+            return self._groups(view, labels, maps, panel, panels, where, opacity, gamma)
 
         if len(maps) == 1:
             v = np.maximum(maps[0], 0) if clip else maps[0]
@@ -205,3 +220,50 @@ class Heatmap(Presentation):
             tooltip=[*where, alt.Tooltip("class:N", title="supports most"), alt.Tooltip("values:N", title="evidence")])
         panels.append(panel([combined], "which class each position supports"))
         return alt.hconcat(*panels, spacing=18)
+
+    #: panels of a heatmap of groups per row: four 220 px panels fit a 1280 px page (the report's margins included)
+    GROUP_COLUMNS = 4
+
+    def _groups(self, view: ElementView, labels: list[str], maps: list[np.ndarray], panel, panels: list, where,
+                opacity: float, gamma: float) -> alt.TopLevelMixin:
+        """NMF groups: the input, then each group's share of the activation in the group's own colour (the
+        colour :func:`group_colours` gives it in every chart of these groups) scaled to its own peak, then,
+        for several groups, the strongest group at each position; the panels wrap, four to a row."""
+        spec = view.data["groups"]
+        if not isinstance(spec, Mapping) or "ids" not in spec or "k" not in spec:
+            raise view_error(view, "data 'groups' must be a dict with 'ids' (the group of each map) and 'k' (how many groups)")
+        k = spec["k"]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise view_error(view, f"data 'groups.k' must be a positive number of groups, got {k!r}")
+        ids = [int(g) for g in spec["ids"]]
+        if len(ids) != len(maps) or not all(0 <= g < k for g in ids) or len(set(ids)) != len(ids):
+            raise view_error(view, f"data 'groups.ids' must name one distinct group in 0..{k - 1} per map, got {ids}")
+        every = group_colours(int(k))
+        colours = [every[g] for g in ids]
+        pos = np.stack([np.maximum(m, 0) for m in maps])
+        gh, gw = pos.shape[1:]
+        pick = link_param(view, ["col", "row"])
+        if len(maps) > 1:
+            winner, strength = pos.argmax(0), pos.max(0)
+            rows = cell_records(strength, strength_alpha(strength, float(pos.max()) or 1.0, opacity, gamma))
+            nothing = "(no group)"
+            for r in rows:
+                i, j = r["row"], r["col"]
+                r["group"] = labels[int(winner[i, j])] if strength[i, j] > 0 else nothing
+                r["values"] = " · ".join(f"{lab} {sig(pos[n, i, j]):.4g}" for n, lab in enumerate(labels))
+            combined = cell_layer(rows, gh, gw).encode(
+                color=alt.Color("group:N", scale=alt.Scale(domain=labels + [nothing], range=colours + ["#ffffff"]),
+                                legend=alt.Legend(title=None, orient="bottom", values=labels, columns=3)),
+                opacity=ALPHA,
+                tooltip=[*where, alt.Tooltip("group:N", title="strongest"), alt.Tooltip("values:N", title="share")])
+            panels.append(panel([combined], f"the strongest of {len(maps)} groups at each position"))
+        for n, label in enumerate(labels):
+            peak = float(pos[n].max())
+            layer = cell_layer(cell_records(pos[n], strength_alpha(pos[n], peak, opacity, gamma)), gh, gw).encode(
+                color=alt.value(colours[n]), opacity=ALPHA,
+                tooltip=[*where, alt.Tooltip("value:Q", title=f"{label} share", format=".4g")])
+            extra = [pick_layer(view, gh, gw, pick)] if pick is not None and n == 0 else []
+            sub = f"peak {sig(peak):.3g}" if peak > 0 else "absent from this image"
+            panels.append(panel([layer] + extra, alt.TitleParams(label, color=colours[n], subtitle=sub)))
+        return (alt.concat(*panels, columns=min(len(panels), self.GROUP_COLUMNS), spacing=18)
+                .resolve_legend(color="independent"))  # the legend stays beside the map of the strongest group

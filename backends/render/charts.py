@@ -9,7 +9,8 @@ Colour conventions, shared by all presentations:
 
 * sign: positive red, negative blue (the RdBu scheme), in diverging maps and in bars alike;
 * classes: the first class orange, the second blue (as in the Building Blocks article), then more;
-* NMF groups: one categorical colour per group, the same in every panel of the element.
+* NMF groups: one categorical colour per group (:func:`group_colours`), the same in every panel and in every
+  element that draws the same groups.
 """
 from __future__ import annotations
 
@@ -129,6 +130,18 @@ def distinct_colours(n: int, base: Sequence[str]) -> list[str]:
         r, g, b = colorsys.hls_to_rgb(i / n, 0.45, 0.7)
         out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
     return out
+
+
+def group_name(g: int) -> str:
+    """The name of NMF group ``g`` (0-based) in every chart: legends, titles, tooltips."""
+    return f"group {g + 1}"
+
+
+def group_colours(k: int) -> list[str]:
+    """The colour of each of ``k`` NMF groups: group ``g`` is ``group_colours(k)[g]`` in every element
+    that draws those groups (the ``groups`` presentation, a heatmap of them, a group a link selected),
+    so one group has one colour on the whole page."""
+    return distinct_colours(k, GROUP_COLOURS)
 
 
 # ----------------------------------------------------------------------------- rasters
