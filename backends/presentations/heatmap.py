@@ -70,8 +70,9 @@ class HeatmapOptions(OptionsModel):
     gamma: float = Field(0.5, gt=0.0, le=1.0, description="opacity follows (value / peak) ** gamma: 0.5 (square root) "
                                                           "shows the middle of the range, 1 is linear")
     scheme: Optional[str] = Field(None, description="colour scheme of a single map (default: viridis for magnitudes, "
-                                                    "redblue for signed maps)")
-    colours: Optional[list[str]] = Field(None, description="one #rrggbb colour per class map (default: orange, blue, …)")
+                                                    "redblue for signed maps; a map of NMF groups takes its groups' colours)")
+    colours: Optional[list[str]] = Field(None, description="one #rrggbb colour per class map (default: orange, blue, …; "
+                                                                "NMF groups have their own colours)")
 
     @field_validator("scheme")
     @classmethod

@@ -9,6 +9,7 @@ import pytest
 
 from support import SPECS
 from interpgram.backends import pipeline
+from interpgram.backends.cli import main
 from interpgram.backends.render import write_report
 from interpgram.backends.render.draw import chart_for
 
@@ -93,3 +94,34 @@ def test_the_link_caption_counts_groups_not_channels(rendered):
     assert entry["total"] == K and len(entry["keys"]) == K
     assert f"({K} of {K} selections precomputed here)" in page
     assert "of 128 selections" not in page  # conv4's channels
+
+
+GROUP_HEATMAP_OPTIONS = """\
+interpgram: 1
+model: builtin:shapes-cnn
+input: builtin:shapes/3
+elements:
+  a:
+    content: {activation: {layer: conv4, atom: {group: nmf, k: 3}}}
+    presentation: {heatmap: {colours: ["#000000", "#ffffff", "#ff0000"]}}
+  b:
+    content: {activation: {layer: conv4, atom: {group: nmf, k: 3}}}
+    presentation:
+      heatmap: {scheme: magma}
+  c:
+    content: {activation: {layer: conv4, atom: spatial}}
+    presentation: {heatmap: {scheme: magma}}
+"""
+
+
+def test_a_heatmap_of_groups_refuses_colours_of_its_own_at_check(tmp_path, capsys):
+    """Colours or a scheme would give a group another colour than the one every other chart gives it."""
+    spec = tmp_path / "colours.yaml"
+    spec.write_text(GROUP_HEATMAP_OPTIONS)
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(str(spec))]
+    assert len(lines) == 2, err  # element c (a spatial map) may choose its scheme
+    assert lines[0].startswith(f"{spec}:7:") and "option 'colours'" in lines[0] and "NMF groups" in lines[0], err
+    assert lines[1].startswith(f"{spec}:11:") and "option 'scheme'" in lines[1], err
+    assert "Traceback" not in err
