@@ -9,7 +9,8 @@ The page shows the same elements as the static report, built the same way (``pip
   anything outside it, by ``..``, an absolute path or a symlink, gets one answer whatever is there,
   so the page cannot read or probe the server's other files;
 * a class picker: every element whose attribution goes to the output layer is re-planned for the
-  picked class through the compiler (``compile_variants`` with a class selection);
+  picked class through the compiler (``compile_variants`` with a class selection), except a
+  ``compare`` of two classes, which keeps both (re-targeted, it would show the picked class minus itself);
 * live links: a source element's chart carries a Vega selection parameter named ``link``; the
   session listens to it and computes the target element for that selection through the
   compiler, the fused plan and the result cache (:mod:`interpgram.backends.links`);

@@ -299,6 +299,8 @@ class Dashboard:
                     note = ""
                     if run is not None and el in run.views:
                         note = f"class picker: <b>{_esc(class_name)}</b>"
+                    elif run is not None and el in comp.kept:
+                        note = "the class picker leaves this comparison of two classes as the spec says"
                     elif el in targets:
                         li = targets[el]
                         verb = "hover" if li.event == "hover" else "click"
@@ -333,8 +335,11 @@ class Dashboard:
             f"spec version {self.good.version}"
             + (f" · class {_esc(class_name)}: {len(run.views)} element(s) re-planned in {run.seconds:.2f} s"
                if run is not None else "")) + "</div>"
-        self.class_note.object = '<div class="ig-class-note">' + (
-            ("the class drives: " + ", ".join(driven)) if driven else
+        kept = (f"it leaves {', '.join(comp.kept)} as {'it is' if len(comp.kept) == 1 else 'they are'} "
+                "(a comparison of two classes keeps both)") if comp.kept else ""
+        self.class_note.object = '<div class="ig-class-note">' + _esc(
+            ("the class drives: " + ", ".join(driven) + (f"; {kept}" if kept else "")) if driven else
+            f"the class drives nothing: {kept}" if kept else
             "no element of this spec attributes to the output, so the class drives nothing") + "</div>"
         self.log.append(f"drew version {self.good.version} input {comp.ref} class {class_name}")
 

@@ -24,6 +24,7 @@ from interpgram.backends.render import chart_for
 from interpgram.grammar import SpecError
 from interpgram.grammar.compile import compile_variants
 from interpgram.grammar.plan import LinkInfo
+from interpgram.grammar.spec.nodes import AttributionContent, TransformContent
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5006
@@ -57,6 +58,7 @@ class Computed:
     charts: dict[str, str]
     seconds: float
     driven: Optional[list[str]] = None  # elements the class picker re-targets (found on first use)
+    kept: list[str] = field(default_factory=list)  # comparisons of two classes it leaves as they are
     classes: dict[int, "ClassRun"] = field(default_factory=dict)
     link_charts: "OrderedDict[tuple, dict[str, str]]" = field(default_factory=OrderedDict)  # (link, key) -> charts
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -322,13 +324,17 @@ class Session:
         if comp.driven is not None:
             return comp.driven
 
-        prep, out = comp.prep, []
-        for el in prep.loaded.spec.elements:
+        prep, out, kept = comp.prep, [], []
+        for el, element in prep.loaded.spec.elements.items():
+            if compares_classes(element.content):  # re-targeted, both sides would be the one class: a − a = 0
+                kept.append(el)
+                continue
             try:
                 compile_variants(prep.loaded, prep.info, [(class_link(el), 0)], base=prep.plan)
             except SpecError:
                 continue
             out.append(el)
+        comp.kept = kept
         comp.driven = out
         return out
 
@@ -385,6 +391,29 @@ def _expanded(refs: list[str]) -> list[str]:
         return expand_refs(refs)
     except InputError:
         return list(refs)
+
+
+def _output_classes(content) -> set:
+    """The class selections (``select`` of each attribution to the output) inside a content."""
+    if isinstance(content, AttributionContent):
+        to = content.attribution.to
+        return {tuple(to.select) if to.select is not None else None} if to.layer == "output" else set()
+    if isinstance(content, TransformContent):
+        t = content.transform
+        return set().union(*(_output_classes(c) for c in (t.of, t.a, t.b, t.by) if c is not None and not isinstance(c, str)))
+    return set()
+
+
+def compares_classes(content) -> bool:
+    """Whether a content compares attributions to different classes (``compare`` with ``a`` and ``b``
+    selecting other classes, at any depth): the class picker must leave it as it is, since re-targeting
+    both sides to the picked class would show that class minus itself."""
+    if not isinstance(content, TransformContent):
+        return False
+    t = content.transform
+    if t.op == "compare" and _output_classes(t.a) != _output_classes(t.b):
+        return True
+    return any(compares_classes(c) for c in (t.of, t.a, t.b, t.by) if c is not None and not isinstance(c, str))
 
 
 def class_link(element: str):

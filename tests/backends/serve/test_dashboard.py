@@ -106,16 +106,16 @@ def test_demo_page_has_every_element_with_title_and_grammar(demo):
 
 def test_class_picker_retargets_the_class_driven_elements(demo):
     dash = Dashboard(demo)
-    assert demo.class_driven(dash.comp) == ["where", "versus", "channels", "groups"]
-    assert "where, versus, channels, groups" in dash.class_note.object
+    assert demo.class_driven(dash.comp) == ["where", "channels", "groups"]  # versus compares star and crescent
+    assert "where, channels, groups; it leaves versus as it is" in dash.class_note.object
     before = {vid: datasets(p) for vid, p in dash.panes.items()}
     classes = demo.good.prep.info.classes
     dash.choose_class(classes.index("square"))
     after = {vid: datasets(p) for vid, p in dash.panes.items()}
-    for vid in ("where", "versus", "channels", "groups"):
+    for vid in ("where", "channels", "groups"):
         assert after[vid] != before[vid], vid
         assert "square" in dash.captions[vid].object
-    for vid in ("magnitude", "upstream"):  # not attributions to the output: unchanged
+    for vid in ("versus", "magnitude", "upstream"):  # a comparison of two classes, not attributions to the output: unchanged
         assert after[vid] == before[vid], vid
     assert "strongest channels for square" in json.dumps(dash.panes["channels"].object)
     # the same class again comes from memory; back to the spec's classes restores the base charts
