@@ -54,8 +54,8 @@ class Groups(Presentation):
         "NMF neuron groups: a spatial map and channel direction per group, and each group's attribution"
     )
 
-    #: group columns per row: six columns (a 120 px map beside its channel labels) fit a 1280 px page
-    GROUP_COLUMNS = 6
+    #: the width the group columns wrap to: the report's content on a 1280 px page (1184 px) less a margin
+    ROW_PX = 1170
 
     def lower(self, b: Builder, c: Content, opts: dict, path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
         if not opts.get("icons"):
@@ -164,7 +164,7 @@ class Groups(Presentation):
         w_min = -w_max if bool((direction < 0).any()) else 0.0
         sw, sh = panel_px(image, SMALL)
         small_url = png_data_url(image, sw)
-        columns = []
+        columns, shown = [], []
         for g in range(k):
             own = alt.layer(
                 image_layer(small_url, gh, gw),
@@ -173,6 +173,7 @@ class Groups(Presentation):
                     tooltip=[*where, alt.Tooltip("group:N"), alt.Tooltip("value:Q", title="share", format=".4g")]),
             ).properties(width=sw, height=sh, title=alt.TitleParams(names[g], color=colours[g]))
             order = np.argsort(-magnitude[g], kind="stable")[:top_n]
+            shown += [labels[c] for c in order]
             crows = [{"group": names[g], "channel": labels[c], "weight": sig(direction[g, c])} for c in order]
             strongest = alt.Chart({"values": crows}).mark_bar().encode(
                 y=alt.Y("channel:N", sort=alt.EncodingSortField("weight", order="descending"), title=None),
@@ -193,7 +194,10 @@ class Groups(Presentation):
                 parts = [pic, own, strongest]
             columns.append(alt.vconcat(*parts, spacing=6))
         # one colour scale for every panel; only the combined map shows its legend
-        # the groups' columns wrap (GROUP_COLUMNS to a row), so that many groups stay on a 1280 px page
+        # the groups' columns wrap so that every group stays on a 1280 px page: a column is its map (its
+        # plot area lines up with the bars') plus the channel labels left of the bars (~5.5 px a character)
+        column_px = sw + 5.5 * max(map(len, shown)) + 12
+        per_row = max(1, min(k, int((self.ROW_PX + 14) // (column_px + 14))))
         return (alt.vconcat(alt.hconcat(*first_row, spacing=40).resolve_legend(color="independent"),
-                            alt.concat(*columns, columns=min(k, self.GROUP_COLUMNS), spacing=14), spacing=28)
+                            alt.concat(*columns, columns=per_row, spacing=14), spacing=28)
                 .resolve_legend(color="independent"))
