@@ -197,7 +197,8 @@ class Groups(Presentation):
         # the groups' columns wrap so that every group stays on a 1280 px page: a column is its map (its
         # plot area lines up with the bars') plus the channel labels left of the bars (~5.5 px a character)
         column_px = sw + 5.5 * max(map(len, shown)) + 12
-        per_row = max(1, min(k, int((self.ROW_PX + 14) // (column_px + 14))))
+        fit = max(1, min(k, int((self.ROW_PX + 14) // (column_px + 14))))
+        per_row = -(-k // -(-k // fit))  # rows as even as they can be: six groups that fit five a row go 3 + 3
         return (alt.vconcat(alt.hconcat(*first_row, spacing=40).resolve_legend(color="independent"),
                             alt.concat(*columns, columns=per_row, spacing=14), spacing=28)
                 .resolve_legend(color="independent"))
