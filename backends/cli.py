@@ -245,9 +245,16 @@ def network_prefix(layers) -> str:
         prefix = kids[0]
 
 
-def _listed(name: str, prefix: str) -> bool:
-    """A layer of the default listing: a child of ``prefix``, or a wrapper on the way down to it."""
-    return _parent(name) == prefix or prefix == name or prefix.startswith(name + ".")
+def _listed(name: str, prefix: str, layers=()) -> bool:
+    """A layer of the default listing: a child of ``prefix``, or a wrapper on the way down to it. A module
+    that returns no tensor (a ModuleList, a Hugging Face model whose forward returns a ModelOutput) is no
+    layer, so its children are listed in its place."""
+    if prefix == name or prefix.startswith(name + "."):
+        return True
+    parent = _parent(name)
+    while parent != prefix and parent not in layers and parent.startswith(prefix + "." if prefix else ""):
+        parent = _parent(parent)
+    return parent == prefix
 
 
 def cmd_layers(args) -> int:
@@ -262,12 +269,12 @@ def cmd_layers(args) -> int:
     print(f"  {'input':<{width}}  {(3, *model.preprocess.size)}")
     prefix = network_prefix(layers)  # a wrapped model: the modules of the network it wraps
     for name, shape in layers.items():
-        if args.all or _listed(name, prefix):
+        if args.all or _listed(name, prefix, layers):
             print(f"  {name:<{width}}  {shape}")
     print(f"  {'output':<{width}}  ({len(model.classes)},)")
     if not args.all and prefix:
         print(f"  ({prefix!r} holds the whole network, so its modules are listed)")
-    if not args.all and any(not _listed(n, prefix) for n in layers):
+    if not args.all and any(not _listed(n, prefix, layers) for n in layers):
         print("  (submodules hidden; --all lists every module path)")
     if any("@" in n for n in layers):
         print("  (NAME@N: the N-th call of a module the forward pass calls more than once; a spec names one call)")
