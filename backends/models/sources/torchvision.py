@@ -1,13 +1,17 @@
 """``torchvision:NAME``: a torchvision model with its published weights (needs the torchvision extra).
 
 ``weights:`` is either a weights file (a state_dict / safetensors of that architecture, loaded key by
-key) or the name of one of the model's published weight sets (``IMAGENET1K_V2``); ``labels:`` a text
-file with one class name per output.
+key, nothing downloaded) or the name of one of the model's published weight sets (``IMAGENET1K_V2``);
+``labels:`` a text file with one class name per output. A weights file with ``labels:`` builds the
+architecture with one output per label (a network fine-tuned on your own classes); without ``labels:``
+it has the published set's outputs and class names. The input size, mean and std are the weight
+set's own (``weights.transforms()``: 299 px for ``inception_v3``).
 """
 from __future__ import annotations
 
 from interpgram.backends.models.base import (IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSourceError, Preprocess,
-                                             SourceContext, finish, model_source, zoo_weights_and_labels)
+                                             SourceContext, finish, model_source, read_labels,
+                                             zoo_weights_and_labels)
 from interpgram.grammar.spec.errors import did_you_mean
 
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
@@ -35,13 +39,28 @@ def _torchvision(ctx: SourceContext) -> LoadedModel:
         weights = sets[ctx.weights]
     else:
         weights = sets.DEFAULT
+    classes = list(weights.meta.get("categories") or [f"class{i}" for i in range(1000)])
+    kw = {}
+    if from_file and ctx.labels:  # your own classes: the architecture with one output per name
+        classes = read_labels(ctx.path(ctx.labels))
+        kw["num_classes"] = len(classes)
     try:
-        module = tvm.get_model(ctx.ref, weights=None if from_file else weights)
+        module = tvm.get_model(ctx.ref, weights=None if from_file else weights, **kw)
     except (OSError, RuntimeError, ValueError) as e:  # a download that failed, a damaged file in torch's hub cache
         raise ModelSourceError(f"could not fetch the weights of torchvision:{ctx.ref}: {e}") from None
-    classes = list(weights.meta.get("categories") or [f"class{i}" for i in range(1000)])
     classes = zoo_weights_and_labels(ctx if from_file else _no_weights(ctx), module, classes, f"torchvision:{ctx.ref}")
-    return finish(f"torchvision:{ctx.ref}", module, Preprocess((224, 224), IMAGENET_MEAN, IMAGENET_STD), classes)
+    return finish(f"torchvision:{ctx.ref}", module, _preprocess(weights), classes)
+
+
+def _preprocess(weights) -> Preprocess:
+    """The weight set's input size, mean and std (its ``transforms()``: resize, centre crop, normalise)."""
+    try:
+        t = weights.transforms()
+        crop = t.crop_size
+        size = (crop[0], crop[-1]) if isinstance(crop, (list, tuple)) else (int(crop), int(crop))
+        return Preprocess(size, tuple(t.mean), tuple(t.std))
+    except (AttributeError, TypeError, ValueError, IndexError):  # a weight set whose transforms say no size
+        return Preprocess((224, 224), IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _no_weights(ctx: SourceContext) -> SourceContext:
