@@ -465,7 +465,8 @@ class ModelSpec(Node):
     override what the source states (a ``python:`` factory's ``(module, {size, mean, std, classes})``,
     a zoo model's configuration; a model that states nothing gets 224 px, raw [0, 1] pixels, a centre crop)."""
 
-    source: str = Field(..., description="builtin:NAME | inceptionv1 | torchvision:NAME | timm:NAME | file:PATH | python:MODULE:CALLABLE")
+    source: str = Field(..., description="builtin:NAME | inceptionv1 | torchvision:NAME | timm:NAME | hf:PATH | "
+                                          "hf:ORG/NAME | file:PATH | python:MODULE:CALLABLE")
     weights: Optional[str] = Field(None, description="weights file (state_dict .pt/.pth or .safetensors)")
     factory: Optional[str] = Field(None, description="python:MODULE:CALLABLE building the architecture for a state_dict file")
     labels: Optional[str] = Field(None, description="text file with one class name per line")
@@ -580,7 +581,7 @@ class Spec(Node):
     model: Annotated[
         Union[Annotated[str, Tag("ref")], Annotated[ModelSpec, Tag("spec")]],
         Discriminator(lambda v: "spec" if isinstance(v, (dict, ModelSpec)) else "ref"),
-    ] = Field(..., description="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, file:PATH, python:MOD:FN, or a mapping")
+    ] = Field(..., description="builtin:shapes-cnn, inceptionv1, torchvision:NAME, timm:NAME, hf:PATH, file:PATH, python:MOD:FN, or a mapping")
     input: Optional[Annotated[
         Union[Annotated[str, Tag("one")], Annotated[list[str], Tag("many")]],
         Discriminator(lambda v: "many" if isinstance(v, list) else "one"),
