@@ -15,6 +15,8 @@ interpgram reads.
 - **Weights** load as transformers loads them: ``model.safetensors`` when present, else
   ``pytorch_model.bin`` read with ``torch.load(weights_only=True)`` (tensors only: a pickle holding
   anything else is refused, as :func:`~interpgram.backends.models.base.load_weights_file` refuses it).
+- ``model.weights``: a state_dict / safetensors file of the same architecture, loaded key by key over
+  the saved weights (a fine-tuned checkpoint).
 - **Custom code** (a config whose ``auto_map`` names Python files, ``trust_remote_code``) runs only with
   ``--allow-code`` (``allow_code=True`` from Python), like ``python:``.
 """
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Optional
 
 from interpgram.backends.models.base import (LOAD_ERRORS, LoadedModel, ModelSourceError, Preprocess, SourceContext,
-                                             finish, make_preprocess, model_source, read_labels)
+                                             finish, fit_state_dict, load_weights_file, make_preprocess, model_source,
+                                             read_labels)
 
 #: a Hugging Face hub repository id: NAME or ORG/NAME (letters, digits, ``-``, ``_``, ``.``; at most 96 characters)
 HUB_ID = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
@@ -109,6 +112,9 @@ def _hf(ctx: SourceContext) -> LoadedModel:
         from transformers.image_processing_base import ImageProcessingMixin
     except ImportError as e:
         raise ModelSourceError(f"{name} needs transformers ({type(e).__name__}: {e}); {_EXTRA}") from None
+    if ctx.factory:
+        raise ModelSourceError(f"{name}: the architecture comes from its config.json; model.factory is for file: "
+                               "state_dicts (drop it, or give the weights as model.weights)")
     target, folder = _where(ctx)
     fetch = "" if folder else (" (a hub id: transformers downloads it when online, or finds it in its cache; "
                                "offline, give the folder save_pretrained wrote)")
@@ -155,6 +161,9 @@ def _hf(ctx: SourceContext) -> LoadedModel:
         said += [f"{len(mismatched)} shape mismatches: " + "; ".join(mismatched[:5])] if mismatched else []
         raise ModelSourceError(f"{name}: its weights do not fit the model its config describes (transformers would "
                                f"fill them with random values): " + "; ".join(said))
+    if ctx.weights:  # a state_dict of this architecture (a fine-tuned checkpoint) over the saved weights
+        path = ctx.path(ctx.weights)
+        fit_state_dict(module, load_weights_file(path), path, f"the model {name}'s config describes")
     try:
         proc, _ = ImageProcessingMixin.get_image_processor_dict(target)
     except OSError:  # no preprocessor_config.json: the config's image_size, raw pixels, with a note

@@ -164,6 +164,22 @@ def test_a_pickle_checkpoint_loads_tensors_only(saved, tmp_path):
         load_model(f"hf:{tmp_path / 'evil'}")
 
 
+def test_a_weights_file_replaces_the_saved_weights_key_by_key(saved, tmp_path):
+    root, resnet, _ = saved
+    torch.manual_seed(5)
+    tuned = ResNetForImageClassification(resnet.config).eval()
+    save_file({k: v.contiguous() for k, v in tuned.state_dict().items()}, str(tmp_path / "tuned.safetensors"))
+    m = load_model(f"hf:{root / 'resnet'}", weights="tuned.safetensors", base_dir=tmp_path)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_array_equal(m.module(x).logits.numpy(), tuned(x).logits.numpy())
+    save_file({"classifier.1.weight": torch.zeros(3, 5)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelSourceError, match=r"does not fit the model hf:.*'s config describes"):
+        load_model(f"hf:{root / 'resnet'}", weights="other.safetensors", base_dir=tmp_path)
+    with pytest.raises(ModelSourceError, match="model.factory is for file:"):
+        load_model(f"hf:{root / 'resnet'}", factory="python:x:y")
+
+
 def test_weights_that_do_not_fit_are_refused_not_filled_at_random(saved, tmp_path):
     root, resnet, _ = saved
     (tmp_path / "headless").mkdir()
