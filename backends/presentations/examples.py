@@ -77,7 +77,9 @@ class ExamplesPresentation(Presentation):
         ds = opts["dataset"]
         if not ds.startswith(("builtin:", "python:")):  # a folder: relative to the spec's folder
             p = Path(os.path.expanduser(ds))
-            ds = str(p if p.is_absolute() else b.loaded.base_dir / p)
+            # absolute: the examples kernel opens it with the spec's folder as base again, and a relative
+            # spec folder (specs/imagenet) would be joined twice
+            ds = str(p if p.is_absolute() else (b.loaded.base_dir / p).absolute())
         fields = dict(source=src, vectors=vectors, groups=groups, layer=c.layer, atom=kind, atoms=explicit,
                       top=opts["top"], count=opts["atoms"], dataset=ds, n=opts["n"], split=opts["split"],
                       patch=opts["patch"], batch_size=opts["batch_size"])
