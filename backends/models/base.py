@@ -29,7 +29,7 @@ from interpgram.backends.code import CodeError
 from interpgram.backends.code import import_callable as _import_callable
 from interpgram.backends.data.images import CROP_MODES, CROP_OF, RESIZE_MODES, Fit
 from interpgram.backends.files import describe_path_problem
-from interpgram.backends.kernels.capture import logits_of
+from interpgram.backends.models.outputs import logits_of
 from interpgram.grammar.registry import Registry
 from interpgram.grammar.spec.errors import did_you_mean
 
@@ -179,7 +179,7 @@ class LoadedModel:
 
 
 def model_logits(out) -> torch.Tensor:
-    """The logits in a model's output (:func:`~interpgram.backends.kernels.capture.logits_of`), or a
+    """The logits in a model's output (:func:`~interpgram.backends.models.outputs.logits_of`), or a
     :class:`ModelSourceError` naming what the forward returned."""
     try:
         return logits_of(out)
