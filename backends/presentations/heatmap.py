@@ -90,6 +90,27 @@ class HeatmapOptions(OptionsModel):
         return v
 
 
+def strongest_layer(pos: np.ndarray, labels: list[str], colours: list[str], top: float, opacity: float, gamma: float,
+                    where: list, *, field: str, nothing: str, tips: tuple[str, str], columns=alt.Undefined) -> alt.Chart:
+    """One overlay of several non-negative maps ``pos`` (n, h, w): each cell in the colour of the map that is
+    strongest there (``field`` names it in the data and tooltip), its opacity following that strength on the
+    scale ``top``; cells where every map is 0 are ``nothing`` and drawn fully transparent."""
+    while nothing in labels:
+        nothing += "*"
+    winner, strength = pos.argmax(0), pos.max(0)
+    gh, gw = strength.shape
+    rows = cell_records(strength, strength_alpha(strength, top, opacity, gamma))
+    for r in rows:
+        i, j = r["row"], r["col"]
+        r[field] = labels[int(winner[i, j])] if strength[i, j] > 0 else nothing
+        r["values"] = " · ".join(f"{lab} {sig(pos[n, i, j]):.4g}" for n, lab in enumerate(labels))
+    return cell_layer(rows, gh, gw).encode(
+        color=alt.Color(f"{field}:N", scale=alt.Scale(domain=labels + [nothing], range=colours + ["#ffffff"]),
+                        legend=alt.Legend(title=None, orient="bottom", values=labels, columns=columns)),
+        opacity=ALPHA,
+        tooltip=[*where, alt.Tooltip(f"{field}:N", title=tips[0]), alt.Tooltip("values:N", title=tips[1])])
+
+
 @register_presentation
 class Heatmap(Presentation):
     name = "heatmap"
@@ -205,20 +226,8 @@ class Heatmap(Presentation):
             extra = [pick_layer(view, gh, gw, pick)] if pick is not None and k == 0 else []
             sub = f"peak {sig(peak):.3g}" if peak > 0 else "no positive evidence"
             panels.append(panel([layer] + extra, alt.TitleParams(label, color=colours[k], subtitle=sub)))
-        winner, strength = pos.argmax(0), pos.max(0)
-        rows = cell_records(strength, strength_alpha(strength, top, opacity, gamma))
-        nothing = "(no positive evidence)"  # positions no class supports: drawn fully transparent
-        while nothing in labels:
-            nothing += "*"
-        for r in rows:
-            i, j = r["row"], r["col"]
-            r["class"] = labels[int(winner[i, j])] if strength[i, j] > 0 else nothing
-            r["values"] = " · ".join(f"{lab} {sig(pos[k, i, j]):.4g}" for k, lab in enumerate(labels))
-        combined = cell_layer(rows, gh, gw).encode(
-            color=alt.Color("class:N", scale=alt.Scale(domain=labels + [nothing], range=colours + ["#ffffff"]),
-                            legend=alt.Legend(title=None, orient="bottom", values=labels)),
-            opacity=ALPHA,
-            tooltip=[*where, alt.Tooltip("class:N", title="supports most"), alt.Tooltip("values:N", title="evidence")])
+        combined = strongest_layer(pos, labels, colours, top, opacity, gamma, where, field="class",
+                                   nothing="(no positive evidence)", tips=("supports most", "evidence"))
         panels.append(panel([combined], "which class each position supports"))
         return alt.hconcat(*panels, spacing=18)
 
@@ -245,18 +254,8 @@ class Heatmap(Presentation):
         gh, gw = pos.shape[1:]
         pick = link_param(view, ["col", "row"])
         if len(maps) > 1:
-            winner, strength = pos.argmax(0), pos.max(0)
-            rows = cell_records(strength, strength_alpha(strength, float(pos.max()) or 1.0, opacity, gamma))
-            nothing = "(no group)"
-            for r in rows:
-                i, j = r["row"], r["col"]
-                r["group"] = labels[int(winner[i, j])] if strength[i, j] > 0 else nothing
-                r["values"] = " · ".join(f"{lab} {sig(pos[n, i, j]):.4g}" for n, lab in enumerate(labels))
-            combined = cell_layer(rows, gh, gw).encode(
-                color=alt.Color("group:N", scale=alt.Scale(domain=labels + [nothing], range=colours + ["#ffffff"]),
-                                legend=alt.Legend(title=None, orient="bottom", values=labels, columns=3)),
-                opacity=ALPHA,
-                tooltip=[*where, alt.Tooltip("group:N", title="strongest"), alt.Tooltip("values:N", title="share")])
+            combined = strongest_layer(pos, labels, colours, float(pos.max()) or 1.0, opacity, gamma, where,
+                                       field="group", nothing="(no group)", tips=("strongest", "share"), columns=3)
             panels.append(panel([combined], f"the strongest of {len(maps)} groups at each position"))
         for n, label in enumerate(labels):
             peak = float(pos[n].max())
