@@ -56,6 +56,7 @@ names onto this module tree.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -82,6 +83,8 @@ __all__ = [
     "LAYER_DEPTHS",
     "MIXED_LAYERS",
     "WEIGHTS_URL",
+    "WEIGHTS_GIT_BLOB",
+    "git_blob_id",
     "WEIGHTS_ENV_VAR",
     "LABELS_ENV_VAR",
     "WEIGHTS_FILENAME",
@@ -155,6 +158,19 @@ _LRN = dict(depth_radius=5, bias=2.0, alpha=1e-4, beta=0.5)
 #: The PyTorch port of lucid's weights that lucent (greentfrapp/lucent,
 #: lucent/modelzoo/inceptionv1/InceptionV1.py, ``model_urls['inceptionv1']``) downloads.
 WEIGHTS_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
+#: the published file's identity: its git blob id in that repository (``git hash-object inception5h.pth``,
+#: SHA-1 of ``b"blob <size>\0" + bytes``), unchanged since commit 3903934 "Fixed the Inception5h model"
+#: (2020-04-10); no sha256 is published. A download that does not have it is refused.
+WEIGHTS_GIT_BLOB = "119f77db85c8352960933e025312b507d9a96ed7"
+
+
+def git_blob_id(path: Path) -> str:
+    """``git hash-object`` of a file: the SHA-1 of ``b"blob <size>\0"`` followed by its bytes."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 WEIGHTS_FILENAME = "inception5h.pth"
 WEIGHTS_ENV_VAR = "INTERPGRAM_INCEPTIONV1_WEIGHTS"
 LABELS_ENV_VAR = "INTERPGRAM_INCEPTIONV1_LABELS"
@@ -551,8 +567,9 @@ def _unavailable_message(reason: str, target: Path) -> str:
     )
 
 
-def _download(url: str, dest: Path, timeout: float) -> dict[str, torch.Tensor]:
-    """Fetch ``url`` into ``dest`` atomically; returns the verified internal state_dict."""
+def _download(url: str, dest: Path, timeout: float, blob: str = WEIGHTS_GIT_BLOB) -> dict[str, torch.Tensor]:
+    """Fetch ``url`` into ``dest`` atomically; returns the verified internal state_dict. The file must have the
+    git blob id ``blob`` (the published file's, :data:`WEIGHTS_GIT_BLOB`) before it is even unpickled."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -578,6 +595,15 @@ def _download(url: str, dest: Path, timeout: float) -> dict[str, torch.Tensor]:
             raise WeightsUnavailable(
                 _unavailable_message(f"downloading {url} failed ({type(exc).__name__}: {exc})", dest)
             ) from exc
+        got = git_blob_id(tmp)
+        if got != blob:
+            raise WeightsUnavailable(
+                _unavailable_message(
+                    f"the file downloaded from {url} is not the published inception5h.pth (its git blob id is "
+                    f"{got}, the published file's {blob}); it was not kept",
+                    dest,
+                )
+            )
         try:
             raw = torch.load(os.fspath(tmp), map_location="cpu", weights_only=True)
             state = to_internal_state_dict(_check_tensor_mapping(raw, url), source=url)
@@ -603,6 +629,7 @@ def load_inceptionv1(
     allow_download: bool = True,
     url: str = WEIGHTS_URL,
     timeout: float = 60.0,
+    blob: str = WEIGHTS_GIT_BLOB,
 ) -> InceptionV1:
     """Build :class:`InceptionV1` with the published lucid weights, in eval mode on CPU.
 
@@ -611,7 +638,8 @@ def load_inceptionv1(
     ``None`` the file is looked up, in order, at ``$INTERPGRAM_INCEPTIONV1_WEIGHTS``
     (which must exist if set) and ``<cache_dir>/inceptionv1/inception5h.pth``; if it is
     absent and ``allow_download``, :data:`WEIGHTS_URL` is downloaded to a temporary
-    file next to it, verified, and moved into place atomically.  Raises
+    file next to it, verified (its git blob id must be ``blob``, the published file's
+    :data:`WEIGHTS_GIT_BLOB`, before it is unpickled), and moved into place atomically.  Raises
     :class:`WeightsUnavailable` (no file / network failure),
     :class:`WeightsFormatError` (not a pure state_dict) or :class:`WeightsMismatch`.
     """
@@ -635,7 +663,7 @@ def load_inceptionv1(
         elif cached.is_file():
             state = to_internal_state_dict(read_state_dict(cached), source=str(cached))
         elif allow_download:
-            state = _download(url, cached, timeout)
+            state = _download(url, cached, timeout, blob)
         else:
             raise WeightsUnavailable(
                 _unavailable_message(f"no file at {cached} and downloading is disabled (allow_download=False)", cached)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import http.server
 import socket
+import subprocess
 import threading
 import warnings
 
@@ -31,6 +32,7 @@ from interpgram.backends.models.inceptionv1 import (
     MIXED_LAYERS,
     PUBLISHED_TO_INTERNAL,
     WEIGHTS_ENV_VAR,
+    WEIGHTS_GIT_BLOB,
     Conv2dSame,
     GenericLabelsWarning,
     InceptionV1,
@@ -40,6 +42,7 @@ from interpgram.backends.models.inceptionv1 import (
     WeightsMismatch,
     WeightsUnavailable,
     default_weights_path,
+    git_blob_id,
     load_inceptionv1,
     load_labels,
     to_model_input,
@@ -482,7 +485,10 @@ def test_download_is_verified_and_atomic(tmp_path, no_env, http_root, published_
     root, base = http_root
     torch.save(published_sd, root / "inception5h.pth")
     cache = tmp_path / "cache"
-    loaded = load_inceptionv1(cache_dir=cache, url=f"{base}/inception5h.pth", timeout=120)  # generous: a busy machine serves slowly
+    # these tests' own weights, so their own git blob id stands in for the published file's
+    blob = git_blob_id(root / "inception5h.pth")
+    loaded = load_inceptionv1(cache_dir=cache, url=f"{base}/inception5h.pth", timeout=120,  # generous: a busy machine
+                              blob=blob)  # serves slowly
     with torch.no_grad():
         assert torch.equal(loaded(image), logits)
     folder = cache / "inceptionv1"
@@ -491,6 +497,22 @@ def test_download_is_verified_and_atomic(tmp_path, no_env, http_root, published_
     (root / "inception5h.pth").unlink()
     with torch.no_grad():
         assert torch.equal(load_inceptionv1(cache_dir=cache, url=f"{base}/inception5h.pth")(image), logits)
+
+
+def test_a_download_that_is_not_the_published_file_is_refused(tmp_path, no_env, http_root, published_sd):
+    root, base = http_root
+    torch.save(published_sd, root / "inception5h.pth")  # a valid state_dict, but not the published bytes
+    cache = tmp_path / "cache"
+    with pytest.raises(WeightsUnavailable, match=f"not the published inception5h.pth.*{WEIGHTS_GIT_BLOB}"):
+        load_inceptionv1(cache_dir=cache, url=f"{base}/inception5h.pth", timeout=120)
+    assert list((cache / "inceptionv1").iterdir()) == []
+
+
+def test_the_git_blob_id_is_gits_own(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(bytes(range(256)) * 1000)
+    out = subprocess.run(["git", "hash-object", str(f)], capture_output=True, text=True, check=True)
+    assert git_blob_id(f) == out.stdout.strip()
 
 
 def test_bad_download_leaves_no_file(tmp_path, no_env, http_root, published_sd):
