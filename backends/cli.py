@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 EXAMPLES = """\
@@ -33,6 +34,11 @@ Specs that build models from Python code (model: python:pkg.mod:factory) only ru
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line a user reads (``warning: …``), not Python's file:line and source line."""
+    _err(f"warning: {message}")
 
 
 def _prepare(args):
@@ -494,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from interpgram.grammar import SpecError
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return args.fn(args)
     except SpecError as e:
@@ -514,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             _err(f"error: {e}")
             return 1
         raise
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover
