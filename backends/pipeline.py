@@ -534,8 +534,9 @@ def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCa
 
     if groups := factorize_notes(prep.plan, results.values):
         meta["neuron groups"] = groups[0] if len(groups) == 1 else groups
-    for note in prep.model.notes:
-        meta.setdefault("notes", note)
+    if prep.model.notes:  # every note of the model (the default preprocessing, generic class names, …), not the first
+        notes = list(dict.fromkeys(prep.model.notes))
+        meta["notes"] = notes[0] if len(notes) == 1 else notes
     return meta
 
 
