@@ -210,8 +210,22 @@ def test_interrupt_and_early_stop_cancel_pending_tasks(engine, tmp_path):
 
     interrupted, shared = phase("interrupted")
 
+    main = threading.main_thread().ident
+
+    def caller_waits_in_ray_get() -> bool:
+        # the main thread's Python stack reaches Ray's Worker.get_objects: it is blocked in ray.get, where a
+        # Ctrl-C becomes a KeyboardInterrupt (one that lands while it is still submitting tasks can be
+        # swallowed inside Ray's own code, so "a task has started" alone is not the point to interrupt at)
+        f = sys._current_frames().get(main)
+        while f is not None:
+            if f.f_code.co_name == "get_objects":
+                return True
+            f = f.f_back
+        return False
+
     def ctrl_c_once_a_task_runs():
-        wait_for(lambda: os.listdir(interrupted / "started"), "a task to start")
+        wait_for(lambda: os.listdir(interrupted / "started") and caller_waits_in_ray_get(),
+                 "a task to start and the caller to wait for it in ray.get")
         os.kill(os.getpid(), signal.SIGINT)  # the caller is inside ray.get: task 0 cannot end before release
 
     watcher = threading.Thread(target=ctrl_c_once_a_task_runs, daemon=True)
