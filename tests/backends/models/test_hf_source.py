@@ -21,8 +21,7 @@ from interpgram.backends.models.base import ModelSourceError
 from interpgram.grammar import SpecError
 from support import ROOT
 
-transformers = pytest.importorskip("transformers")  # the hf extra; part of the test extra
-from transformers import (BertConfig, ConvNextImageProcessorPil, ResNetConfig,  # noqa: E402
+from transformers import (BertConfig, ConvNextImageProcessorPil, ResNetConfig,  # noqa: E402 - the hf extra (in the test extra): missing, this module fails
                           ResNetForImageClassification, ViTConfig, ViTForImageClassification, ViTImageProcessorPil)
 
 CLASSES = ["cat", "dog", "bird"]
