@@ -19,6 +19,7 @@ import torch
 
 from interpgram.backends.execute.device import pick_device
 from interpgram.backends.kernels.factorize import neuron_groups
+from interpgram.backends.kernels.frozen import frozen_copy
 from interpgram.backends.kernels.optvis import objectives as O
 from interpgram.backends.kernels.optvis.param import ImageParam
 from interpgram.backends.kernels.optvis.render import _capture, _seed_int
@@ -41,7 +42,7 @@ def activation_grid(model, act: torch.Tensor, layer: str, *, cell_size: int = 32
     t0 = time.perf_counter()
     progress = progress or (lambda stage, i, n: None)
     dev = pick_device(device) if isinstance(device, str) else device
-    module = model.on(dev, torch.float32)
+    module = frozen_copy(model, dev, [layer])
     c, h, w = act.shape
     n = h * w
     vectors = act.detach().float().reshape(c, n).T.contiguous().to(dev)  # (n, C), row-major positions

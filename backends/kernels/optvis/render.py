@@ -32,6 +32,7 @@ from torch import nn
 from interpgram.backends.execute.cache import cache_key
 from interpgram.backends.execute.device import pick_device, run_batched
 from interpgram.backends.kernels.capture import capture_until
+from interpgram.backends.kernels.frozen import channels_last, frozen_copy
 from interpgram.backends.kernels.optvis import objectives as O
 from interpgram.backends.kernels.optvis.param import ImageParam
 from interpgram.backends.kernels.optvis.transforms import apply, draw, normalize_steps
@@ -123,7 +124,7 @@ def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redir
         on = autocast == "bfloat16" or (autocast == "auto" and x.device.type == "cuda")
         ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if on else _null()
         with ctx:
-            store = capture_until(module, x, list(layers))
+            store = capture_until(module, channels_last(x), list(layers))
     finally:
         for h in handles:
             h.remove()
@@ -151,17 +152,19 @@ CPU_ICON_BATCH = 16
 
 def render_vis(model, objective: O.Objective, n: int, settings: IconSettings = DEFAULT_SETTINGS, *, seed: int = 0,
                seeds: Optional[Sequence[int]] = None, device: Union[str, torch.device] = "auto",
-               progress: Optional[Progress] = None) -> RenderResult:
+               progress: Optional[Progress] = None, frozen: bool = True) -> RenderResult:
     """Optimise ``n`` images for ``objective`` (a (n,)-score objective); keep the best attempt per image.
 
     ``model`` is a :class:`~interpgram.backends.models.LoadedModel` (its ``preprocess`` maps the
     [0, 1] image to the network's input). ``seeds`` gives each image its own random start
-    (default: derived from ``seed`` and the image's index).
+    (default: derived from ``seed`` and the image's index). ``frozen``: run the network's frozen,
+    BatchNorm-folded, channels-last copy (:mod:`~interpgram.backends.kernels.frozen`; the same values,
+    fewer operations); False runs the module as loaded (for benchmarks that compare the two).
     """
     t0 = time.perf_counter()
     s = settings.resolved(model.preprocess.size)
     dev = pick_device(device) if isinstance(device, str) else device
-    module = model.on(dev, torch.float32)
+    module = frozen_copy(model, dev, objective.layers) if frozen else model.on(dev, torch.float32)
     steps_t = normalize_steps(s.transforms)
     seeds = list(seeds) if seeds is not None else [_seed_int(seed, i) for i in range(n)]
     if len(seeds) != n:
