@@ -144,7 +144,7 @@ class _null:
 
 DEFAULT_SETTINGS = IconSettings()  # frozen: one shared default is safe
 #: icons per optimisation batch on a CPU when nothing says otherwise. A CPU gains nothing from a larger
-#: batch while memory grows with it (benchmarks/imagenet_icon_floor.py, EfficientNet-Lite0 _blocks.10 at
+#: batch while memory grows with it (benchmarks/icon_floor.py --batches 8,32, EfficientNet-Lite0 _blocks.10 at
 #: 128 px, 2 cores: 51 icon-steps/s at 8 icons (772 MiB), 44 at 32 (1,983 MiB)); on a GPU, where a
 #: batch does pay, every icon of a layer shares one optimisation (halved on out-of-memory).
 CPU_ICON_BATCH = 16
