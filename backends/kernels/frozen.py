@@ -18,9 +18,9 @@ make those passes cheaper without changing what they compute:
 
 The copy is checked once against the original on a random input: every layer the caller reads must
 agree to 1e-4 (relative); otherwise the copy is rebuilt without folding (and a copy that still
-disagrees is not used). Measured on the built-in CNN (16 icons, 64 px, conv4, 2 CPU cores): one
-forward + backward 1.58× faster than the plain module, gradients equal to 3e-7
-(``python benchmarks/icon_floor.py``).
+disagrees is not used). Measured with ``python benchmarks/icon_floor.py --sizes 64,128`` (16 icons,
+2 CPU cores): one icon step 1.04–1.10× faster on the built-in CNN, 1.11–1.37× on EfficientNet-Lite0
+(49 BatchNorms folded), no change on InceptionV1 (none), with the same objective.
 """
 from __future__ import annotations
 
