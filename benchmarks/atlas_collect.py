@@ -15,6 +15,8 @@
     python benchmarks/atlas_collect.py --skip-rss  /  --skip-throughput
     python benchmarks/atlas_collect.py --skip-rss --allow-code --layers mixed4d --n 64 --naive-n 2 --batch-size 32 \
         --model python:interpgram.backends.models.inceptionv1:InceptionV1          # K = 1,008 classes
+
+The last line is ``RESULT {json}`` (the figures of the parts that ran) for benchmarks/gpu.py.
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def naive(model, ds, layers: list[str], n: int, seed: int, batch: int, device) -
     return out
 
 
-def throughput(args) -> None:
+def throughput(args) -> dict:
     import numpy as np
     import torch
 
@@ -86,7 +88,7 @@ def throughput(args) -> None:
     with tempfile.TemporaryDirectory() as warm:
         collect(model, _spec(args, 32), warm, device=args.device, progress=False)
     ds = open_dataset(args.dataset, n=args.n, split="train", size=tuple(model.preprocess.size))
-    naive(model, ds, layers, 4, 0, 4, device)
+    naive(model, ds, layers, min(4, n_naive), 0, 4, device)
 
     with tempfile.TemporaryDirectory() as root:
         t = time.perf_counter()
@@ -128,6 +130,10 @@ def throughput(args) -> None:
     print("numbers agree" if ok else f"NUMBERS DIFFER (worst relative {worst:.2e})")
     if not ok:
         raise SystemExit(1)
+    return {"device": device.type, "model": args.model, "layers": layers, "classes": len(model.classes),
+            "n": args.n, "naive_n": n_naive, "batch_size": args.batch_size, "collect_s": t_collect, "naive_s": t_naive,
+            "collect_images_per_s": r_collect, "naive_images_per_s": r_naive, "speedup": r_collect / r_naive,
+            "disk_mib": disk / 2**20, "worst_relative_difference": worst}
 
 
 def _spec1(args, n: int):
@@ -151,7 +157,7 @@ print(json.dumps({"n": a["n"], "seconds": time.perf_counter() - t, "nbytes": st.
 """
 
 
-def rss(args) -> None:
+def rss(args) -> dict:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     rows = []
     for n in sizes:
@@ -175,6 +181,9 @@ def rss(args) -> None:
     big, small = max(rows, key=lambda r: r["n"]), min(rows, key=lambda r: r["n"])
     print(f"peak RSS ratio {big['n']} / {small['n']} images: {big['maxrss'] / small['maxrss']:.3f} "
           f"(arrays grow {big['nbytes'] / small['nbytes']:.0f}×)")
+    return {"rss": [{"n": r["n"], "seconds": r["seconds"], "images_per_s": r["n"] / r["seconds"],
+                     "peak_rss_mib": r["maxrss"] / 2**20, "arrays_mib": r["nbytes"] / 2**20} for r in rows],
+            "rss_ratio": big["maxrss"] / small["maxrss"]}
 
 
 def main() -> int:
@@ -195,6 +204,8 @@ def main() -> int:
     ap.add_argument("--allow-code", action="store_true", help="allow a python: model, e.g. "
                     "python:interpgram.backends.models.inceptionv1:InceptionV1 (random weights, 1,008 classes)")
     args = ap.parse_args()
+    from _bench import device_or_exit, result
+    device_or_exit(args.device, "benchmarks/atlas_collect.py")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -203,10 +214,12 @@ def main() -> int:
         print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     except OSError:
         pass
+    out = {"device": args.device, "threads": args.threads}
     if not args.skip_throughput:
-        throughput(args)
+        out.update(throughput(args))
     if not args.skip_rss:
-        rss(args)
+        out.update(rss(args))
+    result(**out)
     return 0
 
 

@@ -7,6 +7,8 @@ forward pass, so the objective column compares quality; the seconds column compa
 On cuda this is the default (``autocast: auto``); elsewhere ``autocast: bfloat16`` turns it on.
 
     python benchmarks/featurevis_autocast.py [--icons 16] [--steps 128] [--device auto]
+
+The last line is ``RESULT {json}`` (the figures above) for benchmarks/gpu.py.
 """
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ def main() -> None:
     ap.add_argument("--layer", default="conv4")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    from _bench import device_or_exit, result
+    device = device_or_exit(args.device, "benchmarks/featurevis_autocast.py")
 
     from interpgram.backends.models import load_model
     from interpgram.backends.kernels.capture import run_capture
-    from interpgram.backends.execute.device import pick_device
     from interpgram.backends.kernels.optvis import IconSettings, objectives as O, render_vis
 
     model = load_model("builtin:shapes-cnn")
-    device = pick_device(args.device)
     chans = torch.arange(args.icons)
     objective = O.channel(args.layer, chans)
     render_vis(model, objective, args.icons, IconSettings(steps=2, autocast="bfloat16"), device=device)  # warm-up
@@ -55,6 +57,10 @@ def main() -> None:
         print(f"{'float32' if mode == 'off' else 'bfloat16':<14}{sec:>9.2f}{mean:>31.3f}{lo:>8.3f}")
     print(f"speed (float32 s ÷ bfloat16 s): {rows[0][1] / rows[1][1]:.2f}×; "
           f"objective ratio (bfloat16 ÷ float32): {rows[1][2] / rows[0][2]:.3f}")
+    (_, f32_s, f32_obj, f32_min), (_, bf16_s, bf16_obj, bf16_min) = rows
+    result(device=device.type, icons=args.icons, steps=args.steps, layer=args.layer, float32_s=f32_s, bfloat16_s=bf16_s,
+           speed_ratio=f32_s / bf16_s, objective_float32=f32_obj, objective_bfloat16=bf16_obj,
+           objective_ratio=bf16_obj / f32_obj, objective_min_float32=f32_min, objective_min_bfloat16=bf16_min)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ icons reach their objective; pixels can differ, because on CPU a batched convolu
 single one by ~1e-6 and the optimisation can amplify that into another, equally good optimum).
 
     python benchmarks/featurevis_batching.py [--icons 16] [--steps 64] [--size 64] [--layer conv4] [--device auto]
+
+The last line is ``RESULT {json}`` (the figures above) for benchmarks/gpu.py.
 """
 from __future__ import annotations
 
@@ -27,13 +29,13 @@ def main() -> None:
     ap.add_argument("--layer", default="conv4")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    from _bench import device_or_exit, result
+    device = device_or_exit(args.device, "benchmarks/featurevis_batching.py")
 
     from interpgram.backends.models import load_model
-    from interpgram.backends.execute.device import pick_device
     from interpgram.backends.kernels.optvis import Icon, IconSettings, render_icons
 
     model = load_model("builtin:shapes-cnn")
-    device = pick_device(args.device)
     settings = IconSettings(size=args.size, steps=args.steps)
     icons = [Icon(args.layer, "channel", index=c) for c in range(args.icons)]
     # warm-up (allocator, kernels) outside the timings
@@ -63,6 +65,10 @@ def main() -> None:
     print(f"ratio (icons/s batched ÷ one at a time): {t_single / t_batched:.2f}×")
     print(f"largest pixel difference between the two renders of an icon: {same:.2e} "
           "(float differences of batched convolutions, amplified by the optimisation)")
+    result(device=device.type, icons=args.icons, steps=args.steps, size=args.size, layer=args.layer,
+           batched_s=t_batched, single_s=t_single, batched_icons_per_s=args.icons / t_batched,
+           single_icons_per_s=args.icons / t_single, ratio=t_single / t_batched,
+           objective_batched=obj_b, objective_single=obj_s, max_pixel_difference=same)
 
 
 if __name__ == "__main__":

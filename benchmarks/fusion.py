@@ -9,6 +9,8 @@ The result cache is off for all three. Prints pass counts, wall times (median of
 and the ratios; also checks that the three give the same numbers.
 
     python benchmarks/fusion.py [--images 32] [--repeat 5] [--device auto]
+
+The last line is ``RESULT {json}`` (the figures above) for benchmarks/gpu.py.
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    from _bench import device_or_exit, result
+    device = device_or_exit(args.device, "benchmarks/fusion.py")
 
     from captum.attr import LayerActivation, LayerGradientXActivation
 
@@ -58,7 +62,6 @@ def main() -> int:
     from interpgram.backends.kernels import attribution as A
     from interpgram.backends.execute.cache import ResultCache
     from interpgram.backends.kernels.capture import resolve_module
-    from interpgram.backends.execute.device import pick_device
     from interpgram.backends.execute.executor import execute
     from interpgram.grammar import compile_spec, load_spec_text
 
@@ -69,7 +72,6 @@ def main() -> int:
     plan = compile_spec(loaded, info)
     inputs = load_inputs(loaded.spec.inputs, model.preprocess.size)
     off = ResultCache(None, enabled=False)
-    device = pick_device(args.device)
 
     # one plan per element, compiled from a spec holding only that element
     per_element = []
@@ -158,6 +160,11 @@ def main() -> int:
     print(f"{'per-element':14}{u_fwd:>9}{u_bwd:>10}{t_unfused:>10.4f}{t_unfused / t_fused:>9.2f}×")
     print(f"{'captum':14}{captum_passes['forward']:>9}{captum_passes['backward']:>10}{t_captum:>10.4f}{t_captum / t_fused:>9.2f}×")
     print("all three agree on every element's numbers (rtol 1e-4)")
+    result(device=device.type, images=args.images, repeat=args.repeat, elements=len(plan.elements),
+           fused_s=t_fused, per_element_s=t_unfused, captum_s=t_captum,
+           per_element_ratio=t_unfused / t_fused, captum_ratio=t_captum / t_fused,
+           fused_passes=[f_pass.forward_passes, f_pass.backward_passes], per_element_passes=[u_fwd, u_bwd],
+           captum_passes=[captum_passes["forward"], captum_passes["backward"]])
     return 0
 
 

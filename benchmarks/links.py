@@ -14,6 +14,8 @@ The result cache is off for the precompute rows and on (a fresh temporary folder
 Prints wall times (median of --repeat) and ratios, and checks that fused and one-by-one agree.
 
     python benchmarks/links.py [--repeat 3] [--device auto]
+
+The last line is ``RESULT {json}`` (the figures above) for benchmarks/gpu.py.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    from _bench import device_or_exit, result
+    device_or_exit(args.device, "benchmarks/links.py")
 
     from interpgram.backends import links, pipeline
     from interpgram.backends.execute.cache import ResultCache
@@ -102,6 +106,9 @@ def main() -> int:
     print(f"  live selection, first   {first * 1000:8.1f} ms   (compile, forward, backward, cache write, view)")
     print(f"  live selection, again   {again * 1000:8.1f} ms   (compile, cache read, view)")
     print(f"  a repeated selection is {first / again:.2f}× faster")
+    result(device=str(results.device), selections=len(sels), repeat=args.repeat, fused_s=t_fused, one_by_one_s=t_one,
+           ratio=t_one / t_fused, fused_passes=[st.forward_passes, st.backward_passes], one_by_one_passes=[fwd, bwd],
+           max_difference=worst, live_first_ms=first * 1000, live_again_ms=again * 1000, live_ratio=first / again)
     return 0
 
 
