@@ -4,9 +4,11 @@ whitening + UMAP layout (fit on a sample, transform the rest), grid, icons, repo
 
     python benchmarks/atlas_end_to_end.py                   # 100,000 images, conv4, 20 × 20 grid
     python benchmarks/atlas_end_to_end.py --n 20000 --steps 64
+    python benchmarks/atlas_end_to_end.py --device cuda      # the model on cuda (UMAP stays on the CPU)
 
 Each stage is timed inside one run of the real pipeline (``interpgram render`` of a generated spec
 with a fresh cache); the second render of the same spec (everything cached) is timed too.
+The last line is ``RESULT {json}`` (the figures above) for benchmarks/gpu.py.
 """
 from __future__ import annotations
 
@@ -26,12 +28,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=128, help="icon optimisation steps")
     ap.add_argument("--attempts", type=int, default=1)
     ap.add_argument("--fit-sample", type=int, default=20_000)
+    ap.add_argument("--device", default="auto", help="the spec's execution.device: auto, cpu, cuda")
     a = ap.parse_args()
+    from _bench import device_or_exit, result
+    device_or_exit(a.device, "benchmarks/atlas_end_to_end.py")
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "atlas.yaml"
         spec.write_text(f"""interpgram: 1
 model: builtin:shapes-cnn
 dataset: {{source: builtin:shapes, n: {a.n}, split: train, positions: random}}
+execution: {{device: {a.device}}}
 elements:
   atlas:
     content: {{activation: {{layer: {a.layer}}}}}
@@ -57,6 +63,11 @@ elements:
         print(f"{'total':<22}{total:>10.1f}")
         print(f"collection rate: {a.n / st.seconds.get('atlas collection', float('nan')):.0f} images/s")
         print(f"second render (all cached): {again:.1f} s = {total / again:.0f}× faster; report {out.stat().st_size / 1e6:.1f} MB")
+        result(device=str(res.device), n=a.n, layer=a.layer, grid=a.grid, cells=cells, icons=st.icons_rendered,
+               steps=a.steps, attempts=a.attempts, fit_sample=a.fit_sample, total_s=total,
+               stages={k.removeprefix("atlas "): v for k, v in stages} | {"model, views, report": rest},
+               collection_images_per_s=a.n / st.seconds.get("atlas collection", float("nan")),
+               again_s=again, cached_speedup=total / again, report_mb=out.stat().st_size / 1e6)
 
 
 if __name__ == "__main__":
