@@ -21,6 +21,7 @@ failed or ran out of time (its stderr's tail is printed), 2 when the device aske
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -110,10 +111,8 @@ BENCHMARKS = [
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone: nothing left to kill
         os.killpg(proc.pid, signal.SIGKILL)  # the benchmark and any process it started
-    except ProcessLookupError:
-        pass
 
 
 def run_one(b: Bench, device: str, quick: bool, env: dict) -> dict:

@@ -23,7 +23,6 @@ The last line is ``RESULT {json}`` (one row per model, size and batch) for bench
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -90,16 +89,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = ap.parse_args(argv)
-    from interpgram.backends.execute.device import pick_device
+    from _bench import device_or_exit, result
 
     names = [m.strip() for m in args.model.split(",") if m.strip()]
     bad = [m for m in names if m not in MODELS]
     if bad:
         ap.error(f"--model {', '.join(bad)}: choose from {', '.join(MODELS)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("icon_floor.py: --device cuda, but torch sees no CUDA device here; use --device cpu", file=sys.stderr)
-        return 2
-    device = pick_device(args.device)
+    device = device_or_exit(args.device, "icon_floor.py")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     print(f"icon step vs its floor: channel objective, standard transforms + crop_or_pad to the size, "
@@ -122,7 +118,7 @@ def main(argv=None) -> int:
                       f"{row['ratio']:>11.2f}{row['speedup']:>14.2f}{row['icons_per_s']:>13.1f}"
                       f"{r['objective']:>10.3f}{r['objective_unfrozen']:>11.3f}", flush=True)
     print("icon-steps/s: icons optimised one step per second (batch / step s)")
-    print("RESULT " + json.dumps({"rows": rows, "device": device.type}))
+    result(rows=rows, device=device.type)
     return 0
 
 
