@@ -210,7 +210,7 @@ class Builder(ContentLowering):
         (its input side, at most ``DEFAULT_ICON_MAX_PX``) and for ``layer`` (None: any layer) — a model
         that takes only its own input size (a size check, position embeddings, a fixed linear layer
         before the layer) gets icons of that size whose transforms end cropped back to it."""
-        keys = ("size", "steps", "lr", "attempts", "param", "decorrelate", "transforms", "relu_redirect", "autocast")
+        keys = ("size", "steps", "lr", "attempts", "param", "decorrelate", "transforms", "relu_redirect", "race", "autocast")
         d = {k: opts[k] for k in keys if k in opts}
         if not self.info.reaches(self.info.small_icon_size, layer):
             # a model that takes only its own input size: icons of that size, cropped (or padded) back

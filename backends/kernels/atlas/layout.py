@@ -184,7 +184,9 @@ def layout(X: Any, *, n_components: int = 2, n_neighbors: int = 20, min_dist: fl
     run. ``progress``: a callback ``progress(stage, done, total)`` called with ``"fit"`` (0/1, 1/1)
     and ``"transform"`` (rows placed so far), or ``True`` for tqdm bars.
     """
-    import umap  # a slow import (numba): only when a layout is made
+    from interpgram.backends.kernels.atlas.umap_cache import import_umap
+
+    umap = import_umap()  # a slow import (numba), only when a layout is made; compiled code cached on disk
 
     x = _np(X, np.float32)
     if x.ndim != 2:

@@ -66,6 +66,14 @@ class ImageParam(nn.Module):
     def n(self) -> int:
         return (self.spectrum if self.kind == "fourier" else self.pixels).shape[0]
 
+    def narrow(self, index: torch.Tensor) -> tuple[nn.Parameter, nn.Parameter]:
+        """Keep only the images ``index`` (their parameters, in that order); returns (old, new) parameter."""
+        name = "spectrum" if self.kind == "fourier" else "pixels"
+        old = getattr(self, name)
+        new = nn.Parameter(old.detach()[index].clone())
+        setattr(self, name, new)
+        return old, new
+
     def raw(self, index=None) -> torch.Tensor:
         """The images before colour decorrelation and sigmoid (optionally only rows ``index``)."""
         if self.kind == "fourier":

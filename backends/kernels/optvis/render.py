@@ -1,9 +1,16 @@
 """The render loop: optimise a batch of images so that an objective is as large as possible.
 
 ``render_vis`` runs one batched optimisation (Adam, lr 0.05 by default) under the robustness
-transforms, keeps the best of several attempts per image, and returns the images with their final
-scores. The forward pass stops at the deepest layer the objective reads. On cuda the model runs
-under bfloat16 autocast while the parameters, transforms and objective stay in float32
+transforms and returns the images with their final scores. With several ``attempts`` (independent
+random starts) every attempt of every image is a row of the same batch until ``race`` × steps (0.5
+by default); there each image keeps its leading attempt, by the objective of its untransformed image,
+and only those rows optimise on, with their Adam moments (``race: 1`` runs every attempt to the end and
+keeps the best final image, the article's recipe at twice the work for two attempts). Measured side by
+side (``python benchmarks/icon_race.py``: 16 conv4 channel icons of the built-in model, 2 attempts, 256
+steps, 2 CPU cores): the race at 0.5 ran 1.24× faster than every attempt to the end, its icons reaching
+99.7% of the best-of-two objective on average (96.5% for the worst icon); at 0.25 1.51× and 98.8%.
+
+The forward pass stops at the deepest layer the objective reads. On cuda the model runs under bfloat16 autocast while the parameters, transforms and objective stay in float32
 (``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
 model, icons optimised through a bfloat16 model reach the same float32-scored objective
 (benchmarks/featurevis_autocast.py, tests/backends/kernels/optvis/test_optvis.py).
@@ -54,22 +61,27 @@ class IconSettings:
     decorrelate: bool = True
     transforms: Union[str, tuple] = "standard"
     relu_redirect: int = 16  # steps at the start with lucid's redirected ReLU gradient (0: off)
+    race: float = 0.5  # attempts > 1: at this fraction of the steps keep each icon's leading attempt (1: all to the end)
     autocast: str = "auto"  # bfloat16 autocast of the model: auto (on cuda) | bfloat16 (any device) | off
 
     def __post_init__(self):
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast {self.autocast!r}: use one of {', '.join(AUTOCAST)}")
+        if not 0.0 <= self.race <= 1.0:
+            raise ValueError(f"race {self.race!r}: use a fraction of the steps from 0 to 1")
 
     def resolved(self, model_size: Sequence[int]) -> "IconSettings":
         size = self.size or int(model_size[0])
         steps = normalize_steps(self.transforms)
         return IconSettings(size, self.steps, self.lr, self.attempts, self.param, self.decorrelate, steps,
-                            self.relu_redirect, self.autocast)
+                            self.relu_redirect, self.race, self.autocast)
 
     def key(self) -> tuple:
         d = asdict(self)
         d["transforms"] = normalize_steps(self.transforms)
         d.pop("autocast")
+        if self.attempts == 1:
+            d.pop("race")  # no race with one attempt: the same icons as before the option existed
         return tuple(sorted(d.items()))
 
 
@@ -134,6 +146,39 @@ def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redir
     return {k: v.float() for k, v in store.items()}
 
 
+def _per_attempt(objective: O.Objective, acts: dict[str, torch.Tensor], attempts: int) -> torch.Tensor:
+    """The objective of a batch of ``attempts`` × n rows (attempt-major): built for n images, it scores
+    each attempt's n rows on their own."""
+    if attempts == 1:
+        return objective(acts)
+    n = next(iter(acts.values())).shape[0] // attempts
+    return torch.cat([objective({k: v[a * n:(a + 1) * n] for k, v in acts.items()}) for a in range(attempts)])
+
+
+def _clean_scores(module, model, param: ImageParam, objective: O.Objective, attempts: int,
+                  s: IconSettings) -> torch.Tensor:
+    """The objective of every row's image as it is (no transforms), without gradients."""
+    with torch.no_grad():
+        acts = _capture(module, model.preprocess(param().detach()), objective.layers, redirect=False,
+                        autocast=s.autocast)
+        return _per_attempt(objective, acts, attempts).detach()
+
+
+def _keep_leaders(param: ImageParam, opt: torch.optim.Adam, scores: torch.Tensor, n: int) -> torch.optim.Adam:
+    """The attempts race: keep each image's leading attempt (by ``scores``, attempt-major rows) and drop
+    the others, carrying the kept rows' Adam moments over to a new optimiser so that their optimisation
+    goes on exactly as it would have."""
+    lead = scores.view(-1, n).argmax(0)
+    keep = lead * n + torch.arange(n, device=lead.device)
+    old, new = param.narrow(keep)
+    state = opt.state.get(old, {})
+    fresh = torch.optim.Adam([new], **{k: v for k, v in opt.defaults.items() if k in ("lr", "betas", "eps")})
+    if state:
+        fresh.state[new] = {k: (v[keep].clone() if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == old.shape[0]
+                                else (v.clone() if torch.is_tensor(v) else v)) for k, v in state.items()}
+    return fresh
+
+
 class _null:
     def __enter__(self):
         return self
@@ -170,35 +215,34 @@ def render_vis(model, objective: O.Objective, n: int, settings: IconSettings = D
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} images")
     progress = progress or (lambda stage, i, total: None)
-    best_img: Optional[torch.Tensor] = None
-    best_score: Optional[torch.Tensor] = None
+    A = s.attempts
+    # every attempt of every image in one batch, attempt-major: row a·n + i is attempt a of image i
+    param = ImageParam(s.param, [_seed_int(x, a) for a in range(A) for x in seeds], s.size, s.size,
+                       decorrelate=s.decorrelate).to(dev)
+    opt = torch.optim.Adam(param.parameters(), lr=s.lr)
+    g = torch.Generator().manual_seed(_seed_int(seed, "transforms", 0))
+    race_at = s.steps if A == 1 else min(s.steps, round(s.race * s.steps))
+    attempts_left = A
     history: list[float] = []
-    for attempt in range(s.attempts):
-        param = ImageParam(s.param, [_seed_int(x, attempt) for x in seeds], s.size, s.size,
-                           decorrelate=s.decorrelate).to(dev)
-        opt = torch.optim.Adam(param.parameters(), lr=s.lr)
-        g = torch.Generator().manual_seed(_seed_int(seed, "transforms", attempt))
-        history = []
-        for step in range(s.steps):
-            opt.zero_grad(set_to_none=True)
-            x = apply(param(), steps_t, draw(steps_t, g))
-            acts = _capture(module, model.preprocess(x), objective.layers, redirect=step < s.relu_redirect,
-                            autocast=s.autocast)
-            scores = objective(acts)
-            (-scores.sum()).backward()
-            opt.step()
-            history.append(float(scores.detach().mean()))
-            progress("optimising", attempt * s.steps + step + 1, s.attempts * s.steps)
-        with torch.no_grad():
-            img = param().detach()
-            final = objective(_capture(module, model.preprocess(img), objective.layers, redirect=False,
-                                       autocast=s.autocast)).detach()
-        if best_img is None:
-            best_img, best_score = img, final
-        else:
-            better = final > best_score
-            best_img = torch.where(better.view(-1, 1, 1, 1), img, best_img)
-            best_score = torch.where(better, final, best_score)
+    for step in range(s.steps):
+        if step == race_at and attempts_left > 1:
+            opt = _keep_leaders(param, opt, _clean_scores(module, model, param, objective, attempts_left, s), n)
+            attempts_left = 1
+        opt.zero_grad(set_to_none=True)
+        x = apply(param(), steps_t, draw(steps_t, g))
+        acts = _capture(module, model.preprocess(x), objective.layers, redirect=step < s.relu_redirect,
+                        autocast=s.autocast)
+        scores = _per_attempt(objective, acts, attempts_left)
+        (-scores.sum()).backward()
+        opt.step()
+        history.append(float(scores.detach().mean()))
+        progress("optimising", step + 1, s.steps)
+    final = _clean_scores(module, model, param, objective, attempts_left, s)
+    with torch.no_grad():
+        img = param().detach()
+    best = final.view(attempts_left, n).argmax(0)  # each image's best attempt (the only one after the race)
+    rows = best * n + torch.arange(n, device=best.device)
+    best_img, best_score = img[rows], final[rows]
     return RenderResult(best_img.float().cpu(), best_score.float().cpu(), time.perf_counter() - t0, history)
 
 

@@ -96,7 +96,7 @@ CASES = [
     ("unknown transform", el("{activation: {layer: conv4, atom: channel}}", "{featurevis: {transforms: [{jiter: 4}]}}"),
      [(7, "[{jiter", "featurevis option transforms: transform step 0: unknown kind 'jiter' (kinds: pad, jitter, scale, rotate, crop_or_pad; did you mean 'jitter'?)")]),
     ("unknown nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {stpes: 10}}}"),
-     [(7, "stpes", "groups icon has no option 'stpes' (options: size, steps, lr, attempts, param, decorrelate, transforms, relu_redirect, autocast; did you mean 'steps'?)")]),
+     [(7, "stpes", "groups icon has no option 'stpes' (options: size, steps, lr, attempts, param, decorrelate, transforms, relu_redirect, race, autocast; did you mean 'steps'?)")]),
     ("bad nested icon option", el("{activation: {layer: conv4, atom: {group: nmf}}}", "{groups: {icon: {steps: -1}}}"),
      [(7, "-1", "groups option icon.steps: input should be greater than or equal to 1")]),
     # ---- atlases
