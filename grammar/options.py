@@ -70,8 +70,8 @@ class IconOptions(OptionsModel):
     decorrelate: bool = Field(True, description="decorrelated (ImageNet) colour")
     transforms: Union[str, list] = Field("standard", description="standard | none | [{pad: 12}, {jitter: 8}, {scale: [..]}, {rotate: [..]}, ...]")
     relu_redirect: int = Field(16, ge=0, description="first steps with lucid's redirected ReLU gradient")
-    race: float = Field(0.5, ge=0, le=1, description="with several attempts: at this fraction of the steps each icon "
-                        "keeps its leading attempt and drops the others (1: run every attempt to the end)")
+    race: float = Field(1.0, ge=0, le=1, description="with several attempts: at this fraction of the steps each icon "
+                        "keeps its leading attempt and drops the others (1, the default: run every attempt to the end)")
     autocast: Literal["auto", "bfloat16", "off"] = Field(
         "auto", description="run the model in bfloat16 while optimising: auto (on cuda), bfloat16 (any device), off")
 

@@ -66,6 +66,7 @@ from interpgram.backends.execute.device import pick_device, run_batched
 from interpgram.backends.execute.engines import LocalEngine
 from interpgram.backends.kernels.atlas.store import MANIFEST, AtlasStore, StoreError
 from interpgram.backends.kernels.capture import hooks, logits_of
+from interpgram.backends.kernels.frozen import channels_last, frozen_copy
 from interpgram.grammar import did_you_mean
 
 CODE_VERSION = "atlas-collect-1"
@@ -254,7 +255,7 @@ def _batch(module, preprocess, x01: torch.Tensor, index: np.ndarray, plan: list[
            k: int, fallback: set) -> dict[str, np.ndarray]:
     """The arrays of one batch (rows of every field for images ``index``)."""
     dev = next((p.device for p in module.parameters()), x01.device)
-    x = preprocess(x01.to(dev))
+    x = channels_last(preprocess(x01.to(dev)))
     b = x.shape[0]
     ar = torch.arange(b, device=dev)
     uv = sample_uv(spec.seed, index) if spec.positions == "random" else np.zeros((b, 2))
@@ -359,7 +360,8 @@ def _collect_chunk(shared: dict, chunk_index: int) -> dict[str, np.ndarray]:
     dataset, device, plan) and the index, so an engine may run it in another process or machine."""
     model, spec, ds, plan = shared["model"], shared["spec"], shared["dataset"], shared["plan"]
     dev = pick_device(shared.get("device", "auto"))
-    module = model.on(dev, torch.float32)
+    # the frozen, BatchNorm-folded, channels-last copy (the same activations and gradients to ~1e-6)
+    module = frozen_copy(model, dev, [l.name for l in plan])
     k = len(model.classes)
     fallback: set = set(shared.get("fallback", ()))
     first = chunk_index * spec.chunk

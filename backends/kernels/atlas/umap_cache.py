@@ -10,8 +10,8 @@ is the same as without the cache, so layouts are unchanged.
 
 Where the files go is numba's choice: the package's ``__pycache__`` when it is writable, otherwise
 numba's user-wide cache folder, or ``NUMBA_CACHE_DIR`` when that is set. Measured (2,000 × 128
-vectors, the class atlas's UMAP settings, 2 cores): the fit took 23.6 s in a fresh process without
-this and 7.7 s with a warm cache, with the same coordinates (``benchmarks/umap_cache.py``).
+vectors, the class atlas's UMAP settings, 2 cores): the fit took 22.9 s in a fresh process without
+this and 7.9 s with a warm cache, with the same coordinates (``benchmarks/umap_cache.py``).
 """
 from __future__ import annotations
 

@@ -2,10 +2,12 @@
 
 ``render_vis`` runs one batched optimisation (Adam, lr 0.05 by default) under the robustness
 transforms and returns the images with their final scores. With several ``attempts`` (independent
-random starts) every attempt of every image is a row of the same batch until ``race`` × steps (0.5
-by default); there each image keeps its leading attempt, by the objective of its untransformed image,
+random starts) every attempt of every image is a row of the same batch until ``race`` × steps (1 by
+default: to the end); there each image keeps its leading attempt, by the objective of its untransformed image,
 and only those rows optimise on, with their Adam moments (``race: 1`` runs every attempt to the end and
-keeps the best final image, the article's recipe at twice the work for two attempts). Measured side by
+keeps the best final image, the article's recipe). The race is not the default because atlas icons
+(whitened cosine-power objectives) lose to it: on 16 such icons race 0.5 kept 96.6% of the mean
+objective, 3 icons losing 8-21%, and in the class-atlas spec a few icons lost most of theirs. Measured side by
 side (``python benchmarks/icon_race.py``: 16 conv4 channel icons of the built-in model, 2 attempts, 256
 steps, 2 CPU cores): the race at 0.5 ran 1.24× faster than every attempt to the end, its icons reaching
 99.7% of the best-of-two objective on average (96.5% for the worst icon); at 0.25 1.51× and 98.8%.
@@ -61,7 +63,7 @@ class IconSettings:
     decorrelate: bool = True
     transforms: Union[str, tuple] = "standard"
     relu_redirect: int = 16  # steps at the start with lucid's redirected ReLU gradient (0: off)
-    race: float = 0.5  # attempts > 1: at this fraction of the steps keep each icon's leading attempt (1: all to the end)
+    race: float = 1.0  # attempts > 1: at this fraction of the steps keep each icon's leading attempt (1: all to the end)
     autocast: str = "auto"  # bfloat16 autocast of the model: auto (on cuda) | bfloat16 (any device) | off
 
     def __post_init__(self):
