@@ -2,18 +2,17 @@
 
 ``render_vis`` runs one batched optimisation (Adam, lr 0.05 by default) under the robustness
 transforms and returns the images with their final scores. With several ``attempts`` (independent
-random starts) every attempt of every image is a row of the same batch until ``race`` × steps (1 by
-default: to the end); there each image keeps its leading attempt, by the objective of its untransformed image,
-and only those rows optimise on, with their Adam moments (``race: 1`` runs every attempt to the end and
-keeps the best final image, the article's recipe). The race is not the default because atlas icons
-(whitened cosine-power objectives) lose to it: on 16 such icons race 0.5 kept 96.6% of the mean
-objective, 3 icons losing 8-21%, and in the class-atlas spec a few icons lost most of theirs. Measured side by
-side (``python benchmarks/icon_race.py``: 16 conv4 channel icons of the built-in model, 2 attempts, 256
-steps, 2 CPU cores): the race at 0.5 ran 1.24× faster than every attempt to the end, its icons reaching
-99.7% of the best-of-two objective on average (96.5% for the worst icon); at 0.25 1.51× and 98.8%.
+random starts) every attempt of every image is a row of one batch. ``race`` (1 by default) is the
+fraction of the steps after which each image keeps only its leading attempt, by the objective of its
+untransformed image, with that row's Adam moments; at 1 every attempt runs to the end and the best
+final image is kept, the article's recipe. Measured side by side (``python benchmarks/icon_race.py``:
+16 conv4 channel icons of the built-in model, 2 attempts, 256 steps, 2 CPU cores): race 0.5 ran 1.24×
+faster, its icons reaching 99.7% of the best-of-two objective on average (96.5% for the worst icon);
+0.25 1.51× and 98.8%. It is not the default because atlas icons (whitened cosine-power objectives)
+lose more: on 16 of them race 0.5 kept 96.6% of the mean objective, 3 icons losing 8-21%.
 
-The forward pass stops at the deepest layer the objective reads. On cuda the model runs under bfloat16 autocast while the parameters, transforms and objective stay in float32
-(``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
+The forward pass stops at the deepest layer the objective reads. On cuda the model runs under
+bfloat16 autocast while the parameters, transforms and objective stay in float32 (``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
 model, icons optimised through a bfloat16 model reach the same float32-scored objective
 (benchmarks/featurevis_autocast.py, tests/backends/kernels/optvis/test_optvis.py).
 
