@@ -12,7 +12,8 @@ faster, its icons reaching 99.7% of the best-of-two objective on average (96.5% 
 lose more: on 16 of them race 0.5 kept 96.6% of the mean objective, 3 icons losing 8-21%.
 
 The forward pass stops at the deepest layer the objective reads. On cuda the model runs under
-bfloat16 autocast while the parameters, transforms and objective stay in float32 (``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
+bfloat16 autocast while the parameters, transforms and objective stay in float32
+(``autocast="auto"``; ``"bfloat16"`` does it on any device, ``"off"`` never): measured on the built-in
 model, icons optimised through a bfloat16 model reach the same float32-scored objective
 (benchmarks/featurevis_autocast.py, tests/backends/kernels/optvis/test_optvis.py).
 
