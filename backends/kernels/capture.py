@@ -175,3 +175,26 @@ def capture_until(module: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> 
         rec.remove()
     rec.check(hidden)
     return rec.store
+
+
+def capture_input(module: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """What the module of ``layer`` (a plain path, called once) receives as its first argument for model
+    input ``x``; the forward pass stops there. The caller chooses grad mode and any autocast."""
+    got: dict[str, torch.Tensor] = {}
+
+    def pre(_m, args):
+        if not args or not isinstance(args[0], torch.Tensor):
+            raise TypeError(f"layer {layer!r} is not called with a tensor as its first argument")
+        got["in"] = args[0]
+        raise _Stop
+
+    handle = resolve_module(module, layer).register_forward_pre_hook(pre)
+    try:
+        module(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "in" not in got:
+        raise LayerCallError(f"layer {layer!r} did not run in the model's forward pass")
+    return got["in"]

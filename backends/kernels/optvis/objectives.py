@@ -31,12 +31,20 @@ IntOrTensor = Union[int, Sequence[int], torch.Tensor]
 
 
 class Objective:
-    """A score per batch element, computed from captured activations; maximised."""
+    """A score per batch element, computed from captured activations; maximised.
 
-    def __init__(self, fn: Scores, layers: Sequence[str], name: str):
+    ``reads`` (set by :func:`channel` and :func:`neuron`, None for anything composed): ``(layer, c,
+    rebuild)`` says that element i reads nothing but channel ``c[i]`` of ``layer``, and
+    ``rebuild(columns)`` is the same objective on activations that hold only the channels read
+    (element i's channel in column ``columns[i]``). The render loop uses it to compute only those
+    channels of the layer (:func:`interpgram.backends.kernels.optvis.render.plan_slice`)."""
+
+    def __init__(self, fn: Scores, layers: Sequence[str], name: str,
+                 reads: Optional[tuple[str, IntOrTensor, Callable[[torch.Tensor], "Objective"]]] = None):
         self.fn = fn
         self.layers = tuple(dict.fromkeys(layers))
         self.name = name
+        self.reads = reads
 
     def __call__(self, acts: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fn(acts)
@@ -153,7 +161,8 @@ def channel(layer: str, c: IntOrTensor, batch: Optional[int] = None) -> Objectiv
         idx = _index(c, t.shape[0], t.device)
         picked = t[torch.arange(t.shape[0], device=t.device), idx]
         return _spatial_mean(picked.float())
-    return Objective(_on_batch(batch, per, layer), [layer], f"channel({layer}, {_show(c)})")
+    reads = (layer, c, lambda columns: channel(layer, columns)) if batch is None else None
+    return Objective(_on_batch(batch, per, layer), [layer], f"channel({layer}, {_show(c)})", reads)
 
 
 def neuron(layer: str, c: IntOrTensor, x: Optional[IntOrTensor] = None, y: Optional[IntOrTensor] = None,
@@ -162,7 +171,8 @@ def neuron(layer: str, c: IntOrTensor, x: Optional[IntOrTensor] = None, y: Optio
     def per(t: torch.Tensor) -> torch.Tensor:
         v = _position(t.float(), x, y)
         return v[torch.arange(v.shape[0], device=v.device), _index(c, v.shape[0], v.device)]
-    return Objective(_on_batch(batch, per, layer), [layer], f"neuron({layer}, {_show(c)})")
+    reads = (layer, c, lambda columns: neuron(layer, columns, x, y)) if batch is None else None
+    return Objective(_on_batch(batch, per, layer), [layer], f"neuron({layer}, {_show(c)})", reads)
 
 
 def direction(layer: str, v, batch: Optional[int] = None, cossim_pow: float = 0.0) -> Objective:
