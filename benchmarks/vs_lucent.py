@@ -13,13 +13,15 @@ modes are timed:
 
 For fairness every mode's final images are scored by one shared function: the mean activation of
 the icon's channel for the final, un-transformed image (no jitter/scale/rotate), through the model.
-Each side gets one short untimed warm-up call. Hooks that lucent's render_vis leaves on the model
+Each side gets one short untimed warm-up call. With ``--rounds R`` every mode runs R times, the
+modes taking turns within each round, and the table shows each mode's median (the ratios are
+medians of the per-round ratios), so that a busy moment of a shared machine does not decide them. Hooks that lucent's render_vis leaves on the model
 after each call are removed between calls, outside the timed region (otherwise they pile up).
 
 Needs torch-lucent, which lives in its own venv (it asks for torchvision and an old kornia):
 
     bash benchmarks/lucent_env.sh
-    .venv-lucent/bin/python benchmarks/vs_lucent.py [--icons 8] [--steps 64] [--size 64] [--layer conv4]
+    .venv-lucent/bin/python benchmarks/vs_lucent.py [--icons 8] [--steps 64] [--size 64] [--layer conv4] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--layer", default="conv4")
     ap.add_argument("--warmup-steps", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=1, help="run every mode this many times, taking turns; report medians")
     args = ap.parse_args(argv)
 
     try:
@@ -123,48 +126,56 @@ def main(argv=None) -> int:
         return IconSettings(size=size, steps=n_steps, lr=0.05, attempts=1, param="fourier", decorrelate=True,
                             transforms=STANDARD + (("crop_or_pad", size),) if crop else "standard")
 
-    rows = []
+    times: dict[str, list[float]] = {}
+    finals: dict[str, torch.Tensor] = {}
 
     def record(mode, seconds, images):
-        score = channel_scores(m, layer, images, chans)
-        rows.append((mode, N, steps, size, seconds, seconds / N, float(score.mean())))
+        times.setdefault(mode, []).append(seconds)
+        finals[mode] = images
 
     # warm-up (untimed): first-call costs (allocator, kernels, imports) off both sides' clocks
     lucent_seed(0)
     lucent_call(batched_objective(chans[:2]), 2, args.warmup_steps)
     our_render_vis(m, O.channel(layer, chans[:2]), n=2, settings=ours(args.warmup_steps), seed=0)
 
-    # lucent, one icon per render_vis call
-    imgs, t0 = [], time.perf_counter()
-    for c in chans.tolist():
-        lucent_seed(c)
-        imgs.append(lucent_call(f"{llayer}:{c}", 1, steps))
-    record("lucent one-at-a-time", time.perf_counter() - t0, torch.cat(imgs))
+    own = float("nan")
+    for _round in range(max(1, args.rounds)):
+        # lucent, one icon per render_vis call
+        imgs, t0 = [], time.perf_counter()
+        for c in chans.tolist():
+            lucent_seed(c)
+            imgs.append(lucent_call(f"{llayer}:{c}", 1, steps))
+        record("lucent one-at-a-time", time.perf_counter() - t0, torch.cat(imgs))
 
-    # lucent, all icons in one render_vis call (param batch=N, objective summed over the batch)
-    lucent_seed(0)
-    t0 = time.perf_counter()
-    img = lucent_call(batched_objective(chans), N, steps)
-    record("lucent batched", time.perf_counter() - t0, img)
+        # lucent, all icons in one render_vis call (param batch=N, objective summed over the batch)
+        lucent_seed(0)
+        t0 = time.perf_counter()
+        img = lucent_call(batched_objective(chans), N, steps)
+        record("lucent batched", time.perf_counter() - t0, img)
 
-    # ours, one icon per call
-    imgs, t0 = [], time.perf_counter()
-    for c in chans.tolist():
-        res = our_render_vis(m, O.channel(layer, torch.tensor([c])), n=1, settings=ours(steps), seed=c)
-        imgs.append(res.images)
-    record("ours one-at-a-time", time.perf_counter() - t0, torch.cat(imgs))
+        # ours, one icon per call
+        imgs, t0 = [], time.perf_counter()
+        for c in chans.tolist():
+            res = our_render_vis(m, O.channel(layer, torch.tensor([c])), n=1, settings=ours(steps), seed=c)
+            imgs.append(res.images)
+        record("ours one-at-a-time", time.perf_counter() - t0, torch.cat(imgs))
 
-    # ours, all icons in one call
-    t0 = time.perf_counter()
-    res = our_render_vis(m, O.channel(layer, chans), n=N, settings=ours(steps), seed=0)
-    record("ours batched", time.perf_counter() - t0, res.images)
-    own = float(res.scores.mean())
+        # ours, all icons in one call
+        t0 = time.perf_counter()
+        res = our_render_vis(m, O.channel(layer, chans), n=N, settings=ours(steps), seed=0)
+        record("ours batched", time.perf_counter() - t0, res.images)
+        own = float(res.scores.mean())
 
-    # ours, all icons in one call, with lucid's recipe ending crop_or_pad_to(size): the model then sees
-    # size×size images, as lucent's fixed_image_size gives it (it resizes rather than crops)
-    t0 = time.perf_counter()
-    res = our_render_vis(m, O.channel(layer, chans), n=N, settings=ours(steps, crop=True), seed=0)
-    record("ours batched, crop", time.perf_counter() - t0, res.images)
+        # ours, all icons in one call, with lucid's recipe ending crop_or_pad_to(size): the model then sees
+        # size×size images, as lucent's fixed_image_size gives it (it resizes rather than crops)
+        t0 = time.perf_counter()
+        res = our_render_vis(m, O.channel(layer, chans), n=N, settings=ours(steps, crop=True), seed=0)
+        record("ours batched, crop", time.perf_counter() - t0, res.images)
+
+    rows = []
+    for mode, secs in times.items():
+        score = channel_scores(m, layer, finals[mode], chans)
+        rows.append((mode, N, steps, size, float(np.median(secs)), float(np.median(secs)) / N, float(score.mean())))
 
     import importlib.metadata as md
     print(f"feature visualisation: interpgram vs torch-lucent {md.version('torch-lucent')} "
@@ -179,17 +190,28 @@ def main(argv=None) -> int:
     print(f"  and stops after {layer}, with lucid's redirected-ReLU gradient for the first 16 steps.")
     print(f"  'ours batched, crop' adds lucid's recipe step crop_or_pad_to({size}), so its model input is {size} px too.")
     print("final objective: mean channel activation of the final un-transformed images, same scorer for all\n")
+    R = len(next(iter(times.values())))
+    if R > 1:
+        print(f"{R} rounds, the modes taking turns in each; seconds are medians (min-max in brackets)\n")
     hdr = f"{'mode':<22}{'icons':>6}{'steps':>6}{'size':>6}{'seconds':>10}{'s/icon':>9}{'final obj':>11}"
     print(hdr)
     print("-" * len(hdr))
     for mode, n, st, sz, sec, per, obj in rows:
-        print(f"{mode:<22}{n:>6}{st:>6}{sz:>6}{sec:>10.2f}{per:>9.3f}{obj:>11.3f}")
-    per = {r[0]: r[5] for r in rows}
+        spread = f"  ({min(times[mode]):.2f}-{max(times[mode]):.2f})" if R > 1 else ""
+        print(f"{mode:<22}{n:>6}{st:>6}{sz:>6}{sec:>10.2f}{per:>9.3f}{obj:>11.3f}{spread}")
     print(f"\n(ours batched: the engine's own scores average {own:.3f})")
-    print("ratios, per icon (lucent s/icon / ours s/icon; above 1: ours is faster):")
+    print("ratios, per icon (lucent s/icon / ours s/icon; above 1: ours is faster"
+          + ("; the median of the rounds' ratios, each round's in brackets" if R > 1 else "") + "):")
+    result = {}
     for a, b in (("ours batched", "lucent one-at-a-time"), ("ours batched", "lucent batched"),
                  ("ours batched, crop", "lucent batched"), ("ours one-at-a-time", "lucent one-at-a-time")):
-        print(f"  {a + ' vs ' + b + ':':<46}{per[b] / per[a]:6.2f}")
+        each = [tb / ta for ta, tb in zip(times[a], times[b])]
+        result[f"{a} vs {b}"] = round(float(np.median(each)), 3)
+        rounds = "  (" + ", ".join(f"{r:.2f}" for r in each) + ")" if R > 1 else ""
+        print(f"  {a + ' vs ' + b + ':':<46}{float(np.median(each)):6.2f}{rounds}")
+    import json
+    print("RESULT " + json.dumps({"rounds": R, "ratios": result,
+                                  "objective": {r[0]: round(r[6], 4) for r in rows}}))
     return 0
 
 
