@@ -2,14 +2,17 @@
 
 ``render_vis`` runs one batched optimisation (Adam, lr 0.05 by default) under the robustness
 transforms and returns the images with their final scores. With several ``attempts`` (independent
-random starts) every attempt of every image is a row of one batch. ``race`` (1 by default) is the
-fraction of the steps after which each image keeps only its leading attempt, by the objective of its
-untransformed image, with that row's Adam moments; at 1 every attempt runs to the end and the best
-final image is kept, the article's recipe. Measured side by side (``python benchmarks/icon_race.py``:
-16 conv4 channel icons of the built-in model, 2 attempts, 256 steps, 2 CPU cores): race 0.5 ran 1.24×
-faster, its icons reaching 99.7% of the best-of-two objective on average (96.5% for the worst icon);
-0.25 1.51× and 98.8%. It is not the default because atlas icons (whitened cosine-power objectives)
-lose more: on 16 of them race 0.5 kept 96.6% of the mean objective, 3 icons losing 8-21%.
+random starts) every attempt of every image is a row of one batch, and each attempt draws its own
+transforms (attempt 0 those of a one-attempt render); attempts whose transformed images have the
+same size share one forward pass. (When the attempts shared one transform stream, the best of two
+class-atlas icons reached 0.69 of the separate attempts' mean objective: ``benchmarks/vs_old.py``.)
+``race`` (1 by default) is the fraction of the steps after which each image keeps only its leading
+attempt, by the objective of its untransformed image, with that row's Adam moments; at 1 every
+attempt runs to the end and the best final image is kept, the article's recipe. Measured side by
+side (``python benchmarks/icon_race.py``: 16 conv4 channel icons of the built-in model, 2 attempts,
+256 steps, 2 CPU cores): race 0.5 ran 1.30× faster, its icons reaching 99.0% of the best-of-two
+objective on average but 88.4% for the worst icon; 0.25 1.58× at 99.2% (worst 93.4%). An icon that
+loses a tenth is visible, so it is not the default.
 
 The forward pass stops at the deepest layer the objective reads. On cuda the model runs under
 bfloat16 autocast while the parameters, transforms and objective stay in float32
@@ -84,6 +87,8 @@ class IconSettings:
         d.pop("autocast")
         if self.attempts == 1:
             d.pop("race")  # no race with one attempt: the same icons as before the option existed
+        else:
+            d["draws"] = "per attempt"  # not the icons cached while the attempts shared one transform stream
         return tuple(sorted(d.items()))
 
 
@@ -240,22 +245,71 @@ def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redir
     return {k: v.float() for k, v in store.items()}
 
 
-def _per_attempt(objective: O.Objective, acts: dict[str, torch.Tensor], attempts: int) -> torch.Tensor:
-    """The objective of a batch of ``attempts`` × n rows (attempt-major): built for n images, it scores
-    each attempt's n rows on their own."""
-    if attempts == 1:
+def _row_scores(objective: O.Objective, acts: dict[str, torch.Tensor], images: torch.Tensor, n: int) -> torch.Tensor:
+    """The objective of rows whose images are ``images`` (distinct): built for n images with per-image
+    parameters, it scores row j as image ``images[j]``. Rows of images 0..n-1 in order are scored
+    directly; other rows are placed at their images' places in zero-filled activations."""
+    if images.numel() == n and bool((images == torch.arange(n, device=images.device)).all()):
         return objective(acts)
-    n = next(iter(acts.values())).shape[0] // attempts
-    return torch.cat([objective({k: v[a * n:(a + 1) * n] for k, v in acts.items()}) for a in range(attempts)])
+    full = {k: v.new_zeros((n,) + tuple(v.shape[1:])).index_copy(0, images, v) for k, v in acts.items()}
+    return objective(full)[images]
 
 
-def _clean_scores(module, model, param: ImageParam, objective: O.Objective, attempts: int,
+class _Rows:
+    """Which attempt and which image each row of the batch is: attempt-major (row a·n + i is attempt a of
+    image i) until the race, then row i is image i's leading attempt."""
+
+    def __init__(self, attempts: int, n: int, device):
+        self.n, self.device = n, device
+        self.attempt = torch.arange(attempts).repeat_interleave(n)
+        self.image = torch.arange(n).repeat(attempts)
+
+    def after_race(self, lead: torch.Tensor) -> None:
+        self.attempt, self.image = lead.cpu(), torch.arange(self.n)
+
+    def blocks(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(attempt, its rows, their images) for every attempt that has rows."""
+        out = []
+        for a in torch.unique(self.attempt).tolist():
+            rows = (self.attempt == a).nonzero().flatten()
+            out.append((a, rows.to(self.device), self.image[rows].to(self.device)))
+        return out
+
+
+def _step_scores(module, model, images_all: torch.Tensor, rows: _Rows, draws: list, steps_t, scorer: O.Objective,
+                 layers: Sequence[str], *, redirect: bool, autocast: str, sliced: Optional[LayerSlice]) -> torch.Tensor:
+    """One step's scores: each attempt's rows under that attempt's own transform draws; attempts whose
+    transformed images have the same size share one forward pass."""
+    blocks = rows.blocks()
+    whole = len(blocks) == 1
+    xs = [apply(images_all if whole else images_all[r], steps_t, draws[a]) for a, r, _ in blocks]
+    by_size: dict[tuple, list[int]] = {}
+    for j, x in enumerate(xs):
+        by_size.setdefault(tuple(x.shape), []).append(j)
+    scores = []
+    for members in by_size.values():
+        x = xs[members[0]] if len(members) == 1 else torch.cat([xs[j] for j in members])
+        acts = _capture(module, model.preprocess(x), layers, redirect=redirect, autocast=autocast, sliced=sliced)
+        off = 0
+        for j in members:
+            k = blocks[j][1].numel()
+            part = acts if len(members) == 1 else {key: v[off:off + k] for key, v in acts.items()}
+            scores.append(_row_scores(scorer, part, blocks[j][2], rows.n))
+            off += k
+    return torch.cat(scores)
+
+
+def _clean_scores(module, model, param: ImageParam, objective: O.Objective, rows: _Rows,
                   s: IconSettings, sliced: Optional[LayerSlice] = None) -> torch.Tensor:
-    """The objective of every row's image as it is (no transforms), without gradients."""
+    """The objective of every row's image as it is (no transforms), without gradients, in row order."""
+    scorer = sliced.objective if sliced else objective
     with torch.no_grad():
         acts = _capture(module, model.preprocess(param().detach()), objective.layers, redirect=False,
                         autocast=s.autocast, sliced=sliced)
-        return _per_attempt(sliced.objective if sliced else objective, acts, attempts).detach()
+        out = torch.empty(rows.attempt.numel(), device=param.colour.device)
+        for _a, r, images in rows.blocks():
+            out[r] = _row_scores(scorer, {k: v[r] for k, v in acts.items()}, images, rows.n).detach().float()
+        return out
 
 
 def _keep_leaders(param: ImageParam, opt: torch.optim.Adam, scores: torch.Tensor, n: int) -> torch.optim.Adam:
@@ -314,33 +368,36 @@ def render_vis(model, objective: O.Objective, n: int, settings: IconSettings = D
         raise ValueError(f"{len(seeds)} seeds for {n} images")
     progress = progress or (lambda stage, i, total: None)
     A = s.attempts
-    # every attempt of every image in one batch, attempt-major: row a·n + i is attempt a of image i
+    # every attempt of every image in one batch, attempt-major: row a·n + i is attempt a of image i; each
+    # attempt draws its own transforms (attempt a from stream (seed, "transforms", a), attempt 0 the same
+    # stream as a one-attempt render), so the attempts are independent starts as the article's are
     param = ImageParam(s.param, [_seed_int(x, a) for a in range(A) for x in seeds], s.size, s.size,
                        decorrelate=s.decorrelate).to(dev)
     opt = torch.optim.Adam(param.parameters(), lr=s.lr)
-    g = torch.Generator().manual_seed(_seed_int(seed, "transforms", 0))
+    gens = [torch.Generator().manual_seed(_seed_int(seed, "transforms", a)) for a in range(A)]
+    rows = _Rows(A, n, dev)
     race_at = s.steps if A == 1 else min(s.steps, round(s.race * s.steps))
-    attempts_left = A
     history: list[float] = []
     for step in range(s.steps):
-        if step == race_at and attempts_left > 1:
-            opt = _keep_leaders(param, opt, _clean_scores(module, model, param, objective, attempts_left, s, sliced), n)
-            attempts_left = 1
+        if step == race_at and A > 1:
+            clean = _clean_scores(module, model, param, objective, rows, s, sliced)
+            opt = _keep_leaders(param, opt, clean, n)
+            rows.after_race(clean.view(-1, n).argmax(0))
         opt.zero_grad(set_to_none=True)
-        x = apply(param(), steps_t, draw(steps_t, g))
-        acts = _capture(module, model.preprocess(x), objective.layers, redirect=step < s.relu_redirect,
-                        autocast=s.autocast, sliced=sliced)
-        scores = _per_attempt(scorer, acts, attempts_left)
+        draws = [draw(steps_t, g) for g in gens]  # every stream advances every step, with rows or not
+        scores = _step_scores(module, model, param(), rows, draws, steps_t, scorer, objective.layers,
+                              redirect=step < s.relu_redirect, autocast=s.autocast, sliced=sliced)
         (-scores.sum()).backward()
         opt.step()
         history.append(float(scores.detach().mean()))
         progress("optimising", step + 1, s.steps)
-    final = _clean_scores(module, model, param, objective, attempts_left, s, sliced)
+    final = _clean_scores(module, model, param, objective, rows, s, sliced)
     with torch.no_grad():
         img = param().detach()
-    best = final.view(attempts_left, n).argmax(0)  # each image's best attempt (the only one after the race)
-    rows = best * n + torch.arange(n, device=best.device)
-    best_img, best_score = img[rows], final[rows]
+    per_image = final.view(-1, n)  # attempt-major until the race, one row per image after it
+    best = per_image.argmax(0)  # each image's best attempt (the only one after the race)
+    pick = best * n + torch.arange(n, device=best.device)
+    best_img, best_score = img[pick], final[pick]
     return RenderResult(best_img.float().cpu(), best_score.float().cpu(), time.perf_counter() - t0, history)
 
 
