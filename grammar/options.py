@@ -73,6 +73,7 @@ class IconOptions(OptionsModel):
     race: float = Field(1.0, ge=0, le=1, description="with several attempts: at this fraction of the steps each icon "
                         "keeps its leading attempt and drops the others (1, the default: run every attempt to the end)")
     autocast: Literal["auto", "bfloat16", "off"] = Field(
-        "auto", description="run the model in bfloat16 while optimising: auto (on cuda), bfloat16 (any device), off")
+        "auto", description="run the model in bfloat16 while optimising: auto (where bfloat16 is native: cuda, a CPU "
+                       "with AMX or AVX512-BF16), bfloat16 (any device), off")
 
     _transforms = field_validator("transforms")(classmethod(lambda cls, v: check_transforms(v)))

@@ -39,7 +39,7 @@ class ActivationGridOptions(OptionsModel):
     decorrelate: bool = True
     cossim_pow: float = Field(1.0, ge=0, le=16, description="cosine-similarity power of each cell's direction objective")
     crop: int = Field(2, ge=0, le=32, description="px cropped from each icon's border")
-    autocast: Literal["auto", "bfloat16", "off"] = Field("auto", description="bfloat16 model: auto (on cuda), bfloat16, off")
+    autocast: Literal["auto", "bfloat16", "off"] = Field("auto", description="bfloat16 model: auto (where bfloat16 is native), bfloat16, off")
 
     _transforms = field_validator("transforms")(classmethod(lambda cls, v: check_transforms(v)))
 
