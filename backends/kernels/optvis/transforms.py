@@ -107,18 +107,20 @@ def apply(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -> torch.T
             i += 1
             continue
         x, window = window.flush(x), _Window()
-        # scale and rotate next to each other become one resample
-        factor, angle = 1.0, 0.0
-        j = i
-        while j < len(steps) and steps[j][0] in ("scale", "rotate"):
-            if steps[j][0] == "scale":
-                factor *= d.values[j]
-            else:
-                angle += d.values[j]
-            j += 1
-        x = _scale_rotate(x, factor, angle)
-        i = j
+        x, i = _resample_run(x, steps, d, i)
     return window.flush(x)
+
+
+def _resample_run(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw, i: int) -> tuple[torch.Tensor, int]:
+    """The scale and rotate steps from ``i`` on, next to each other, as one resample; (image, next step)."""
+    factor, angle = 1.0, 0.0
+    while i < len(steps) and steps[i][0] in ("scale", "rotate"):
+        if steps[i][0] == "scale":
+            factor *= d.values[i]
+        else:
+            angle += d.values[i]
+        i += 1
+    return _scale_rotate(x, factor, angle), i
 
 
 class _Window:
@@ -184,16 +186,7 @@ def apply_stepwise(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -
         elif kind == "crop_or_pad":
             x = _crop_or_pad(x, value)
         else:
-            factor, angle = 1.0, 0.0
-            j = i
-            while j < len(steps) and steps[j][0] in ("scale", "rotate"):
-                if steps[j][0] == "scale":
-                    factor *= d.values[j]
-                else:
-                    angle += d.values[j]
-                j += 1
-            x = _scale_rotate(x, factor, angle)
-            i = j
+            x, i = _resample_run(x, steps, d, i)
             continue
         i += 1
     return x
