@@ -2,7 +2,7 @@
 
 Same model (builtin:shapes-cnn), same objective (mean activation of one channel of --layer, one icon
 per channel 0..N-1), same step count, same image size, same optimiser (Adam, lr 0.05), same
-parameterisation (Fourier, decorrelated colour) and lucid's standard robustness transforms. Four
+parameterisation (Fourier, decorrelated colour) and lucid's standard robustness transforms. These
 modes are timed:
 
   lucent one-at-a-time   one render_vis call per icon, objective "net_<layer>:<c>" (its usual use)
@@ -10,6 +10,10 @@ modes are timed:
                          objectives.channel(layer, c_i, batch=i)
   ours one-at-a-time     render_vis(m, O.channel(layer, [c]), n=1) per icon
   ours batched           render_vis(m, O.channel(layer, arange(N)), n=N), all icons in one call
+  ours batched, crop     the same, the transforms ending with lucid's crop_or_pad_to(size) (the model
+                         sees size × size, as lucent's does)
+  ours batched, crop, f32  the same with autocast off: the model in float32 also where auto runs it
+                         in bfloat16 (a CPU with AMX or AVX512-BF16); lucent runs float32
 
 For fairness every mode's final images are scored by one shared function: the mean activation of
 the icon's channel for the final, un-transformed image (no jitter/scale/rotate), through the model.
@@ -121,10 +125,11 @@ def main(argv=None) -> int:
         return sum((objectives.channel(llayer, int(c), batch=i) for i, c in enumerate(cs)), start=0) \
             if len(cs) > 1 else objectives.channel(llayer, int(cs[0]))
 
-    def ours(n_steps, crop=False):
+    def ours(n_steps, crop=False, autocast="auto"):
         from interpgram.backends.kernels.optvis.transforms import STANDARD
         return IconSettings(size=size, steps=n_steps, lr=0.05, attempts=1, param="fourier", decorrelate=True,
-                            transforms=STANDARD + (("crop_or_pad", size),) if crop else "standard")
+                            transforms=STANDARD + (("crop_or_pad", size),) if crop else "standard",
+                            autocast=autocast)
 
     times: dict[str, list[float]] = {}
     finals: dict[str, torch.Tensor] = {}
@@ -172,6 +177,11 @@ def main(argv=None) -> int:
         res = our_render_vis(m, O.channel(layer, chans), n=N, settings=ours(steps, crop=True), seed=0)
         record("ours batched, crop", time.perf_counter() - t0, res.images)
 
+        # the same with the model in float32 whatever the CPU (auto runs it in bfloat16 where that is native)
+        t0 = time.perf_counter()
+        res = our_render_vis(m, O.channel(layer, chans), n=N, settings=ours(steps, crop=True, autocast="off"), seed=0)
+        record("ours batched, crop, f32", time.perf_counter() - t0, res.images)
+
     rows = []
     for mode, secs in times.items():
         score = channel_scores(m, layer, finals[mode], chans)
@@ -189,26 +199,30 @@ def main(argv=None) -> int:
     print(f"  image back to {size} px and runs the whole model; ours feeds the transformed image (~{size + 12} px)")
     print(f"  and stops after {layer}, with lucid's redirected-ReLU gradient for the first 16 steps.")
     print(f"  'ours batched, crop' adds lucid's recipe step crop_or_pad_to({size}), so its model input is {size} px too.")
+    from interpgram.backends.execute.device import native_bfloat16
+    print(f"  ours: autocast auto, which here runs the model in {'bfloat16' if native_bfloat16(torch.device('cpu')) else 'float32'}"
+          " (native bfloat16: AMX or AVX512-BF16); 'f32' forces float32. lucent: float32.")
     print("final objective: mean channel activation of the final un-transformed images, same scorer for all\n")
     R = len(next(iter(times.values())))
     if R > 1:
         print(f"{R} rounds, the modes taking turns in each; seconds are medians (min-max in brackets)\n")
-    hdr = f"{'mode':<22}{'icons':>6}{'steps':>6}{'size':>6}{'seconds':>10}{'s/icon':>9}{'final obj':>11}"
+    hdr = f"{'mode':<26}{'icons':>6}{'steps':>6}{'size':>6}{'seconds':>10}{'s/icon':>9}{'final obj':>11}"
     print(hdr)
     print("-" * len(hdr))
     for mode, n, st, sz, sec, per, obj in rows:
         spread = f"  ({min(times[mode]):.2f}-{max(times[mode]):.2f})" if R > 1 else ""
-        print(f"{mode:<22}{n:>6}{st:>6}{sz:>6}{sec:>10.2f}{per:>9.3f}{obj:>11.3f}{spread}")
+        print(f"{mode:<26}{n:>6}{st:>6}{sz:>6}{sec:>10.2f}{per:>9.3f}{obj:>11.3f}{spread}")
     print(f"\n(ours batched: the engine's own scores average {own:.3f})")
     print("ratios, per icon (lucent s/icon / ours s/icon; above 1: ours is faster"
           + ("; the median of the rounds' ratios, each round's in brackets" if R > 1 else "") + "):")
     result = {}
     for a, b in (("ours batched", "lucent one-at-a-time"), ("ours batched", "lucent batched"),
-                 ("ours batched, crop", "lucent batched"), ("ours one-at-a-time", "lucent one-at-a-time")):
+                 ("ours batched, crop", "lucent batched"), ("ours batched, crop, f32", "lucent batched"),
+                 ("ours one-at-a-time", "lucent one-at-a-time")):
         each = [tb / ta for ta, tb in zip(times[a], times[b])]
         result[f"{a} vs {b}"] = round(float(np.median(each)), 3)
         rounds = "  (" + ", ".join(f"{r:.2f}" for r in each) + ")" if R > 1 else ""
-        print(f"  {a + ' vs ' + b + ':':<46}{float(np.median(each)):6.2f}{rounds}")
+        print(f"  {a + ' vs ' + b + ':':<50}{float(np.median(each)):6.2f}{rounds}")
     import json
     print("RESULT " + json.dumps({"rounds": R, "ratios": result,
                                   "objective": {r[0]: round(r[6], 4) for r in rows}}))
