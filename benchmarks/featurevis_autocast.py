@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=128)
     ap.add_argument("--layer", default="conv4")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default="builtin:shapes-cnn")
+    ap.add_argument("--size", type=int, default=None, help="icon size in px (default: the model's input size)")
     args = ap.parse_args()
     from _bench import device_or_exit, result
     device = device_or_exit(args.device, "benchmarks/featurevis_autocast.py")
@@ -32,16 +34,18 @@ def main() -> None:
     from interpgram.backends.kernels.capture import run_capture
     from interpgram.backends.kernels.optvis import IconSettings, objectives as O, render_vis
 
-    model = load_model("builtin:shapes-cnn")
+    model = load_model(args.model)
+    size = args.size or int(model.preprocess.size[0])
     chans = torch.arange(args.icons)
     objective = O.channel(args.layer, chans)
-    render_vis(model, objective, args.icons, IconSettings(steps=2, autocast="bfloat16"), device=device)  # warm-up
+    render_vis(model, objective, args.icons, IconSettings(size=size, steps=2, autocast="bfloat16"), device=device)  # warm-up
     rows = []
     for mode in ("off", "bfloat16"):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        r = render_vis(model, objective, args.icons, IconSettings(steps=args.steps, autocast=mode), device=device)
+        r = render_vis(model, objective, args.icons, IconSettings(size=size, steps=args.steps, autocast=mode),
+                       device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t
@@ -50,8 +54,8 @@ def main() -> None:
                                   [args.layer], grad=False)
         score = acts[args.layer][torch.arange(args.icons), chans].mean((1, 2))
         rows.append((mode, seconds, float(score.mean()), float(score.min())))
-    print(f"feature visualisation, model in float32 vs bfloat16 autocast — builtin:shapes-cnn {args.layer}, "
-          f"{args.icons} channel icons, {args.steps} steps, 64 px; device {device}, torch {torch.__version__}")
+    print(f"feature visualisation, model in float32 vs bfloat16 autocast — {args.model} {args.layer}, "
+          f"{args.icons} channel icons, {args.steps} steps, {size} px; device {device}, torch {torch.__version__}")
     print(f"{'model dtype':<14}{'seconds':>9}{'objective (fp32-scored) mean':>31}{'min':>8}")
     for mode, sec, mean, lo in rows:
         print(f"{'float32' if mode == 'off' else 'bfloat16':<14}{sec:>9.2f}{mean:>31.3f}{lo:>8.3f}")
