@@ -33,9 +33,9 @@ def _cpu_flags() -> frozenset:
             for line in f:
                 if line.startswith("flags"):
                     return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
+    except OSError:  # no /proc (not Linux): no flags, so no native bfloat16 is assumed
+        return frozenset()
+    return frozenset()  # no "flags" line (not x86: ARM lists "Features")
 
 
 def native_bfloat16(device: torch.device) -> bool:

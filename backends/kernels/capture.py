@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
@@ -190,9 +190,8 @@ def capture_input(module: nn.Module, x: torch.Tensor, layer: str) -> torch.Tenso
 
     handle = resolve_module(module, layer).register_forward_pre_hook(pre)
     try:
-        module(x)
-    except _Stop:
-        pass
+        with suppress(_Stop):
+            module(x)
     finally:
         handle.remove()
     if "in" not in got:

@@ -145,30 +145,34 @@ _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 class LayerSlice:
     """Only the channels an objective reads, computed from the layer's input: the layer is one
     convolution (or linear map) followed by channel-wise modules, so channel c of its output is that
-    convolution with weight row c, then the same modules."""
+    convolution with weight row c, then the same modules. The rows (and an unfolded BatchNorm's
+    statistics and affine) are taken once, when the slice is planned: the weights do not change while
+    icons optimise."""
 
     layer: str
     head: nn.Module
-    tail: list
+    weight: torch.Tensor  # the head's rows ``columns`` (channels-last for a convolution)
+    bias: Optional[torch.Tensor]
+    tail: list  # channel-wise modules, or an eval-mode BatchNorm's (mean, var, weight, bias, eps) of ``columns``
     columns: torch.Tensor  # the channels computed, in order
     objective: O.Objective  # the objective on the (n, len(columns), ...) activations
 
     def __call__(self, x_in: torch.Tensor) -> torch.Tensor:
-        cols = self.columns.to(x_in.device)
-        w = self.head.weight.detach()[cols]
-        b = None if self.head.bias is None else self.head.bias.detach()[cols]
         if isinstance(self.head, nn.Linear):
-            y = torch.nn.functional.linear(x_in, w, b)
+            y = torch.nn.functional.linear(x_in, self.weight, self.bias)
         else:
-            y = self.head._conv_forward(x_in, channels_last(w), b)
+            y = self.head._conv_forward(x_in, self.weight, self.bias)
         for m in self.tail:
-            if isinstance(m, _BATCHNORM):  # eval-mode BatchNorm: the channels' own statistics and affine
-                y = torch.nn.functional.batch_norm(
-                    y, m.running_mean[cols], m.running_var[cols], None if m.weight is None else m.weight.detach()[cols],
-                    None if m.bias is None else m.bias.detach()[cols], False, 0.0, m.eps)
+            if isinstance(m, tuple):
+                mean, var, w, b, eps = m
+                y = torch.nn.functional.batch_norm(y, mean, var, w, b, False, 0.0, eps)
             else:
                 y = m(y)  # a hook on it (the redirected ReLU) runs as on the whole layer
         return y
+
+
+def _rows_of(t: Optional[torch.Tensor], columns: torch.Tensor) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach()[columns.to(t.device)]
 
 
 def _flat(m: nn.Module) -> list:
@@ -210,7 +214,12 @@ def plan_slice(module: nn.Module, objective: O.Objective, rows: int) -> Optional
     columns, inverse = torch.unique(idx, return_inverse=True)
     if 2 * columns.numel() > out:
         return None
-    return LayerSlice(layer, head, tail, columns, rebuild(inverse))
+    weight = _rows_of(head.weight, columns)
+    if isinstance(head, nn.Conv2d):
+        weight = channels_last(weight)
+    steps = [(_rows_of(t.running_mean, columns), _rows_of(t.running_var, columns), _rows_of(t.weight, columns),
+              _rows_of(t.bias, columns), t.eps) if isinstance(t, _BATCHNORM) else t for t in tail]
+    return LayerSlice(layer, head, weight, _rows_of(head.bias, columns), steps, columns, rebuild(inverse))
 
 
 def _capture(module: nn.Module, x: torch.Tensor, layers: Sequence[str], *, redirect: bool,
@@ -263,26 +272,25 @@ class _Rows:
 
     def __init__(self, attempts: int, n: int, device):
         self.n, self.device = n, device
-        self.attempt = torch.arange(attempts).repeat_interleave(n)
-        self.image = torch.arange(n).repeat(attempts)
+        self._set(torch.arange(attempts).repeat_interleave(n), torch.arange(n).repeat(attempts))
 
     def after_race(self, lead: torch.Tensor) -> None:
-        self.attempt, self.image = lead.cpu(), torch.arange(self.n)
+        self._set(lead.cpu(), torch.arange(self.n))
 
-    def blocks(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(attempt, its rows, their images) for every attempt that has rows."""
-        out = []
-        for a in torch.unique(self.attempt).tolist():
-            rows = (self.attempt == a).nonzero().flatten()
-            out.append((a, rows.to(self.device), self.image[rows].to(self.device)))
-        return out
+    def _set(self, attempt: torch.Tensor, image: torch.Tensor) -> None:
+        self.attempt = attempt
+        #: (attempt, its rows, their images) for every attempt that has rows; changes only at the race
+        self.blocks = []
+        for a in torch.unique(attempt).tolist():
+            rows = (attempt == a).nonzero().flatten()
+            self.blocks.append((a, rows.to(self.device), image[rows].to(self.device)))
 
 
 def _step_scores(module, model, images_all: torch.Tensor, rows: _Rows, draws: list, steps_t, scorer: O.Objective,
                  layers: Sequence[str], *, redirect: bool, autocast: str, sliced: Optional[LayerSlice]) -> torch.Tensor:
     """One step's scores: each attempt's rows under that attempt's own transform draws; attempts whose
     transformed images have the same size share one forward pass."""
-    blocks = rows.blocks()
+    blocks = rows.blocks
     whole = len(blocks) == 1
     xs = [apply(images_all if whole else images_all[r], steps_t, draws[a]) for a, r, _ in blocks]
     by_size: dict[tuple, list[int]] = {}
@@ -310,7 +318,7 @@ def _clean_scores(module, model, param: ImageParam, objective: O.Objective, rows
         acts = _capture(module, model.preprocess(param().detach()), objective.layers, redirect=False,
                         autocast="off", sliced=sliced)
         out = torch.empty(rows.attempt.numel(), device=param.colour.device)
-        for _a, r, images in rows.blocks():
+        for _a, r, images in rows.blocks:
             out[r] = _row_scores(scorer, {k: v[r] for k, v in acts.items()}, images, rows.n).detach().float()
         return out
 

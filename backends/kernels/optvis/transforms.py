@@ -91,8 +91,8 @@ def apply(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -> torch.T
     Consecutive pads, jitters and crops are one window on the image: they become a single
     ``F.pad`` (negative amounts crop), so a step materialises one tensor for them instead of one per
     step, and its backward pass one slice instead of a zero-fill and a copy per step. The result is
-    the same, element for element, as applying them one by one (:func:`apply_stepwise`; a test
-    checks both)."""
+    the same, element for element, as applying them one by one
+    (tests/backends/kernels/optvis/test_fast_paths.py checks both)."""
     i, window = 0, _Window()
     while i < len(steps):
         kind, value = steps[i]
@@ -168,28 +168,6 @@ class _Window:
         if not any(self.lrtb):
             return x
         return F.pad(x, tuple(self.lrtb), mode="constant", value=0.5)
-
-
-def apply_stepwise(x: torch.Tensor, steps: Sequence[tuple[str, Any]], d: Draw) -> torch.Tensor:
-    """:func:`apply`, one step at a time (the reference it is tested against)."""
-    i = 0
-    while i < len(steps):
-        kind, value = steps[i]
-        if kind == "pad":
-            if value:
-                x = F.pad(x, (value, value, value, value), mode="constant", value=0.5)
-        elif kind == "jitter":
-            if value:
-                dy, dx = d.values[i]
-                h, w = x.shape[-2:]
-                x = x[..., dy:dy + h - value, dx:dx + w - value]
-        elif kind == "crop_or_pad":
-            x = _crop_or_pad(x, value)
-        else:
-            x, i = _resample_run(x, steps, d, i)
-            continue
-        i += 1
-    return x
 
 
 def _crop_or_pad(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -51,10 +51,15 @@ def model():
     return load_model("builtin:shapes-cnn")
 
 
+_FLOAT64: dict = {}  # model digest -> its float64 copy (captum's oracle for cancelling float32 sums)
+
+
 def captum_attr(model, layer: str, x01: torch.Tensor, k: int, *, double: bool = False) -> torch.Tensor:
     """Σ_c h_c·∂logit_k/∂h_c at every position of ``layer``: (B, H, W), or (B, 1, 1) for a 1-d layer.
-    ``double``: captum on a float64 copy of the model (returned as float32)."""
-    module = copy.deepcopy(model.module).double() if double else model.module
+    ``double``: captum on a float64 copy of the model (made once per model; returned as float32)."""
+    if double and model.digest not in _FLOAT64:
+        _FLOAT64[model.digest] = copy.deepcopy(model.module).double()
+    module = _FLOAT64[model.digest] if double else model.module
     x01 = x01.double() if double else x01
     fwd = lambda x: module(model.preprocess(x))  # noqa: E731
     a = LayerGradientXActivation(fwd, module.get_submodule(layer)).attribute(x01, target=k).float()

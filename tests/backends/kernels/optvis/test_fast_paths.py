@@ -52,6 +52,27 @@ def test_the_redirected_relu_gradient_is_lucids(memory_format):
     assert (got[1] != 0).any() and torch.equal(got[0], torch.where(x[0] < 0, 0.0, grad[0]))
 
 
+def _stepwise(x: torch.Tensor, steps, d: T.Draw) -> torch.Tensor:
+    """The transforms one step at a time, each materialised: the reference for T.apply's merged window."""
+    import torch.nn.functional as F
+    i = 0
+    while i < len(steps):
+        kind, value = steps[i]
+        if kind in ("scale", "rotate"):
+            x, i = T._resample_run(x, steps, d, i)
+            continue
+        if kind == "pad" and value:
+            x = F.pad(x, (value, value, value, value), mode="constant", value=0.5)
+        elif kind == "jitter" and value:
+            dy, dx = d.values[i]
+            h, w = x.shape[-2:]
+            x = x[..., dy:dy + h - value, dx:dx + w - value]
+        elif kind == "crop_or_pad":
+            x = T._crop_or_pad(x, value)
+        i += 1
+    return x
+
+
 def test_the_merged_transform_window_equals_the_steps_one_by_one():
     rnd = random.Random(0)
     kinds = [("pad", [0, 3, 12]), ("jitter", [0, 2, 8]), ("crop_or_pad", [20, 40, 70]),
@@ -61,7 +82,7 @@ def test_the_merged_transform_window_equals_the_steps_one_by_one():
         steps = tuple((k, rnd.choice(v)) for k, v in (rnd.choice(kinds) for _ in range(rnd.randint(1, 6))))
         d = T.draw(steps, torch.Generator().manual_seed(trial))
         x = torch.rand(2, 3, 30, 26, generator=torch.Generator().manual_seed(trial), requires_grad=True)
-        want = T.apply_stepwise(x, steps, d)
+        want = _stepwise(x, steps, d)
         got = T.apply(x, steps, d)
         assert got.shape == want.shape, steps
         assert torch.equal(got, want), steps
@@ -130,7 +151,8 @@ def test_an_unfolded_batchnorm_is_sliced_with_its_channels_statistics():
     objective = O.channel("a", torch.tensor([1, 5, 9]))
     plain = model.on(CPU, torch.float32)
     sl = plan_slice(plain, objective, 3)
-    assert sl is not None and isinstance(sl.tail[0], nn.BatchNorm2d)
+    assert sl is not None and isinstance(sl.tail[0], tuple)  # the unfolded BatchNorm, as its channels' rows
+    assert torch.equal(sl.tail[0][0], net.a[1].running_mean[[1, 5, 9]])
     s = IconSettings(steps=6, transforms="none")
     a = render_vis(model, objective, 3, s, seed=0, device=CPU, frozen=False)
     b = render_vis(model, objective, 3, s, seed=0, device=CPU, frozen=False, slice_channels=False)
