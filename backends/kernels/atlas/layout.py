@@ -21,6 +21,7 @@ No GPU layout: cuML's UMAP is not installed here and could not be tested, so it 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -187,6 +188,7 @@ def layout(X: Any, *, n_components: int = 2, n_neighbors: int = 20, min_dist: fl
     from interpgram.backends.kernels.atlas.umap_cache import import_umap
 
     umap = import_umap()  # a slow import (numba), only when a layout is made; compiled code cached on disk
+    from interpgram.backends.kernels.atlas import umap_small
 
     x = _np(X, np.float32)
     if x.ndim != 2:
@@ -208,11 +210,20 @@ def layout(X: Any, *, n_components: int = 2, n_neighbors: int = 20, min_dist: fl
                                   min_dist=min_dist, metric=metric)
     if seed is not None:
         kwargs.update(random_state=int(seed), transform_seed=int(seed), n_jobs=1)
+    fit_x = x[fit_idx]
+    exact = len(fit_idx) == n and umap_small.applies(metric, n)
+    if exact:  # umap-learn's own matrix of every distance, without its Python loop over the pairs
+        kwargs.update(metric="precomputed", disconnection_distance=umap_small.disconnection_distance(metric))
     reducer = umap.UMAP(**kwargs)
     try:
         if report:
             report("fit", 0, 1)
-        emb = np.asarray(reducer.fit_transform(x[fit_idx]), dtype=np.float32)
+        if exact:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="using precomputed metric")
+                emb = np.asarray(reducer.fit_transform(umap_small.distance_matrix(fit_x, metric)), dtype=np.float32)
+        else:
+            emb = np.asarray(reducer.fit_transform(fit_x), dtype=np.float32)
         if report:
             report("fit", 1, 1)
         if len(fit_idx) == n:

@@ -218,6 +218,29 @@ def test_layout_equals_umap_learn_called_directly_and_is_deterministic():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_small_fits_use_umap_learns_own_distance_matrix_bit_for_bit(metric):
+    # below 4,096 rows umap-learn computes every distance through scikit-learn's Python loop over the
+    # pairs; layout() computes the same matrix in compiled code and fits on it as "precomputed"
+    import umap
+    from sklearn.metrics import pairwise_distances
+    from umap import distances as dist
+
+    from interpgram.backends.kernels.atlas import umap_small
+
+    x = np.random.default_rng(5).normal(size=(300, 24)).astype(np.float32)  # signed: cosine reaches past 1
+    x[7] = -x[3]  # an exactly opposite pair: cosine 2, umap-learn's disconnection bound
+    want = pairwise_distances(x, metric=dist.named_distances[metric])
+    got = umap_small.distance_matrix(x, metric)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert umap_small.applies(metric, 4095) and not umap_small.applies(metric, 4096)
+    direct = umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.01, metric=metric, random_state=1,
+                       transform_seed=1, n_jobs=1).fit_transform(x)
+    np.testing.assert_array_equal(layout(x, n_neighbors=15, metric=metric, seed=1), direct)
+
+
+@pytest.mark.slow
 def test_fit_on_a_sample_and_transform_keeps_the_layout_faithful():
     from sklearn.manifold import trustworthiness
     from sklearn.neighbors import NearestNeighbors
