@@ -282,7 +282,7 @@ def _check_atlas_dataset(loaded: LoadedSpec, model: LoadedModel, plan: Plan, all
 
     for c in plan.of_type(Collect):
         try:
-            open_dataset(c.dataset, n=c.n, split=c.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
+            open_dataset(c.dataset, n=c.n, split=c.split, size=model.preprocess.fit, base_dir=loaded.base_dir,
                          allow_code=allow_code)
         except DatasetError as e:
             where = ("dataset", "source") if loaded.spec.dataset is not None else ()
@@ -335,7 +335,7 @@ def _check_datasets(loaded: LoadedSpec, model: LoadedModel, plan: Plan, error: O
                 break
             continue
         try:
-            open_dataset(raw, n=op.n, split=op.split, size=tuple(model.preprocess.size), base_dir=loaded.base_dir,
+            open_dataset(raw, n=op.n, split=op.split, size=model.preprocess.fit, base_dir=loaded.base_dir,
                          allow_code=allow_code)
         except DatasetError as e:
             diags.append((True, loaded.error(_dataset_path(loaded, p.element, p.presentation), str(e))))

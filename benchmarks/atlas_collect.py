@@ -87,7 +87,7 @@ def throughput(args) -> dict:
     # warm up both paths (one-time imports of forward-mode formulas, kernel selection)
     with tempfile.TemporaryDirectory() as warm:
         collect(model, _spec(args, 32), warm, device=args.device, progress=False)
-    ds = open_dataset(args.dataset, n=args.n, split="train", size=tuple(model.preprocess.size))
+    ds = open_dataset(args.dataset, n=args.n, split="train", size=model.preprocess.fit)
     naive(model, ds, layers, min(4, n_naive), 0, 4, device)
 
     with tempfile.TemporaryDirectory() as root:

@@ -7,15 +7,15 @@ A data set reference is one of
 - a folder of images (PNG, JPEG, ...; a path relative to the spec's folder): every image file under
   it, searched recursively, in sorted order of their paths relative to the folder. When the folder
   has ``train/`` or ``test/`` subfolders, the split's subfolder is used (and must exist); otherwise
-  the split is ignored. Images are centre-cropped to the model's aspect ratio and resized
-  (antialiased), exactly as input images are.
+  the split is ignored. Images are brought to the model's size by its ``resize`` policy (by default
+  centre-cropped to its aspect ratio, then resized, antialiased), exactly as input images are.
 - ``python:MODULE:CALLABLE``: your own code (only with ``allow_code=True``, the CLI's ``--allow-code``).
   ``MODULE`` is imported with the spec's folder (``base_dir``) first on ``sys.path``, the way
   ``python:`` models are; ``CALLABLE`` is called (with ``split=`` when it takes a ``split``
   argument) and returns a map-style ``torch.utils.data.Dataset`` (``__len__`` and ``__getitem__``)
   whose items are an image, or a tuple ``(image, label, ...)``. An image is a (3, H, W) (or (1, H, W),
-  repeated to RGB) float tensor in [0, 1] or uint8 tensor in [0, 255]; it is centre-cropped and
-  resized like every other image. A label is an int class index (``-1``: unknown). The identity
+  repeated to RGB) float tensor in [0, 1] or uint8 tensor in [0, 255]; it is brought to the model's
+  size like every other image. A label is an int class index (``-1``: unknown). The identity
   covers the reference, split, size, length and the source file of ``MODULE`` (not data the code
   reads from elsewhere: rename the callable when that changes).
 
@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
+from interpgram.backends.data.images import Fit, as_fit
 from interpgram.backends.data.inputs import InputError
 from interpgram.grammar.registry import Registry
 from interpgram.grammar.spec.errors import did_you_mean
@@ -75,13 +76,24 @@ def check_dataset_ref(ref: str) -> None:
 class Dataset:
     """The first ``len(self)`` images of a data set, at ``size`` = (H, W), read on demand.
 
-    A kind of data set implements :meth:`_load` (images, names and labels of some indices),
-    :meth:`name` and :attr:`identity`; everything else is shared."""
+    ``size`` may be the model's :class:`~.images.Fit` (its ``resize`` policy), which every image then goes
+    through exactly as input images do; (H, W) alone is the default policy (``shorter``: centre crop).
+    A kind of data set implements :meth:`_load` (images, names and labels of some indices, brought to
+    :attr:`fit`), :meth:`name` and :attr:`identity` (with :attr:`size_identity`); the rest is shared."""
 
     kind = ""  # the source's name: "shapes" | "folder" | "python" | a plug-in's
 
-    def __init__(self, ref: str, split: str, size: tuple[int, int], length: int):
-        self.ref, self.split, self.size, self.length = ref, split, tuple(size), int(length)
+    def __init__(self, ref: str, split: str, size: Fit | tuple[int, int], length: int):
+        self.fit = as_fit(size)  # how each image is brought to the model's size (its ``resize``)
+        self.ref, self.split, self.size, self.length = ref, split, self.fit.size, int(length)
+
+    @property
+    def size_identity(self) -> dict:
+        """The size, and the resize policy where it is not the default, for :attr:`identity`."""
+        d: dict = {"size": list(self.size)}
+        if self.fit.resize != "shorter":
+            d.update(resize=self.fit.resize, fill=[float(c) for c in self.fit.fill])
+        return d
 
     def __len__(self) -> int:
         return self.length
@@ -171,15 +183,17 @@ def dataset_source(name: str, help: str, claims: Callable[[str], bool], *,
     return deco
 
 
-def open_dataset(ref: str, *, n: int, split: str = "test", size: tuple[int, int] | int = 64,
+def open_dataset(ref: str, *, n: int, split: str = "test", size: Fit | tuple[int, int] | int = 64,
                  base_dir: str | Path | None = None, allow_code: bool = False) -> Dataset:
-    """The first ``n`` images of data set ``ref`` (see the module docstring) at ``size``.
+    """The first ``n`` images of data set ``ref`` (see the module docstring) at ``size``: (H, W), or the
+    model's :class:`~.images.Fit` (``model.preprocess.fit``) so that its ``resize`` policy applies.
 
     Raises :class:`DatasetError` (an :class:`~.inputs.InputError`) naming the bad value and the valid
     forms when ``ref`` is neither a built-in data set nor a folder holding images, or when it is a
     ``python:`` data set and ``allow_code`` is false (the message says to pass ``--allow-code``).
     """
-    size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if not isinstance(size, Fit):
+        size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if split not in SPLITS:
         raise DatasetError(f"data set {ref!r}: unknown split {split!r} (splits: {', '.join(SPLITS)})")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:

@@ -378,7 +378,7 @@ def run_examples(ctx: Context, ops: list[Examples], values: Values) -> Values:
     for op in ops:
         dk = (op.dataset, op.n, op.split)
         if dk not in datasets:
-            datasets[dk] = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(model.preprocess.size),
+            datasets[dk] = open_dataset(op.dataset, n=op.n, split=op.split, size=model.preprocess.fit,
                                         base_dir=ctx.base_dir, allow_code=ctx.allow_code)
         ds = datasets[dk]
         chosen[op.id] = [[(*sel, atom_key(ctx, ds, op, sel[3], side)) for sel in select_atoms(op, values, i)]

@@ -1,8 +1,8 @@
 """A folder of images (PNG, JPEG, ...; a path relative to the spec's folder): every image file under it,
 searched recursively, in sorted order of their paths relative to the folder. When the folder has
 ``train/`` or ``test/`` subfolders, the split's subfolder is used (and must exist); otherwise the split
-is ignored. Images are centre-cropped to the model's aspect ratio and resized (antialiased), exactly as
-input images are. The identity covers the chosen files' names, sizes and modification times, so an
+is ignored. Images are brought to the model's size by its ``resize`` policy, exactly as input images are
+(``images.read_fitted``). The identity covers the chosen files' names, sizes and modification times, so an
 edited folder is never served stale results. Opening reads every chosen file's header: all that cannot be
 images (damaged, empty, a symlink loop, a named pipe, over the pixel limit) are named in one error; pixel
 data that fails to decode names every bad file of its batch."""
@@ -17,13 +17,13 @@ import torch
 
 from interpgram.backends.files import path_problem
 from interpgram.backends.data.datasets import SPLITS, Dataset, DatasetError, bad_dataset, dataset_source
-from interpgram.backends.data.images import IMAGE_SUFFIXES, ImageError, probe_image, read_image, resize
+from interpgram.backends.data.images import IMAGE_SUFFIXES, Fit, ImageError, probe_image, read_fitted
 
 
 class FolderDataset(Dataset):
     kind = "folder"
 
-    def __init__(self, ref: str, split: str, size: tuple[int, int], root: Path, files: list[Path]):
+    def __init__(self, ref: str, split: str, size: Fit | tuple[int, int], root: Path, files: list[Path]):
         super().__init__(ref, split, size, len(files))
         self.root, self.files = root, files
 
@@ -36,14 +36,14 @@ class FolderDataset(Dataset):
         for p in self.files:
             st = p.stat()
             h.update(f"{p.relative_to(self.root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        return {"dataset": "folder", "root": str(self.root), "n": self.length, "size": list(self.size),
+        return {"dataset": "folder", "root": str(self.root), "n": self.length, **self.size_identity,
                 "files": h.hexdigest()}
 
     def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         imgs, bad = [], []
         for i in idx:  # every image of the batch is tried, so one error names all the bad ones
             try:
-                imgs.append(resize(read_image(self.files[i], self.size), self.size))
+                imgs.append(read_fitted(self.files[i], self.fit)[0])
             except ImageError as e:
                 bad.append((self.name(i), str(e).removeprefix(str(self.files[i])).strip()))
         if bad:
@@ -91,7 +91,7 @@ def image_files(root: Path) -> list[Path]:
 
 
 @dataset_source("folder", "a folder of images (a path, relative to the spec's folder)", lambda ref: True, fallback=True)
-def open_folder(ref: str, *, n: int, split: str, size: tuple[int, int], base_dir=None, allow_code: bool = False):
+def open_folder(ref: str, *, n: int, split: str, size: Fit | tuple[int, int], base_dir=None, allow_code: bool = False):
     p = Path(os.path.expanduser(ref))
     if not p.is_absolute():
         p = Path(base_dir or Path.cwd()) / p

@@ -4,7 +4,7 @@
 models are; ``CALLABLE`` is called (with ``split=`` when it takes a ``split`` argument) and returns a
 map-style ``torch.utils.data.Dataset`` (``__len__`` and ``__getitem__``) whose items are an image, or a
 tuple ``(image, label, ...)``. An image is a (3, H, W) (or (1, H, W), repeated to RGB) float tensor in
-[0, 1] or uint8 tensor in [0, 255]; it is centre-cropped and resized like every other image. A label is
+[0, 1] or uint8 tensor in [0, 255]; it is brought to the model's size like every other image. A label is
 an int class index (``-1``: unknown). The identity covers the reference, split, size, length and the
 source file of ``MODULE`` (not data the code reads from elsewhere: rename the callable when that
 changes)."""
@@ -37,7 +37,7 @@ class PythonDataset(Dataset):
 
     @property
     def identity(self) -> dict:
-        return {"dataset": self.ref, "split": self.split, "n": self.length, "size": list(self.size), "code": self.code}
+        return {"dataset": self.ref, "split": self.split, "n": self.length, **self.size_identity, "code": self.code}
 
     def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         items = [self._item(i) for i in idx]
@@ -87,7 +87,7 @@ class PythonDataset(Dataset):
             raise DatasetError(f"data set {self.ref!r}: item {i} has dtype {img.dtype}; expected float in [0, 1] or uint8")
         if img.shape[0] == 1:
             img = img.expand(3, -1, -1)
-        return resize(img.cpu().contiguous(), self.size).float(), label
+        return resize(img.cpu().contiguous(), self.fit).float(), label
 
 
 @dataset_source("python", "python:MODULE:CALLABLE, your own torch Dataset (needs --allow-code)",

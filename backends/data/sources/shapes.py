@@ -17,13 +17,13 @@ class ShapesDataset(Dataset):
 
     @property
     def identity(self) -> dict:
-        return {"dataset": self.ref, "split": self.split, "n": self.length, "size": list(self.size), "seed": 0}
+        return {"dataset": self.ref, "split": self.split, "n": self.length, **self.size_identity, "seed": 0}
 
     def _load(self, idx: list[int]) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         b = generate(idx, split=self.split)
         imgs = b.images
         if tuple(imgs.shape[-2:]) != self.size:
-            imgs = torch.stack([resize(im, self.size) for im in imgs])
+            imgs = torch.stack([resize(im, self.fit) for im in imgs])
         return (imgs.float(), [f"shapes/{self.split}/{i} ({CLASSES[l]})" for i, l in zip(idx, b.labels.tolist())],
                 b.labels.to(torch.int64))
 

@@ -222,7 +222,7 @@ def collection_digest(meta: dict) -> str:
 
 def store_path(model, spec: CollectSpec, root: str | Path, *, base_dir=None, allow_code: bool = False) -> Path:
     """The folder :func:`collect` uses for this model, spec and data set (computes nothing)."""
-    ds = open_dataset(spec.dataset, n=spec.n, split=spec.split, size=tuple(model.preprocess.size), base_dir=base_dir,
+    ds = open_dataset(spec.dataset, n=spec.n, split=spec.split, size=model.preprocess.fit, base_dir=base_dir,
                       allow_code=allow_code)
     return Path(root) / collection_digest(collection_meta(model, spec, ds))
 
@@ -443,7 +443,7 @@ def collect(model, spec: CollectSpec, root: str | Path, *, device: str = "auto",
             progress: Progress = True, engine=None, allow_code: bool = False) -> AtlasStore:
     """Collect ``spec`` for ``model`` into ``root/<digest>`` (see the module docstring) and return the
     complete store. Resumes a partial store; a complete one is returned without running the model."""
-    ds = open_dataset(spec.dataset, n=spec.n, split=spec.split, size=tuple(model.preprocess.size), base_dir=base_dir,
+    ds = open_dataset(spec.dataset, n=spec.n, split=spec.split, size=model.preprocess.fit, base_dir=base_dir,
                       allow_code=allow_code)
     meta = collection_meta(model, spec, ds)
     path = Path(root) / collection_digest(meta)

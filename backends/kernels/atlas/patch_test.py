@@ -81,7 +81,7 @@ def run_patch_test(ctx: Context, op: PatchTest, icons: torch.Tensor) -> dict[str
     pre = ctx.model.preprocess
     h, w = pre.size
     size = min(op.size, h, w)
-    ds = open_dataset(op.dataset, n=20 * op.n, split=op.split, size=(h, w), base_dir=ctx.base_dir,
+    ds = open_dataset(op.dataset, n=20 * op.n, split=op.split, size=pre.fit, base_dir=ctx.base_dir,
                       allow_code=ctx.allow_code)
     kept: list[torch.Tensor] = []
     got = 0

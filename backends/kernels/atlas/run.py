@@ -76,7 +76,7 @@ class AtlasRun:
     def dataset(self):
         if self._dataset is None:
             op = self.collect_op
-            self._dataset = open_dataset(op.dataset, n=op.n, split=op.split, size=tuple(self.ctx.model.preprocess.size),
+            self._dataset = open_dataset(op.dataset, n=op.n, split=op.split, size=self.ctx.model.preprocess.fit,
                                          base_dir=self.ctx.base_dir, allow_code=self.ctx.allow_code)
         return self._dataset
 

@@ -239,3 +239,49 @@ def test_check_reports_a_missing_and_a_damaged_image_with_another_mistake(folder
     assert lines[1].startswith(f"{spec}:3:19: input image {folder / 'broken.png'} cannot be read as an image")
     assert lines[2].startswith(f"{spec}:6:35: unknown layer 'conv33'") and "did you mean 'conv3'" in lines[2]
     assert len(lines) == 3
+
+
+# ----------------------------------------------------------------------------- data sets follow the policy
+@pytest.mark.parametrize("resize", ["shorter", "stretch", "pad"])
+def test_data_set_images_go_through_the_models_resize_policy_like_inputs(folder, resize):
+    """A folder of photos used by dataset examples is brought to the model's size by the spec's
+    ``resize`` exactly as the inputs are: the same photo as input and as data-set image gives the same
+    activation, and a stretch or pad differs from a centre crop (the photo is 2:1)."""
+    photos = folder / "photos"
+    photos.mkdir()
+    (photos / "wide.png").write_bytes((folder / "wide.png").read_bytes())
+    spec = folder / "s.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        interpgram: 1
+        model: {{source: "python:tiny:build", size: 64, resize: {resize}}}
+        input: wide.png
+        elements:
+          act:
+            content: {{activation: {{layer: conv, atom: channel}}}}
+            presentation: {{bars: {{top: 8}}}}
+          ex:
+            content: {{activation: {{layer: conv, atom: channel}}}}
+            presentation: {{examples: {{dataset: photos, top: 1}}}}
+        """))
+    prep = pipeline.prepare(spec, allow_code=True)
+    from interpgram.backends.data.datasets import open_dataset
+    from interpgram.backends.data.images import Fit, read_fitted
+
+    ds = open_dataset("photos", n=5, size=prep.model.preprocess.fit, base_dir=folder)
+    want, _ = read_fitted(folder / "wide.png", Fit((64, 64), resize, prep.model.preprocess.fill))
+    torch.testing.assert_close(ds.load([0])[0], want, rtol=0, atol=0)
+    torch.testing.assert_close(pipeline.load_spec_inputs(prep).images[0], want, rtol=0, atol=0)
+    if resize != "shorter":
+        centre, _ = read_fitted(folder / "wide.png", Fit((64, 64)))
+        assert float((want - centre).abs().max()) > 0.1
+        assert ds.identity != open_dataset("photos", n=5, size=(64, 64), base_dir=folder).identity
+    # the examples kernel read the photo the same way: each channel's top score is the max of that
+    # channel of the module's conv on the fitted photo
+    p = next(p for p in prep.plan.elements if p.element == "ex" and p.presentation == "examples")
+    _, _, results = pipeline.render(prep, folder / "out", cache=False)
+    v = results.values[prep.plan.ops[p.detail].id]
+    with torch.no_grad():
+        act = prep.model.module.conv(prep.model.preprocess(want[None]))[0]
+    for atom, ex in zip(v["atoms"][0], v["examples"][0]):
+        assert ex["names"] == ["wide.png"]
+        assert float(ex["scores"][0]) == pytest.approx(float(act[atom].max()), rel=1e-5)
