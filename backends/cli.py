@@ -88,7 +88,7 @@ def _plan_cache(prep, cache_dir):
 def cmd_render(args) -> int:
     from tqdm import tqdm
 
-    from interpgram.backends.pipeline import render
+    from interpgram.backends.pipeline import cache_source, render
 
     bars: list = []  # created on the first report of work, so a fully cached render shows none
 
@@ -132,10 +132,11 @@ def cmd_render(args) -> int:
     icons, cached = st.icons_rendered + (ls.icons_rendered if ls else 0), st.icons_cached + (ls.icons_cached if ls else 0)
     grids, gcached = st.grids_rendered + (ls.grids_rendered if ls else 0), st.grids_cached + (ls.grids_cached if ls else 0)
     if icons or cached or grids or gcached:
-        print(f"  icons: {icons} rendered, {cached} from the cache"
-              + (f" ({ls.icons_rendered} rendered, {ls.icons_cached} from the cache for link selections)"
+        src = cache_source(rc)
+        print(f"  icons: {icons} rendered, {cached} {src}"
+              + (f" ({ls.icons_rendered} rendered, {ls.icons_cached} {src} for link selections)"
                  if ls and (ls.icons_rendered or ls.icons_cached) else "")
-              + (f" · activation grids: {grids} rendered, {gcached} from the cache" if grids or gcached else ""))
+              + (f" · activation grids: {grids} rendered, {gcached} {src}" if grids or gcached else ""))
     return 0
 
 

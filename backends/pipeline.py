@@ -372,6 +372,12 @@ def load_spec_inputs(prep: Prepared) -> Inputs:
         raise SpecError([prep.loaded.error(path, msg)]) from None
 
 
+def cache_source(cache: ResultCache) -> str:
+    """How a result not computed was had: ``from the cache``, or with no cache (``--no-cache``) ``reused
+    in this run`` (a piece two stages need, kept in memory: see ``cache.RUN_MEMORY_BYTES``)."""
+    return "from the cache" if cache.enabled else "reused in this run"
+
+
 def make_cache(prep: Prepared, override: Optional[str | Path | bool] = None,
                max_size: Optional[str | int] = None) -> ResultCache:
     """The result cache: ``override`` (``--cache-dir``: a relative folder is relative to the current
@@ -511,10 +517,11 @@ def _run_facts(prep: Prepared, inputs: Inputs, results: Results, cache: ResultCa
     icons, cached = st.icons_rendered + (ls.icons_rendered if ls else 0), st.icons_cached + (ls.icons_cached if ls else 0)
     grids, gcached = st.grids_rendered + (ls.grids_rendered if ls else 0), st.grids_cached + (ls.grids_cached if ls else 0)
     if icons or cached or grids or gcached:
-        meta["icons"] = f"{icons} rendered, {cached} from the cache" + (
-            f" (of which {ls.icons_rendered} rendered, {ls.icons_cached} from the cache for the link selections)"
+        src = cache_source(cache)
+        meta["icons"] = f"{icons} rendered, {cached} {src}" + (
+            f" (of which {ls.icons_rendered} rendered, {ls.icons_cached} {src} for the link selections)"
             if ls and (ls.icons_rendered or ls.icons_cached) else "") + (
-            f"; activation grids {grids} rendered, {gcached} from the cache" if grids or gcached else "")
+            f"; activation grids {grids} rendered, {gcached} {src}" if grids or gcached else "")
     meta["compute time"] = f"{time.perf_counter() - t0:.2f} s (model load, passes, cache)"
     if cache.degraded:  # a read-only or full cache folder: the report says the results were not kept
         meta["cache"] = cache.degraded

@@ -90,6 +90,7 @@ import re
 import secrets
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -420,6 +421,7 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     corrupt: int = 0
+    reused: int = 0  # of the hits: served by a disabled cache from this object's memory (see RUN_MEMORY_BYTES)
 
 
 def _check_key(key: str) -> str:
@@ -428,13 +430,21 @@ def _check_key(key: str) -> str:
     return key
 
 
+#: a disabled cache (``--no-cache``) still keeps what one run computes, in memory, up to this many bytes
+#: (least recently used out first; an entry over a quarter of it is not kept), so that a piece two
+#: stages need (an icon of an element and of a link selection) is not computed twice in one render
+RUN_MEMORY_BYTES = 256 * 2**20
+
+
 class ResultCache:
     """Content-addressed on-disk cache (format and guarantees in the module docstring).
 
     Args:
         root: directory of the cache; ``None`` means :func:`default_root`. Created on first write.
-        enabled: when ``False`` the cache never touches the disk: ``get`` always misses and ``put``
-            does nothing (``get_or_compute`` always computes).
+        enabled: when ``False`` the cache never touches the disk and nothing outlives the object:
+            ``get`` misses except for what this object's own ``put`` kept in memory (the encoded entry,
+            so a hit is a fresh copy; at most :data:`RUN_MEMORY_BYTES`), so one run reuses its own pieces
+            and ``stats.reused`` counts those hits.
         stale_tmp_s: age in seconds after which a leftover temporary file is deleted by ``put`` (in
             the directory it writes to) and by :meth:`cleanup`.
         max_bytes: the size limit (entries and atlas stores); ``"default"`` means
@@ -456,6 +466,8 @@ class ResultCache:
         self._pinned: set[Path] = set()
         self._estimate: Optional[int] = None  # bytes in the cache as last scanned plus this process's puts
         self._puts_since_scan = 0
+        self._memory: OrderedDict[str, bytes] = OrderedDict()  # a disabled cache's own puts, encoded
+        self._memory_bytes = 0
 
     def __repr__(self) -> str:
         return f"ResultCache({str(self.root)!r}, enabled={self.enabled}, stats={self.stats})"
@@ -475,8 +487,14 @@ class ResultCache:
         """The stored value for ``key``, or ``None`` on a miss or a corrupt/unreadable entry."""
         path = self.path(key)
         if not self.enabled:
-            self.stats.misses += 1
-            return None
+            data = self._memory.get(key)
+            if data is None:
+                self.stats.misses += 1
+                return None
+            self._memory.move_to_end(key)
+            self.stats.hits += 1
+            self.stats.reused += 1
+            return _decode(key, data)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -499,8 +517,9 @@ class ResultCache:
         return value
 
     def __contains__(self, key: str) -> bool:
-        """Whether a file exists for ``key`` (its integrity is checked only by :meth:`get`)."""
-        return self.enabled and self.path(key).is_file()
+        """Whether a file exists for ``key`` (its integrity is checked only by :meth:`get`); for a disabled
+        cache, whether this object kept it in memory."""
+        return self.path(key).is_file() if self.enabled else _check_key(key) in self._memory
 
     def _corrupt(self, path: Path, reason: str) -> None:
         self.stats.misses += 1
@@ -545,7 +564,10 @@ class ResultCache:
         does not raise: see :meth:`_stop_writing`.
         """
         path = self.path(key)
-        if not self.enabled or not self.writable:
+        if not self.enabled:
+            self._keep_in_memory(key, _encode(key, value))
+            return
+        if not self.writable:
             return
         data = _encode(key, value)
         shard = path.parent
@@ -571,6 +593,18 @@ class ResultCache:
         fsync_path(shard)
         if self.max_bytes is not None:
             self._account(len(data), keep=path)
+
+    def _keep_in_memory(self, key: str, data: bytes) -> None:
+        old = self._memory.pop(key, None)
+        if old is not None:
+            self._memory_bytes -= len(old)
+        if len(data) > RUN_MEMORY_BYTES // 4:
+            return
+        self._memory[key] = data
+        self._memory_bytes += len(data)
+        while self._memory_bytes > RUN_MEMORY_BYTES:
+            _, dropped = self._memory.popitem(last=False)
+            self._memory_bytes -= len(dropped)
 
     def _stop_writing(self, e: OSError) -> None:
         """A write failed: say so once, in one line, and go on without writing (reads still work)."""

@@ -54,3 +54,21 @@ def test_icons_chosen_by_the_results_are_a_bound(tmp_path):
     # image's own activation vectors); the 4 strongest conv3 channels of each image, at most 8 in all
     assert (count.icons, count.exact) == (2 * 8 + 2 * 4 + 8, False)
     assert lines[0].startswith("  icons: at most 32 feature-visualisation icon(s) to optimise (24 for the elements")
+
+
+def test_without_a_cache_an_icon_two_stages_need_is_optimised_once(tmp_path):
+    """The channel-attribution spec's link selections (one per class) need the icons the element itself
+    shows for its own class: with --no-cache the render keeps them in memory for the run and optimises
+    exactly as many icons as a render with a fresh cache, and says they were reused."""
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parents[2] / "specs" / "shapes" / "channel_attribution.yaml"
+    _, fresh, fres = render(spec, tmp_path / "a", cache=tmp_path / "cache", icon_steps=2)
+    _, off, ores = render(spec, tmp_path / "b", cache=False, icon_steps=2)
+    made = [r.stats.icons_rendered + p.link_stats.icons_rendered for r, p in ((fres, fresh), (ores, off))]
+    reused = ores.stats.icons_cached + off.link_stats.icons_cached
+    assert made[0] == made[1] and reused > 0
+    assert reused == fres.stats.icons_cached + fresh.link_stats.icons_cached
+    assert not list((tmp_path / "b").glob("**/*.ig"))
+    html = (tmp_path / "b" / "index.html").read_text()
+    assert f"{made[1]} rendered, {reused} reused in this run" in html

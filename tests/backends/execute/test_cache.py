@@ -236,7 +236,7 @@ def test_get_or_compute(cache):
     assert entry_files(cache.root) == [cache.root / key[:2] / f"{key}.ig"]
 
 
-def test_disabled_cache_never_writes_or_reads(tmp_path):
+def test_disabled_cache_never_writes_or_reads_the_disk_and_reuses_only_its_own_puts(tmp_path, monkeypatch):
     root = tmp_path / "results"
     live = ResultCache(root)
     key = cache_key(op="d")
@@ -244,15 +244,31 @@ def test_disabled_cache_never_writes_or_reads(tmp_path):
     before = sorted(p for p in root.rglob("*"))
 
     off = ResultCache(root, enabled=False)
-    assert off.get(key) is None  # does not read the existing entry
-    off.put(cache_key(op="other"), {"x": torch.ones(1)})
+    assert off.get(key) is None and key not in off  # does not read the existing entry
+    other = cache_key(op="other")
+    off.put(other, {"x": torch.ones(3)})
     n = [0]
-    for _ in range(2):
-        _, hit = off.get_or_compute(cache_key(op="e"), lambda: (n.__setitem__(0, n[0] + 1), {"y": 1})[1])
-        assert not hit
-    assert n[0] == 2
-    assert sorted(p for p in root.rglob("*")) == before
+    for i in range(2):  # one run computes a piece once, then reuses its own copy
+        value, hit = off.get_or_compute(cache_key(op="e"), lambda: (n.__setitem__(0, n[0] + 1), {"y": 1})[1])
+        assert hit == (i == 1) and value == {"y": 1}
+    assert n[0] == 1 and off.stats.reused == 1
+    got = off.get(other)
+    got["x"][0] = 9  # a hit is a fresh copy: changing it changes nothing kept
+    assert off.get(other)["x"].tolist() == [1, 1, 1] and other in off and off.stats.reused == 3
+    assert sorted(p for p in root.rglob("*")) == before  # the disk untouched
     assert not ResultCache(tmp_path / "never", enabled=False).root.exists()
+    assert ResultCache(root, enabled=False).get(other) is None  # nothing outlives the object
+
+    # bounded: least recently used out first, an entry over a quarter of the bound never kept
+    import interpgram.backends.execute.cache as C
+    monkeypatch.setattr(C, "RUN_MEMORY_BYTES", 4 * 2**20)
+    small = ResultCache(root, enabled=False)
+    keys = [cache_key(op="m", i=i) for i in range(6)]
+    for k in keys:
+        small.put(k, {"x": torch.zeros(2**18 - 512)})  # just under 1 MiB each
+    assert [k in small for k in keys] == [False, False, True, True, True, True]
+    small.put(cache_key(op="big"), {"x": torch.zeros(2**19)})  # 2 MiB: over a quarter
+    assert cache_key(op="big") not in small and keys[2] in small
     ResultCache(tmp_path / "never", enabled=False).put(key, {"x": 1})
     assert not (tmp_path / "never").exists()
 
