@@ -165,7 +165,7 @@ def png_data_url(img: np.ndarray, display_px: int | None = None) -> str:
         elif w > target:
             pil = pil.resize((target, max(1, round(h * target / w))), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    pil.save(buf, format="PNG", optimize=True)
+    pil.save(buf, format="PNG", compress_level=6)  # optimize=True: 4× the time for 2% smaller (448 px photo)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
