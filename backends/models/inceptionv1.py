@@ -63,7 +63,6 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Union
@@ -89,7 +88,8 @@ __all__ = [
     "LABELS_ENV_VAR",
     "WEIGHTS_FILENAME",
     "LABELS_FILENAME",
-    "GENERIC_LABELS",
+    "BUNDLED_LABELS",
+    "UNUSED",
     "PUBLISHED_TO_INTERNAL",
     "INTERNAL_TO_PUBLISHED",
     "LUCID_NODE_TO_MODULE",
@@ -105,7 +105,6 @@ __all__ = [
     "WeightsUnavailable",
     "WeightsFormatError",
     "WeightsMismatch",
-    "GenericLabelsWarning",
     "default_weights_path",
     "read_state_dict",
     "to_internal_state_dict",
@@ -177,7 +176,11 @@ LABELS_ENV_VAR = "INTERPGRAM_INCEPTIONV1_LABELS"
 LABELS_FILENAME = "labels.txt"
 _DEFAULT_CACHE_DIR = "~/.cache/interpgram"
 
-GENERIC_LABELS: tuple[str, ...] = tuple(f"class{i:04d}" for i in range(NUM_CLASSES))
+#: the label strings that ship with inception5h.zip (``imagenet_comp_graph_label_strings.txt``): 1,001 names,
+#: ``dummy`` first, one per logit in order; logits 1001-1007 have no name there (the graph pads to 1,008)
+BUNDLED_LABELS = Path(__file__).resolve().parent / "weights" / "inceptionv1_labels.txt"
+#: the names :func:`load_labels` gives the logits the label list does not name
+UNUSED = tuple(f"unused {i}" for i in range(1001, NUM_CLASSES))
 
 # ----------------------------------------------------------------------------- layers
 
@@ -420,10 +423,6 @@ class WeightsFormatError(InceptionV1WeightsError):
 
 class WeightsMismatch(InceptionV1WeightsError):
     """A state_dict's keys or shapes do not match the InceptionV1 graph."""
-
-
-class GenericLabelsWarning(UserWarning):
-    """The real 1008 class names were not found; generic names are used instead."""
 
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -675,21 +674,14 @@ def load_inceptionv1(
 
 # ----------------------------------------------------------------------------- labels
 
-_GENERIC_NOTE = (
-    "InceptionV1's 1008 class names are not bundled and could not be found, so generic names "
-    "'class0000'..'class1007' are used (index = logit index). To get the real names, save lucid's "
-    "label list (gs://modelzoo/labels/ImageNet_alternate.txt, 1008 lines, one name per line, "
-    "index 0 is 'dummy') and pass load_labels(path), set {env}=/path/to/labels.txt, or put it at {cached}."
-)
-
-
 def load_labels(path: PathLike | None = None, *, cache_dir: PathLike | None = None) -> list[str]:
     """The 1008 class names, one per logit.
 
     Reads ``path`` if given, else ``$INTERPGRAM_INCEPTIONV1_LABELS`` if set, else
-    ``<cache_dir>/inceptionv1/labels.txt`` if present: a UTF-8 text file of exactly 1008
-    lines.  If none of these exists the names are generic (``class0000`` ..
-    ``class1007``) and a :class:`GenericLabelsWarning` says so.
+    ``<cache_dir>/inceptionv1/labels.txt`` if present, else the bundled list
+    (:data:`BUNDLED_LABELS`, inception5h's own label strings). A file holds one name per line: 1,008
+    lines (lucid's ``ImageNet_alternate.txt`` form), or 1,001 (inception5h's
+    ``imagenet_comp_graph_label_strings.txt``; logits 1001-1007 are then ``unused 1001`` ...).
     """
     cached = _cache_root(cache_dir) / "inceptionv1" / LABELS_FILENAME
     explicit = path if path is not None else os.environ.get(LABELS_ENV_VAR) or None
@@ -701,22 +693,22 @@ def load_labels(path: PathLike | None = None, *, cache_dir: PathLike | None = No
     elif cached.is_file():
         file = cached
     else:
-        warnings.warn(
-            _GENERIC_NOTE.format(env=LABELS_ENV_VAR, cached=cached), GenericLabelsWarning, stacklevel=2
-        )
-        return list(GENERIC_LABELS)
-    lines = file.read_text(encoding="utf-8").splitlines()
+        file = BUNDLED_LABELS
+    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    if len(lines) == NUM_CLASSES - len(UNUSED):
+        return lines + list(UNUSED)
     if len(lines) != NUM_CLASSES:
         raise ValueError(
             f"InceptionV1 labels file {file} has {len(lines)} lines; expected exactly {NUM_CLASSES} "
-            f"(one name per logit, lucid's ImageNet_alternate.txt order)"
+            f"(one name per logit, lucid's ImageNet_alternate.txt order) or {NUM_CLASSES - len(UNUSED)} "
+            "(inception5h's imagenet_comp_graph_label_strings.txt)"
         )
-    return [line.strip() for line in lines]
+    return lines
 
 
 def __getattr__(name: str):
-    # ``LABELS`` is resolved lazily (PEP 562) so importing this module neither reads
-    # files nor warns; the first access reads the labels file or warns about generic names.
+    # ``LABELS`` is resolved lazily (PEP 562) so importing this module reads no file;
+    # the first access reads the labels file.
     if name == "LABELS":
         labels = tuple(load_labels())
         globals()["LABELS"] = labels

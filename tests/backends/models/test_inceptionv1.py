@@ -34,7 +34,6 @@ from interpgram.backends.models.inceptionv1 import (
     WEIGHTS_ENV_VAR,
     WEIGHTS_GIT_BLOB,
     Conv2dSame,
-    GenericLabelsWarning,
     InceptionV1,
     LocalResponseNorm,
     MaxPool2dSame,
@@ -544,10 +543,22 @@ def test_unreachable_server_raises_weights_unavailable(tmp_path, no_env):
 # ------------------------------------------------------------------------------- labels
 
 
-def test_generic_labels_come_with_a_warning(tmp_path, no_env):
-    with pytest.warns(GenericLabelsWarning, match=LABELS_ENV_VAR):
+def test_the_bundled_labels_are_inception5hs_own(tmp_path, no_env):
+    """Without a file of the user's, the names are the label strings of inception5h.zip, bundled: 1,001
+    names with 'dummy' at 0, one per logit, and the graph's 7 padding logits named unused."""
+    import hashlib
+
+    assert hashlib.sha256(iv1.BUNDLED_LABELS.read_bytes()).hexdigest() == \
+        "9af927ef00a4455de454879514ecc4859b023c33235b1423ef65e0925e31e73e"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         labels = load_labels(cache_dir=tmp_path)
-    assert len(labels) == 1008 and labels[0] == "class0000" and labels[-1] == "class1007"
+    assert len(labels) == 1008 and len(set(labels[1:1001])) == 998  # "crane" and "maillot" are there twice
+    assert labels[:4] == ["dummy", "kit fox", "English setter", "Siberian husky"]
+    assert labels[1000] == "dumbbell" and labels[1001:] == [f"unused {i}" for i in range(1001, 1008)]
+    # names the Distill articles use, at their logits
+    for name in ("Labrador retriever", "tiger cat", "snorkel", "scuba diver", "fireboat", "grey whale"):
+        assert name in labels
 
 
 def test_labels_file_is_read(tmp_path, no_env, monkeypatch):
@@ -565,6 +576,9 @@ def test_labels_file_is_read(tmp_path, no_env, monkeypatch):
         cached.write_text(file.read_text(encoding="utf-8"), encoding="utf-8")
         assert load_labels(cache_dir=tmp_path / "c") == names
 
+    five5h = tmp_path / "imagenet_comp_graph_label_strings.txt"  # inception5h's own 1,001-line form
+    five5h.write_text("\n".join(names[:1001]) + "\n", encoding="utf-8")
+    assert load_labels(five5h) == names[:1001] + [f"unused {i}" for i in range(1001, 1008)]
     short = tmp_path / "short.txt"
     short.write_text("\n".join(names[:1000]), encoding="utf-8")
     with pytest.raises(ValueError, match="1000 lines; expected exactly 1008"):
@@ -574,15 +588,12 @@ def test_labels_file_is_read(tmp_path, no_env, monkeypatch):
 
 
 def test_module_level_labels_is_lazy(tmp_path, no_env, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))  # default cache dir -> empty
+    monkeypatch.setenv("HOME", str(tmp_path))  # default cache dir -> empty: the bundled list
     iv1.__dict__.pop("LABELS", None)
     try:
-        with pytest.warns(GenericLabelsWarning):
-            labels = iv1.LABELS
-        assert isinstance(labels, tuple) and labels == iv1.GENERIC_LABELS
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            assert iv1.LABELS is labels  # cached: no second read, no second warning
+        labels = iv1.LABELS
+        assert isinstance(labels, tuple) and labels == tuple(load_labels(cache_dir=tmp_path))
+        assert iv1.LABELS is labels  # cached: no second read
     finally:
         iv1.__dict__.pop("LABELS", None)
 
