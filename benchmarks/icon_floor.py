@@ -16,7 +16,7 @@ transforms), so the floor's input and the step's are the same size. InceptionV1 
 weights (the published ones are a download), which costs the same time.
 
     python benchmarks/icon_floor.py [--model shapes-cnn,inceptionv1,efficientnet-lite0] [--sizes 128]
-        [--batches 16] [--steps 8] [--device auto] [--layer L]
+        [--batches 16] [--steps 8] [--device auto] [--layer L] [--autocast auto|off|bfloat16]
 
 The last line is ``RESULT {json}`` (one row per model, size and batch) for benchmarks/gpu.py.
 """
@@ -41,7 +41,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def one(name: str, layer: str, size: int, batch: int, steps: int, device: torch.device) -> dict:
+def one(name: str, layer: str, size: int, batch: int, steps: int, device: torch.device, autocast: str = "auto") -> dict:
     from interpgram.backends.kernels.capture import capture_until
     from interpgram.backends.kernels.optvis import Icon, IconSettings
     from interpgram.backends.kernels.optvis.render import icon_objective, render_vis
@@ -52,10 +52,12 @@ def one(name: str, layer: str, size: int, batch: int, steps: int, device: torch.
     model = load_model(source, **kw)
     width = model.layers()[layer][0]
     obj = icon_objective([Icon(layer, "channel", index=c % width) for c in range(batch)])
-    settings = IconSettings(size=size, steps=steps, transforms=STANDARD + (("crop_or_pad", size),), relu_redirect=0)
+    settings = IconSettings(size=size, steps=steps, transforms=STANDARD + (("crop_or_pad", size),), relu_redirect=0,
+                            autocast=autocast)
     out = {}
     for frozen in (True, False):  # warm-up both, then time both
-        render_vis(model, obj, batch, IconSettings(size=size, steps=1, relu_redirect=0), device=device, frozen=frozen)
+        render_vis(model, obj, batch, IconSettings(size=size, steps=1, relu_redirect=0, autocast=autocast),
+                   device=device, frozen=frozen)
     for frozen in (True, False):
         _sync(device)
         t = time.perf_counter()
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="16")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--autocast", default="auto", choices=("auto", "off", "bfloat16"),
+                    help="the steps' autocast (auto: bfloat16 where it is native); the floor is always float32")
     args = ap.parse_args(argv)
     from _bench import device_or_exit, result
 
@@ -96,10 +100,15 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"--model {', '.join(bad)}: choose from {', '.join(MODELS)}")
     device = device_or_exit(args.device, "icon_floor.py")
+    from interpgram.backends.execute.device import native_bfloat16
+
+    bf16 = args.autocast == "bfloat16" or (args.autocast == "auto" and native_bfloat16(device))
+    steps_dtype = f"bfloat16 (autocast {args.autocast})" if bf16 else f"float32 (autocast {args.autocast})"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     print(f"icon step vs its floor: channel objective, standard transforms + crop_or_pad to the size, "
-          f"{args.steps} timed steps; {device.type} ({where}), torch {torch.__version__}")
+          f"{args.steps} timed steps; {device.type} ({where}), torch {torch.__version__}; steps in {steps_dtype}, "
+          "floor in float32")
     hdr = (f"{'model':<20}{'layer':<12}{'px':>5}{'batch':>6}{'step s':>9}{'unfrozen s':>11}{'floor s':>9}"
            f"{'step/floor':>11}{'unfrozen/step':>14}{'icon-steps/s':>13}{'objective':>10}{'(unfrozen)':>11}")
     print(hdr)
@@ -108,7 +117,7 @@ def main(argv=None) -> int:
         layer = args.layer or MODELS[name][1]
         for size in (int(s) for s in args.sizes.split(",")):
             for b in (int(x) for x in args.batches.split(",")):
-                r = one(name, layer, size, b, args.steps, device)
+                r = one(name, layer, size, b, args.steps, device, args.autocast)
                 row = {"model": name, "layer": layer, "size": size, "batch": b, "step_s": r["step"],
                        "unfrozen_s": r["unfrozen"], "floor_s": r["floor"], "ratio": r["step"] / r["floor"],
                        "speedup": r["unfrozen"] / r["step"], "icons_per_s": b / r["step"],
