@@ -15,6 +15,7 @@ from interpgram.backends.render.charts import (
     as_image,
     cell_layer,
     cell_records,
+    hover_ring,
     image_layer,
     link_param,
     need_keys,
@@ -93,15 +94,15 @@ class SemanticDictionary(Presentation):
         hover = alt.selection_point(name="position", fields=["pos"], on="pointerover", nearest=False,
                                     value=[{"pos": start}], clear=False)
         cells = cell_layer(pos_rows, gh, gw).encode(
-            stroke=alt.condition(hover, alt.value("#e8710a"), alt.value("#ffffff")),
-            strokeOpacity=alt.condition(hover, alt.value(1.0), alt.value(0.25)),
             tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y"),
                      alt.Tooltip("value:Q", title="‖activation‖", format=".4g")],
-        ).mark_rect(fill="#000000", fillOpacity=0.0, strokeWidth=1.5).add_params(hover)
+        ).mark_rect(fill="#000000", fillOpacity=0.0, stroke="#ffffff", strokeOpacity=0.25,
+                    strokeWidth=1.5).add_params(hover)
         pick = link_param(view, ["col", "row"])
         if pick is not None:
             cells = cells.add_params(pick)
-        left = alt.layer(image_layer(png_data_url(image, pw), gh, gw), cells).properties(
+        left = alt.layer(image_layer(png_data_url(image, pw), gh, gw), cells,
+                         hover_ring(pos_rows, gh, gw, hover)).properties(
             width=pw, height=ph, title=alt.TitleParams("input: hover a position", subtitle=f"{layer}: {gw}×{gh} positions"))
 
         rows = []

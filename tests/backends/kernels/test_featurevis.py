@@ -122,6 +122,20 @@ def test_semantic_dictionary_has_an_icon_for_every_top_channel_of_every_position
     from interpgram.backends.render import spec_for
     spec = spec_for(v)
     assert "position" in str(spec)  # the hover selection that drives the dictionary
+    # the selected position (at first the strongest) is outlined dark under light, once, so that it
+    # shows on any photo (a single orange outline vanished on an orange espresso)
+    import re
+
+    import vl_convert
+
+    from interpgram.backends.render.draw import vegalite_version
+    svg = vl_convert.vegalite_to_svg(spec, vl_version=vegalite_version())
+    dark = re.findall(r'<path[^>]* d="([^"]+)"[^>]*stroke="#111111" stroke-width="3.5"', svg)
+    light = re.findall(r'<path[^>]* d="([^"]+)"[^>]*stroke="#ffffff" stroke-width="1.5"', svg)  # not the faint grid
+    assert len(dark) == 1 and dark == light, (dark, light)
+    c = int(np.argmax(np.linalg.norm(acts, axis=0)))  # the strongest position, (row, col) of 8 × 8
+    side = float(re.search(r"h([0-9.]+)v", dark[0]).group(1))
+    assert dark[0].startswith(f"M{c % 8 * side:g},{c // 8 * side:g}h")
 
 
 def test_activation_grid_is_cached_per_image_and_sized_by_magnitude(tmp_path):
