@@ -211,10 +211,11 @@ def cell_layer(rows: list[dict[str, Any]], gh: int, gw: int) -> alt.Chart:
                     y=alt.Y("row:Q", scale=ys, axis=None), y2="row_end:Q"))
 
 
-def hover_ring(rows: list[dict[str, Any]], gh: int, gw: int, param) -> alt.LayerChart:
+def hover_ring(rows: list[dict[str, Any]], gh: int, gw: int, param, empty: bool = True) -> alt.LayerChart:
     """The cell ``param`` selects, outlined dark and light (a 3.5 px near-black ring under a 1.5 px white
-    one), so it shows on any photo: a single orange outline vanished on an orange espresso."""
-    base = cell_layer(rows, gh, gw).transform_filter(param)
+    one), so it shows on any photo: a single orange outline vanished on an orange espresso. ``empty``:
+    whether a selection with nothing in it rings every cell (False: none, until something is picked)."""
+    base = cell_layer(rows, gh, gw).transform_filter({"param": param.name, "empty": empty})
     return alt.layer(base.mark_rect(fillOpacity=0, stroke="#111111", strokeWidth=3.5),
                      base.mark_rect(fillOpacity=0, stroke="#ffffff", strokeWidth=1.5))
 
@@ -229,14 +230,14 @@ def link_param(view: ElementView, fields: list[str]):
     return alt.selection_point(name="link", fields=fields, on=on, clear=False, nearest=False, toggle=False)
 
 
-def pick_layer(view: ElementView, gh: int, gw: int, param) -> alt.Chart:
-    """Transparent cells over a map that select their position (col, row) for a link."""
+def pick_layer(view: ElementView, gh: int, gw: int, param) -> alt.LayerChart:
+    """Transparent cells over a map that select their position (col, row) for a link, the picked one
+    ringed (:func:`hover_ring`; none before a pick)."""
     rows = [{"row": i, "col": j} for i in range(gh) for j in range(gw)]
-    return cell_layer(rows, gh, gw).mark_rect(fill="#000000", fillOpacity=0.0, strokeWidth=1.5).encode(
-        stroke=alt.condition(param, alt.value("#e8710a"), alt.value("#ffffff"), empty=False),
-        strokeOpacity=alt.condition(param, alt.value(1.0), alt.value(0.0), empty=False),
+    cells = cell_layer(rows, gh, gw).mark_rect(fill="#000000", fillOpacity=0.0, strokeWidth=0).encode(
         tooltip=[alt.Tooltip("col:Q", title="x"), alt.Tooltip("row:Q", title="y")],
     ).add_params(param)
+    return alt.layer(cells, hover_ring(rows, gh, gw, param, empty=False))
 
 
 def panel_px(image: np.ndarray, width: int) -> tuple[int, int]:

@@ -67,12 +67,18 @@ def test_hovering_the_grid_drives_layer_to_layer_and_channel_attribution(tmp_pat
     open_report(page, path)
     assert "64 of 64 selections precomputed" in _caption(page, "upstream")
     before_up, before_here = _visible_chart_html(page, "upstream"), _visible_chart_html(page, "here")
-    cells = page.locator("#el-grid path[fill-opacity='0']")
+    cells = page.locator("#el-grid path[fill-opacity='0']:not([stroke])")
     assert cells.count() == 64  # conv4 is 8×8
+    ring = page.locator("#el-grid path[stroke='#111111']")
+    assert ring.count() == 0  # nothing picked yet
     seen = set()
     for idx in (0, 27, 63):
         cells.nth(idx).hover(force=True)
         x, y = idx % 8, idx // 8
+        # the hovered position is ringed dark under light, on that cell only
+        page.wait_for_function("document.querySelectorAll(\"#el-grid path[stroke='#111111']\").length === 1")
+        assert ring.first.get_attribute("d") == cells.nth(idx).get_attribute("d")
+        assert page.locator("#el-grid path[stroke='#ffffff'][stroke-width='1.5']").count() == 1
         page.wait_for_function(f"document.getElementById('el-upstream').dataset.selected === '0|{x},{y}'")
         page.wait_for_function(f"document.getElementById('el-here').dataset.selected === '1|{x},{y}'")
         page.wait_for_function("[...document.querySelectorAll('#el-upstream > .chart')].filter(d => !d.hidden)"
