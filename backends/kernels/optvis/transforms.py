@@ -170,16 +170,6 @@ class _Window:
         return F.pad(x, tuple(self.lrtb), mode="constant", value=0.5)
 
 
-def _crop_or_pad(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    if h < size or w < size:
-        ph, pw = max(0, size - h), max(0, size - w)
-        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="constant", value=0.5)
-        h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size]
-
-
 def _scale_rotate(x: torch.Tensor, factor: float, degrees: float) -> torch.Tensor:
     if factor == 1.0 and degrees == 0.0:
         return x

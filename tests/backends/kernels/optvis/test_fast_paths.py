@@ -67,8 +67,14 @@ def _stepwise(x: torch.Tensor, steps, d: T.Draw) -> torch.Tensor:
             dy, dx = d.values[i]
             h, w = x.shape[-2:]
             x = x[..., dy:dy + h - value, dx:dx + w - value]
-        elif kind == "crop_or_pad":
-            x = T._crop_or_pad(x, value)
+        elif kind == "crop_or_pad":  # pad up to the size (centred, 0.5), then a centred crop
+            h, w = x.shape[-2:]
+            if h < value or w < value:
+                ph, pw = max(0, value - h), max(0, value - w)
+                x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="constant", value=0.5)
+                h, w = x.shape[-2:]
+            top, left = (h - value) // 2, (w - value) // 2
+            x = x[..., top:top + value, left:left + value]
         i += 1
     return x
 
